@@ -1,0 +1,3 @@
+from t2ibench.cli import main
+import sys
+sys.exit(main())

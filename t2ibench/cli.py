@@ -1,0 +1,195 @@
+"""The ``t2ibench`` command line. User errors print one line each on stderr and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from t2ibench.errors import UserError
+
+EPILOG = """examples:
+  t2ibench run                                   # builtin 'smoke' suite on random:tiny-sd, CPU, < 1 min
+  t2ibench run my-suite.yaml --out runs/sdxl     # rerun the same command to resume
+  t2ibench run sdxl-deploy --device cuda --fresh
+  t2ibench validate suites/*.yaml
+  t2ibench report runs/sdxl --format csv,md
+  t2ibench score fid images/a images/b --features inception
+  t2ibench suites
+  t2ibench doctor
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="t2ibench", description="Benchmark text-to-image diffusion pipelines for speed and quality.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"t2ibench {_version()}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    p = verbs.add_parser("run", help="generate, time and score a suite (resumable)",
+                         epilog="examples:\n  t2ibench run\n  t2ibench run suite.yaml --out runs/x --device cuda",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("suite", nargs="?", default="smoke", help="suite YAML path or builtin name (default: smoke)")
+    p.add_argument("--out", help="run directory (default: t2ibench-runs/<suite>-<UTC time>, "
+                                 "or the latest unfinished run of the same suite)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
+    p.add_argument("--executor", default="local", help="local | ray (default: local)")
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    p.add_argument("--no-metrics", action="store_true", help="skip quality metrics (timing and images only)")
+    p.set_defaults(func=_run)
+
+    p = verbs.add_parser("report", help="(re)write reports from a run's store")
+    p.add_argument("run_dir")
+    p.add_argument("--format", default="csv,md", help="comma-separated: csv, md (default: csv,md)")
+    p.set_defaults(func=_report)
+
+    p = verbs.add_parser("validate", help="check suite files against the schema; does no work")
+    p.add_argument("suites", nargs="+", metavar="SUITE")
+    p.set_defaults(func=_validate)
+
+    p = verbs.add_parser("suites", help="list the builtin suites")
+    p.set_defaults(func=_suites)
+
+    p = verbs.add_parser("doctor", help="show torch/CUDA/GPU, attention backends and metric weights found")
+    p.set_defaults(func=_doctor)
+
+    from t2ibench.metrics.cli import add_score_parser
+
+    add_score_parser(verbs)
+    return parser
+
+
+def _version() -> str:
+    import t2ibench
+
+    return t2ibench.__version__
+
+
+def _console(stderr: bool = False):
+    import io
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    tty = stream.isatty() if isinstance(stream, io.TextIOBase) or hasattr(stream, "isatty") else False
+    return Console(stderr=stderr, highlight=False, width=None if tty else 160)
+
+
+def _run(args) -> int:
+    from t2ibench.harness.runs import execute
+    from t2ibench.progress import RichObserver
+    from t2ibench.suites import load_suite
+
+    suite = load_suite(args.suite)
+    err = _console(stderr=True)
+    with RichObserver(err) as observer:
+        run = execute(suite, out=args.out, device=args.device, executor=args.executor, fresh=args.fresh,
+                      observer=observer, metrics=not args.no_metrics,
+                      log=lambda msg: observer.progress.console.print(msg))
+    _print_summary(run)
+    failed = run.n_failed
+    if failed:
+        err.print(f"[red]{failed} cells failed[/red]; see {run.run_dir / 'cells.csv'} (rerun to retry them)")
+    return 1 if failed else 0
+
+
+def _print_summary(run) -> None:
+    import math
+
+    from rich.table import Table
+
+    results = run.results()
+    table = Table(title=f"results: {run.run_dir}")
+    metric_cols = [c[:-3] for c in results.columns if c.endswith("_lo")]
+    for col in ["config", "config_id", "status", "n_ok", "p50 ms", "p95 ms", "img/s", "peak MB", *metric_cols,
+                "pareto"]:
+        table.add_column(col, justify="left" if col in ("config", "config_id", "status") else "right",
+                         no_wrap=col != "config")
+
+    def fmt(v) -> str:
+        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    for _, r in results.iterrows():
+        peak = r["peak_vram_mb"] if not math.isnan(r["peak_vram_mb"]) else r["peak_rss_mb"]
+        table.add_row(str(r["config"]), r["config_id"], r["status"], str(r["n_ok"]), fmt(r["latency_ms_p50"]),
+                      fmt(r["latency_ms_p95"]), fmt(r["images_per_s"]), fmt(peak),
+                      *[fmt(r[m]) for m in metric_cols], "✓" if r["pareto"] else "")
+    console = _console()
+    console.print(table)
+    random_cols = sorted({m for v in results.get("random_weights", []) for m in str(v).split(",") if m})
+    if random_cols:
+        console.print(f"[yellow]{', '.join(random_cols)}: random weights, values not meaningful[/yellow]")
+    console.print(f"report: {run.report_path}")
+
+
+def _report(args) -> int:
+    from t2ibench.harness.store import RunStore
+    from t2ibench.reports import write_reports
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    with RunStore.open(args.run_dir) as store:
+        written = write_reports(store, formats)
+    for path in written.values():
+        print(path)
+    return 0
+
+
+def _validate(args) -> int:
+    from t2ibench.suites import load_suite
+
+    problems: list[str] = []
+    for path in args.suites:
+        try:
+            suite = load_suite(path)
+            print(f"{path}: ok ({len(suite.configs())} configs × {len(suite.prompt_list())} prompts "
+                  f"× {len(suite.seed_list())} seeds)")
+        except UserError as e:
+            problems.extend(e.problems)
+    if problems:
+        raise UserError(problems[0], problems=problems)
+    return 0
+
+
+def _suites(args) -> int:
+    from t2ibench.suites import builtin_suites, load_suite
+
+    for name, path in sorted(builtin_suites().items()):
+        suite = load_suite(path)
+        print(f"{name:16} {suite.model:45} {suite.description}")
+    return 0
+
+
+def _doctor(args) -> int:
+    from t2ibench.doctor import report
+
+    for line in report():
+        print(line)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        if args.debug:
+            raise
+        for line in e.problems:
+            print(f"t2ibench: error: {line}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("t2ibench: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

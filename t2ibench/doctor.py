@@ -1,0 +1,61 @@
+"""``t2ibench doctor``: what this machine can run, and which metric weights are found (no downloads)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Iterator
+
+from t2ibench.errors import UserError
+
+
+def _attention_backends(torch) -> list[str]:
+    found = ["sdpa", "math", "sliced"]
+    if torch.cuda.is_available():
+        found += [b for b, flag in (("flash", torch.backends.cuda.flash_sdp_enabled()),
+                                    ("efficient", torch.backends.cuda.mem_efficient_sdp_enabled())) if flag]
+    if importlib.util.find_spec("xformers") is not None:
+        found.append("xformers")
+    return found
+
+
+def _weights() -> Iterator[str]:
+    from t2ibench.metrics.weights import resolve_file, resolve_open_clip
+
+    checks = [
+        ("FID Inception", lambda: resolve_file("pt_inception-2015-12-05-6726825d.pth", what="FID Inception")),
+        ("LPIPS alex backbone", lambda: resolve_file("alexnet-owt-7be5be79.pth", what="AlexNet")),
+        ("CLIP ViT-B-32/openai", lambda: resolve_open_clip("ViT-B-32", "openai")[0]),
+        ("CLIP ViT-L-14-336/openai", lambda: resolve_open_clip("ViT-L-14-336", "openai")[0]),
+    ]
+    saved = os.environ.get("T2IBENCH_OFFLINE")
+    os.environ["T2IBENCH_OFFLINE"] = "1"  # look, never download
+    try:
+        for name, find in checks:
+            try:
+                yield f"  {name:26} found: {find()}"
+            except UserError as e:
+                yield f"  {name:26} missing: {e}"
+    finally:
+        if saved is None:
+            os.environ.pop("T2IBENCH_OFFLINE", None)
+        else:
+            os.environ["T2IBENCH_OFFLINE"] = saved
+
+
+def report() -> Iterator[str]:
+    import torch
+
+    from t2ibench.harness.environment import collect_environment
+
+    env = collect_environment("cuda" if torch.cuda.is_available() else "cpu")
+    yield "environment:"
+    for key, value in env.items():
+        if value is not None:
+            yield f"  {key:20} {value}"
+    yield f"attention backends: {', '.join(_attention_backends(torch))}"
+    yield f"torchsde (dpmpp_sde): {'yes' if importlib.util.find_spec('torchsde') else 'no (pip install torchsde)'}"
+    yield f"ray executor: {'installed' if importlib.util.find_spec('ray') else 'not installed'}"
+    yield f"T2IBENCH_WEIGHTS: {os.environ.get('T2IBENCH_WEIGHTS', '(unset)')}"
+    yield "metric weights:"
+    yield from _weights()

@@ -1,0 +1,72 @@
+"""The environment a run was measured in: hardware, driver, library versions, git commit."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit(path: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def collect_environment(device: str) -> dict:
+    import os
+
+    import torch
+
+    import t2ibench
+
+    cuda = device.startswith("cuda") and torch.cuda.is_available()
+    env = {
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "gpu_memory_mb": torch.cuda.get_device_properties(0).total_memory / 2**20 if cuda else None,
+        "driver": _nvidia_driver() if cuda else None,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "diffusers": _version("diffusers"),
+        "transformers": _version("transformers"),
+        "t2ibench": t2ibench.__version__,
+        "git_commit": _git_commit(Path.cwd()),
+        "t2ibench_git_commit": _git_commit(Path(t2ibench.__file__).resolve().parent),
+    }
+    return env

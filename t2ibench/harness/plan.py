@@ -1,0 +1,62 @@
+"""The plan: which cells still need work, grouped so that each model loads once per load key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from t2ibench.suites import Config, Prompt, Timing
+
+
+@dataclass(frozen=True)
+class CellTask:
+    prompt: Prompt
+    seed: int
+
+
+@dataclass(frozen=True)
+class ConfigTask:
+    config: Config
+    cells: tuple[CellTask, ...]
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    """Configs sharing one loaded pipeline: (model, precision, vae, offload)."""
+
+    load_key: tuple
+    configs: tuple[ConfigTask, ...]
+
+    @property
+    def n_cells(self) -> int:
+        return sum(len(c.cells) for c in self.configs)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    groups: tuple[GroupTask, ...]
+    timing: Timing
+    device: str
+    backend: str = "torch"
+    skipped_done: int = 0  # cells already in the store
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_cells(self) -> int:
+        return sum(g.n_cells for g in self.groups)
+
+
+def make_plan(configs: list[Config], prompts: list[Prompt], seeds: list[int], done: dict[str, set],
+              timing: Timing, device: str, backend: str = "torch") -> RunPlan:
+    """Group the configs by load key (in order of first appearance) and list their missing cells."""
+    groups: dict[tuple, list[ConfigTask]] = {}
+    skipped = 0
+    for config in configs:
+        finished = done.get(config.config_id, set())
+        cells = tuple(CellTask(p, s) for p in prompts for s in seeds if (p.prompt_id, s) not in finished)
+        skipped += len(prompts) * len(seeds) - len(cells)
+        if cells:
+            groups.setdefault(config.load_key(), []).append(ConfigTask(config, cells))
+    return RunPlan(
+        groups=tuple(GroupTask(k, tuple(v)) for k, v in groups.items()),
+        timing=timing, device=device, backend=backend, skipped_done=skipped,
+    )

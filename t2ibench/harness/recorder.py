@@ -1,0 +1,133 @@
+"""The local result sink: writes images and rows to the run store from a background thread,
+so PNG encoding and commits overlap the next generation call."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Protocol
+
+from t2ibench.harness.backend import CallOutcome
+from t2ibench.harness.plan import CellTask
+from t2ibench.harness.store import CellRow, RunStore, image_relpath, write_png_atomic
+from t2ibench.suites import Config
+
+
+class Observer(Protocol):
+    """Progress display hooks (the CLI shows rich progress bars through these)."""
+
+    def run_started(self, n_cells: int) -> None: ...
+
+    def config_started(self, config: Config, n_cells: int) -> None: ...
+
+    def cells_advanced(self, config: Config, n: int) -> None: ...
+
+    def config_ended(self, config: Config, status: str, reason: str) -> None: ...
+
+
+class NullObserver:
+    def run_started(self, n_cells): pass
+
+    def config_started(self, config, n_cells): pass
+
+    def cells_advanced(self, config, n): pass
+
+    def config_ended(self, config, status, reason): pass
+
+
+class StoreRecorder:
+    def __init__(self, store: RunStore, observer: Observer | None = None):
+        self.store = store
+        self.observer = observer or NullObserver()
+        self.failed_cells = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=32)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_loop, name="t2ibench-writer", daemon=True)
+        self._thread.start()
+
+    # -- ResultSink ------------------------------------------------------------------------------
+    def config_started(self, config: Config, n_cells: int) -> None:
+        self.store.update_config(config.config_id, status="running", reason="")
+        self.observer.config_started(config, n_cells)
+
+    def cells_done(self, config: Config, cells: list[CellTask], outcome: CallOutcome | None, error: str,
+                   peak: tuple[float | None, float], call_index: int, samples: list[float]) -> None:
+        vram, rss = peak
+        base = dict(config_id=config.config_id, peak_vram_mb=vram, peak_rss_mb=rss, call_index=call_index,
+                    batch_size=config.knobs.batch_size, created_at=time.time())
+        items = []
+        if outcome is None:
+            self.failed_cells += len(cells)
+            items = [(self._row(cell, base, status="failed", error=error), None) for cell in cells]
+        else:
+            t = outcome.timing
+            for cell, image in zip(cells, outcome.images):
+                row = self._row(
+                    cell, base, status=image.status, error=image.error, latency_ms=t.latency_ms,
+                    encode_ms=t.encode_ms, denoise_ms=t.denoise_ms, decode_ms=t.decode_ms, step_ms=t.step_ms,
+                    latency_samples=samples, recompiles=outcome.recompiles,
+                    image_path=image_relpath(config.config_id, cell.prompt.prompt_id, cell.seed)
+                    if image.status == "ok" else None,
+                )
+                items.append((row, image.pixels))
+        self._put(items)
+        self.observer.cells_advanced(config, len(cells))
+
+    def config_ended(self, config: Config, status: str, reason: str, cells: tuple[CellTask, ...],
+                     facts: dict) -> None:
+        if cells:
+            if status == "failed":
+                self.failed_cells += len(cells)
+            now = time.time()
+            base = dict(config_id=config.config_id, batch_size=config.knobs.batch_size, created_at=now)
+            self._put([(self._row(c, base, status=status, error=reason), None) for c in cells])
+            self.observer.cells_advanced(config, len(cells))
+        self.flush()
+        self.store.update_config(
+            config.config_id, status=status, reason=reason,
+            load_ms=facts.get("load_ms"), warmup_ms=facts.get("warmup_ms"), recompiles=facts.get("recompiles", 0),
+        )
+        self.observer.config_ended(config, status, reason)
+
+    # -- writing ---------------------------------------------------------------------------------
+    @staticmethod
+    def _row(cell: CellTask, base: dict, **fields) -> CellRow:
+        return CellRow(prompt_id=cell.prompt.prompt_id, seed=cell.seed, prompt=cell.prompt.text,
+                       category=cell.prompt.category, **base, **fields)
+
+    def _put(self, items: list) -> None:
+        self._raise_if_failed()
+        self._queue.put(items)
+
+    def _write_loop(self) -> None:
+        while True:
+            items = self._queue.get()
+            try:
+                if items is None:
+                    return
+                if self._error is None:
+                    rows = []
+                    for row, pixels in items:
+                        if pixels is not None:  # the image lands before its row commits
+                            sha = write_png_atomic(self.store.run_dir / row.image_path, pixels)
+                            row = CellRow(**{**row.__dict__, "image_sha256": sha})
+                        rows.append(row)
+                    self.store.put_cells(rows)
+            except BaseException as e:  # surfaced to the producer at its next put or flush
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"writing results failed: {self._error}") from self._error
+
+    def flush(self) -> None:
+        self._queue.join()
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join()

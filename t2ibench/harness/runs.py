@@ -1,0 +1,147 @@
+"""One benchmark run: choose the run directory, plan the missing cells, execute, score, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from t2ibench.errors import UserError
+from t2ibench.harness.executors import EXECUTORS
+from t2ibench.harness.plan import make_plan
+from t2ibench.harness.recorder import Observer, StoreRecorder
+from t2ibench.harness.store import SCHEMA_VERSION, RunStore
+from t2ibench.suites import Suite
+
+RUNS_ROOT = Path("t2ibench-runs")
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda[:N], got '{device}'")
+    return device
+
+
+def choose_run_dir(suite: Suite, out: str | Path | None, fresh: bool) -> tuple[Path, str]:
+    """The run directory and why: an explicit --out, the latest unfinished run of this suite, or a new one."""
+    if out is not None:
+        out = Path(out)
+        if fresh and (out / "run.sqlite").exists():
+            _erase_run(out)
+            return out, "fresh"
+        return out, "resume" if (out / "run.sqlite").exists() else "new"
+    if not fresh:
+        for candidate in sorted(RUNS_ROOT.glob(f"{suite.name}-*"), reverse=True):
+            manifest = _read_manifest(candidate)
+            if manifest and manifest.get("status") != "complete" and manifest.get("suite_hash") == suite_hash(suite):
+                return candidate, "resume"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return RUNS_ROOT / f"{suite.name}-{stamp}", "new"
+
+
+def _erase_run(run_dir: Path) -> None:
+    for name in ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm", "manifest.json", "cells.csv", "results.csv",
+                 "report.md", "report.html"):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "images", ignore_errors=True)
+
+
+def _read_manifest(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def suite_hash(suite: Suite) -> str:
+    import hashlib
+
+    resolved = suite.resolved()
+    resolved.pop("source_path", None)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_manifest(store: RunStore, suite: Suite, status: str, counts: dict) -> None:
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "suite_hash": suite_hash(suite),
+        "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "counts": counts,
+        "suite": suite.resolved(),
+        "environment": store.get_meta("environment"),
+    }
+    tmp = store.run_dir / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, store.run_dir / "manifest.json")
+
+
+def _counts(store: RunStore) -> dict:
+    from t2ibench.reports.tables import cell_records
+
+    counts: dict[str, int] = {}
+    for c in cell_records(store):
+        counts[c["status"]] = counts.get(c["status"], 0) + 1
+    return counts
+
+
+def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto", executor: str = "local",
+            fresh: bool = False, observer: Observer | None = None, metrics: bool = True,
+            log: Callable[[str], None] = lambda msg: None):
+    """Run ``suite`` into a run directory (resuming what is there) and return the Run."""
+    from t2ibench.harness.api import Run
+    from t2ibench.harness.environment import collect_environment
+    from t2ibench.reports import write_reports
+
+    make_executor = EXECUTORS.get(executor)
+    device = resolve_device(device)
+    run_dir, why = choose_run_dir(suite, out, fresh)
+    configs, prompts, seeds = suite.configs(), suite.prompt_list(), suite.seed_list()
+    with RunStore.open(run_dir, write=True) as store:
+        previous = store.get_meta("suite")
+        if previous and previous.get("name") != suite.name:
+            raise UserError(f"run directory '{run_dir}' holds suite '{previous.get('name')}', not '{suite.name}'; "
+                            "use another --out or --fresh")
+        environment = collect_environment(device)
+        old_env = store.get_meta("environment")
+        if old_env and {k: v for k, v in old_env.items() if k != "torch_threads"} != \
+                {k: v for k, v in environment.items() if k != "torch_threads"}:
+            log("note: the environment differs from the one this run started in; see manifest.json")
+            store.set_meta("environment_history", (store.get_meta("environment_history") or []) + [old_env])
+        store.set_meta("environment", environment)
+        store.set_meta("suite", suite.resolved())
+        for position, config in enumerate(configs):
+            store.add_config(position, config)
+        done = {c.config_id: store.done_cells(c.config_id) for c in configs}
+        plan = make_plan(configs, prompts, seeds, done, suite.timing, device)
+        log(f"{'resuming' if why == 'resume' else 'writing'} {run_dir}: {plan.n_cells} cells to generate"
+            + (f", {plan.skipped_done} already done" if plan.skipped_done else ""))
+        write_manifest(store, suite, "running", _counts(store))
+        recorder = StoreRecorder(store, observer)
+        recorder.observer.run_started(plan.n_cells)
+        started = time.perf_counter()
+        try:
+            make_executor().execute(plan, recorder)
+        finally:
+            recorder.close()
+            write_manifest(store, suite, "incomplete", _counts(store))
+        store.set_meta("generation_s", time.perf_counter() - started)
+        if metrics and suite.metrics:
+            from t2ibench.harness.scoring import score_run
+
+            score_run(store, suite, device, log=log)
+        write_reports(store)
+        counts = _counts(store)
+        complete = counts.get("ok", 0) + counts.get("nan", 0) == len(configs) * len(prompts) * len(seeds)
+        write_manifest(store, suite, "complete" if complete else "incomplete", counts)
+    return Run(run_dir)

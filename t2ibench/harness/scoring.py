@@ -1,0 +1,27 @@
+"""Score a run's stored images with the suite's metrics and write the rows to the store."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from t2ibench.harness.store import RunStore
+from t2ibench.suites import Suite
+
+
+def score_run(store: RunStore, suite: Suite, device: str, log: Callable[[str], None] = lambda m: None) -> None:
+    """Metrics over the ok images of the suite's configs; features are cached in the run directory."""
+    from t2ibench.metrics.evaluate import ImageRecord, evaluate
+    from t2ibench.reports.tables import cell_records
+
+    images = [
+        ImageRecord(c["config_id"], c["prompt_id"], c["prompt"], c["seed"], store.run_dir / c["image_path"])
+        for c in cell_records(store) if c["status"] == "ok" and c["image_path"]
+    ]
+    if not images:
+        log("no images to score")
+        return
+    reference = next((c.config_id for c in suite.configs() if c.is_reference), None)
+    log(f"scoring {len(images)} images: {', '.join(suite.metrics)}")
+    results = evaluate(dict(suite.metrics), images, reference, device=device,
+                       cache_dir=store.run_dir / "features")
+    store.put_metrics(results)

@@ -1,0 +1,246 @@
+"""The run store: ``run.sqlite`` (WAL) holding configs, cells, metrics and metadata.
+
+It is the source of truth; every report is regenerated from it. Each image is written
+atomically (temporary file, then rename) before its row commits, so a kill at any moment
+leaves no row without its image. One writer per run directory, enforced by ``flock``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from t2ibench.errors import RunLockedError, UserError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS configs (
+    config_id TEXT PRIMARY KEY, position INTEGER NOT NULL, name TEXT NOT NULL, model TEXT NOT NULL,
+    knobs TEXT NOT NULL, is_reference INTEGER NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+    reason TEXT NOT NULL DEFAULT '', load_ms REAL, warmup_ms REAL, recompiles INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS cells (
+    config_id TEXT NOT NULL, prompt_id TEXT NOT NULL, seed INTEGER NOT NULL, prompt TEXT NOT NULL,
+    category TEXT, status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '',
+    latency_ms REAL, encode_ms REAL, denoise_ms REAL, decode_ms REAL, step_ms TEXT,
+    peak_vram_mb REAL, peak_rss_mb REAL, image_path TEXT, image_sha256 TEXT,
+    call_index INTEGER, batch_size INTEGER, latency_samples TEXT, recompiles INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (config_id, prompt_id, seed)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    config_id TEXT NOT NULL, metric TEXT NOT NULL, value REAL, lo REAL, hi REAL,
+    random_weights INTEGER NOT NULL, n INTEGER NOT NULL, extra TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (config_id, metric)
+);
+"""
+
+CELL_COLUMNS = (
+    "config_id", "prompt_id", "seed", "prompt", "category", "status", "error", "latency_ms", "encode_ms",
+    "denoise_ms", "decode_ms", "step_ms", "peak_vram_mb", "peak_rss_mb", "image_path", "image_sha256",
+    "call_index", "batch_size", "latency_samples", "recompiles", "created_at",
+)
+
+
+@dataclass(frozen=True)
+class CellRow:
+    config_id: str
+    prompt_id: str
+    seed: int
+    prompt: str
+    category: str | None
+    status: str
+    error: str = ""
+    latency_ms: float | None = None
+    encode_ms: float | None = None
+    denoise_ms: float | None = None
+    decode_ms: float | None = None
+    step_ms: list[float] | None = None
+    peak_vram_mb: float | None = None
+    peak_rss_mb: float | None = None
+    image_path: str | None = None
+    image_sha256: str | None = None
+    call_index: int | None = None
+    batch_size: int | None = None
+    latency_samples: list[float] | None = None
+    recompiles: int = 0
+    created_at: float = 0.0
+
+    def values(self) -> tuple:
+        def enc(v: Any) -> Any:
+            return json.dumps(v) if isinstance(v, list) else v
+
+        return tuple(enc(getattr(self, c)) for c in CELL_COLUMNS)
+
+
+def image_relpath(config_id: str, prompt_id: str, seed: int) -> str:
+    return f"images/{config_id}/{prompt_id}-{seed}.png"
+
+
+def write_png_atomic(path: Path, pixels) -> str:
+    """Encode ``pixels`` (HxWx3 uint8) as PNG at ``path`` atomically; returns the file's sha256."""
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    data = buf.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
+
+
+class RunStore:
+    """Read/write access to one run directory. Use ``RunStore.open(dir, write=True)`` to write."""
+
+    def __init__(self, run_dir: Path, conn: sqlite3.Connection, lock_fd: int | None):
+        self.run_dir = run_dir
+        self._conn = conn
+        self._lock_fd = lock_fd
+        self._mutex = threading.Lock()
+
+    @classmethod
+    def open(cls, run_dir: str | Path, *, write: bool = False) -> "RunStore":
+        run_dir = Path(run_dir)
+        db = run_dir / "run.sqlite"
+        lock_fd = None
+        if write:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock_fd = _acquire_lock(run_dir)
+        elif not db.is_file():
+            raise UserError(f"'{run_dir}' is not a t2ibench run directory (no run.sqlite)")
+        conn = sqlite3.connect(db, check_same_thread=False, timeout=30)
+        conn.row_factory = sqlite3.Row
+        if write:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            if conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() is None:
+                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.commit()
+        store = cls(run_dir, conn, lock_fd)
+        version = store.get_meta("schema_version")
+        if version is not None and int(version) != SCHEMA_VERSION:
+            store.close()
+            raise UserError(f"'{run_dir}' has store schema_version {version}; this t2ibench reads {SCHEMA_VERSION}")
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- meta --------------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        try:
+            row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        except sqlite3.OperationalError:
+            return default
+        return json.loads(row["value"]) if row else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._mutex, self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- configs -----------------------------------------------------------------------------------
+    def add_config(self, position: int, config) -> None:
+        """Register a config (keeps its recorded status when it is already there)."""
+        with self._mutex, self._conn:
+            self._conn.execute(
+                "INSERT INTO configs (config_id, position, name, model, knobs, is_reference) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(config_id) DO UPDATE SET position=excluded.position, name=excluded.name",
+                (config.config_id, position, config.name, config.model,
+                 config.knobs.model_dump_json(), int(config.is_reference)),
+            )
+
+    def update_config(self, config_id: str, **fields: Any) -> None:
+        if not fields:
+            return
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._mutex, self._conn:
+            self._conn.execute(f"UPDATE configs SET {cols} WHERE config_id=?", (*fields.values(), config_id))
+
+    def configs(self) -> list[dict]:
+        rows = self._conn.execute("SELECT * FROM configs ORDER BY position").fetchall()
+        return [dict(r) | {"knobs": json.loads(r["knobs"])} for r in rows]
+
+    # -- cells -------------------------------------------------------------------------------------
+    def done_cells(self, config_id: str) -> set[tuple[str, int]]:
+        """Cells that need no work: ok with the image present, or nan. Failed and skipped are retried."""
+        done = set()
+        for r in self._conn.execute(
+            "SELECT prompt_id, seed, status, image_path FROM cells WHERE config_id=? AND status IN ('ok','nan')",
+            (config_id,),
+        ):
+            if r["status"] == "nan" or (r["image_path"] and (self.run_dir / r["image_path"]).is_file()):
+                done.add((r["prompt_id"], r["seed"]))
+        return done
+
+    def put_cells(self, rows: Iterable[CellRow]) -> None:
+        marks = ",".join("?" * len(CELL_COLUMNS))
+        with self._mutex, self._conn:
+            self._conn.executemany(
+                f"INSERT OR REPLACE INTO cells ({','.join(CELL_COLUMNS)}) VALUES ({marks})",
+                [r.values() for r in rows],
+            )
+
+    def cells(self) -> list[dict]:
+        rows = self._conn.execute(
+            "SELECT cells.* FROM cells JOIN configs USING (config_id) ORDER BY configs.position, prompt_id, seed"
+        ).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            for key in ("step_ms", "latency_samples"):
+                d[key] = json.loads(d[key]) if d[key] else []
+            out.append(d)
+        return out
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def put_metrics(self, results: Iterable[Any]) -> None:
+        with self._mutex, self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?)",
+                [(r.config_id, r.metric, r.value, r.lo, r.hi, int(r.random_weights), r.n, json.dumps(r.extra))
+                 for r in results],
+            )
+
+    def metrics(self) -> list[dict]:
+        rows = self._conn.execute("SELECT * FROM metrics ORDER BY config_id, metric").fetchall()
+        return [dict(r) | {"extra": json.loads(r["extra"]), "random_weights": bool(r["random_weights"])} for r in rows]
+
+
+def _acquire_lock(run_dir: Path) -> int:
+    fd = os.open(run_dir / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RunLockedError(
+            f"run directory '{run_dir}' is in use by another t2ibench process (pid {holder}); "
+            "wait for it to finish or use another --out"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd

@@ -1,0 +1,274 @@
+"""The PyTorch/diffusers backend: loads a pipeline once per load key, applies runtime knobs per
+config (and undoes them for the next), and runs timed calls with paired initial latents."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from t2ibench.errors import SkipConfig
+from t2ibench.harness.backend import CallOutcome, ImageOutcome
+from t2ibench.harness.loading import ModelSpec, load_pipeline, torch_dtype
+from t2ibench.harness.memory import MemoryTracker
+from t2ibench.harness.schedulers import build_scheduler
+from t2ibench.harness.timing import CallTimer
+from t2ibench.suites.knobs import Knobs
+
+
+def initial_latents(seeds: list[int], shape: tuple[int, ...], dtype):
+    """Paired noise: one CPU generator per image seeded with its seed, drawn in float32.
+
+    Returns the latents and the generators (advanced past the draw, as diffusers leaves them),
+    so that ancestral schedulers take their further noise from the same per-image stream.
+    """
+    import torch
+
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    noise = torch.cat([torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in gens])
+    return noise.to(dtype), gens
+
+
+def _to_uint8(images) -> list[ImageOutcome]:
+    import numpy as np
+
+    out = []
+    for img in images:  # HxWx3 float in [0, 1]
+        if not np.isfinite(img).all():
+            out.append(ImageOutcome("nan", None, "non-finite pixels"))
+        elif float(img.max()) <= 0.0:
+            out.append(ImageOutcome("nan", None, "all-black image"))
+        else:
+            out.append(ImageOutcome("ok", (img * 255).round().clip(0, 255).astype("uint8")))
+    return out
+
+
+class TorchModel:
+    """One loaded diffusers pipeline plus the undo state of the runtime knobs."""
+
+    def __init__(self, pipe, spec: ModelSpec, device: str, precision: str):
+        import inspect
+
+        self.pipe = pipe
+        self.spec = spec
+        self.device = device
+        self.cuda = device.startswith("cuda")
+        self.dtype = torch_dtype(precision)
+        self.memory = MemoryTracker(self.cuda)
+        self.timer = CallTimer(self.cuda)
+        self.denoiser_attr = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+        self._original_denoiser = getattr(pipe, self.denoiser_attr)
+        self._original_scheduler = pipe.scheduler
+        self._original_processors = dict(getattr(self._original_denoiser, "attn_processors", {}) or {})
+        self._compiled: dict[tuple, Any] = {}
+        self._embedding_cache: dict[tuple, Any] = {}
+        self._hook = None
+        self._attention_ctx = contextlib.nullcontext
+        params = inspect.signature(pipe.__call__).parameters
+        self._has_step_callback = "callback_on_step_end" in params
+        self._accepts_latents = "latents" in params and "Flux" not in type(pipe).__name__
+        self._install_hook()
+
+    # -- knobs -----------------------------------------------------------------------------------
+    @property
+    def denoiser(self):
+        return getattr(self.pipe, self.denoiser_attr)
+
+    def _install_hook(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+        self._hook = self.denoiser.register_forward_pre_hook(self.timer.denoiser_called)
+
+    def _reset(self) -> None:
+        import torch
+
+        pipe = self.pipe
+        setattr(pipe, self.denoiser_attr, self._original_denoiser)
+        pipe.scheduler = self._original_scheduler
+        if self._original_processors:
+            self._original_denoiser.set_attn_processor(dict(self._original_processors))
+        for module in (self._original_denoiser, pipe.vae):
+            module.to(memory_format=torch.contiguous_format)
+        if hasattr(pipe.vae, "disable_slicing"):
+            pipe.vae.disable_slicing()
+            pipe.vae.disable_tiling()
+        if pipe.vae.__dict__.pop("decode", None) is not None:  # undo vae_upcast
+            pipe.vae.to(self.dtype)
+        pipe.__dict__.pop("encode_prompt", None)
+        self._attention_ctx = contextlib.nullcontext
+        self._install_hook()
+
+    def configure(self, knobs: Knobs) -> dict:
+        import torch
+
+        self._reset()
+        pipe = self.pipe
+        if knobs.tf32 and not self.cuda:
+            raise SkipConfig("tf32 needs a CUDA device")
+        if self.cuda:
+            torch.backends.cuda.matmul.allow_tf32 = knobs.tf32
+            torch.backends.cudnn.allow_tf32 = knobs.tf32
+        if knobs.scheduler:
+            pipe.scheduler = build_scheduler(knobs.scheduler, self._original_scheduler)
+        self._apply_attention(knobs.attention)
+        if knobs.channels_last:
+            for module in (self.denoiser, pipe.vae):
+                module.to(memory_format=torch.channels_last)
+        if knobs.vae_slicing:
+            pipe.vae.enable_slicing()
+        if knobs.vae_tiling:
+            pipe.vae.enable_tiling()
+        if knobs.vae_upcast and self.dtype != torch.float32:
+            self._upcast_vae()
+        if knobs.cache_text_embeddings:
+            self._cache_encode_prompt()
+        if knobs.compile_options is not None:
+            opts = knobs.compile_options
+            key = (opts.mode, opts.fullgraph, knobs.channels_last, knobs.attention)
+            if key not in self._compiled:
+                self._compiled[key] = torch.compile(self.denoiser, mode=opts.mode, fullgraph=opts.fullgraph)
+            setattr(pipe, self.denoiser_attr, self._compiled[key])
+            self._install_hook()
+        return {}
+
+    def _apply_attention(self, attention: str) -> None:
+        import importlib.util
+
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        if attention == "sliced":
+            self.pipe.enable_attention_slicing()
+        elif attention == "xformers":
+            if importlib.util.find_spec("xformers") is None:
+                raise SkipConfig("attention 'xformers' needs the xformers package (pip install 't2ibench[xformers]')")
+            self.pipe.enable_xformers_memory_efficient_attention()
+        elif attention in ("math", "flash", "efficient"):
+            if attention != "math" and not self.cuda:
+                raise SkipConfig(f"attention '{attention}' needs a CUDA device")
+            backend = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION,
+                       "efficient": SDPBackend.EFFICIENT_ATTENTION}[attention]
+            self._attention_ctx = lambda: sdpa_kernel([backend])
+
+    def _upcast_vae(self) -> None:
+        import torch
+
+        vae = self.pipe.vae
+        vae.to(torch.float32)
+        decode = type(vae).decode.__get__(vae)
+
+        def decode_fp32(z, *args, **kwargs):
+            return decode(z.to(torch.float32), *args, **kwargs)
+
+        vae.decode = decode_fp32
+
+    def _cache_encode_prompt(self) -> None:
+        """Memoise ``pipe.encode_prompt`` per prompt: each prompt is encoded once per loaded model.
+
+        A batched call is split into single-prompt calls whose cached outputs are concatenated
+        along the batch dimension; the other arguments (guidance flag, device, …) join the key.
+        """
+        import inspect
+
+        import torch
+
+        encode = type(self.pipe).encode_prompt.__get__(self.pipe)
+        signature = inspect.signature(encode)
+        cache = self._embedding_cache
+        text_args = [a for a in ("prompt", "prompt_2", "negative_prompt", "negative_prompt_2") if a in signature.parameters]
+
+        def cached(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            call = dict(bound.arguments)
+            n = 1 if isinstance(call["prompt"], str) else len(call["prompt"])
+            other = repr(sorted((k, v) for k, v in call.items() if k not in text_args and not torch.is_tensor(v)))
+            parts = []
+            for i in range(n):
+                single = dict(call)
+                for a in text_args:
+                    if isinstance(call.get(a), (list, tuple)):
+                        single[a] = call[a][i]
+                key = (tuple(single.get(a) for a in text_args), other)
+                if key not in cache:
+                    cache[key] = encode(**single)
+                parts.append(cache[key])
+            return tuple(
+                torch.cat(items) if torch.is_tensor(items[0]) and items[0].shape[0] == 1 and n > 1 else items[0]
+                for items in zip(*parts)
+            )
+
+        self.pipe.encode_prompt = cached
+
+    # -- calls -----------------------------------------------------------------------------------
+    def _call(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> CallOutcome:
+        import torch
+
+        pipe = self.pipe
+        texts = [p + knobs.prompt_suffix for p in prompts]
+        kwargs: dict[str, Any] = dict(
+            prompt=texts, num_inference_steps=knobs.steps, guidance_scale=knobs.guidance_scale,
+            height=knobs.height, width=knobs.width, output_type="np",
+        )
+        if knobs.negative_prompt is not None:
+            kwargs["negative_prompt"] = [knobs.negative_prompt] * len(texts)
+        if self._accepts_latents:
+            cfg = self._original_denoiser.config
+            scale = getattr(pipe, "vae_scale_factor", 8)
+            shape = (cfg.in_channels, knobs.height // scale, knobs.width // scale)
+            kwargs["latents"], kwargs["generator"] = initial_latents(seeds, shape, self.dtype)
+        else:
+            kwargs["generator"] = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        if self._has_step_callback:
+            kwargs["callback_on_step_end"] = self.timer.step_ended
+        graphs_before = _dynamo_graph_count()
+        with torch.inference_mode(), self._attention_ctx():
+            self.timer.start()
+            out = pipe(**kwargs)
+            timing = self.timer.stop()
+        return CallOutcome(_to_uint8(out.images), timing, recompiles=_dynamo_graph_count() - graphs_before)
+
+    def warmup(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> float:
+        t0 = time.perf_counter()
+        try:
+            self._call(prompts, seeds, knobs)
+        except RuntimeError as e:
+            if "No available kernel" in str(e):
+                raise SkipConfig(f"attention '{knobs.attention}' has no kernel for this device/dtype/shape") from e
+            raise
+        return (time.perf_counter() - t0) * 1000.0
+
+    def generate(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> CallOutcome:
+        return self._call(prompts, seeds, knobs)
+
+    def reset_peak_memory(self) -> None:
+        self.memory.reset()
+
+    def peak_memory(self) -> tuple[float | None, float]:
+        return self.memory.peak_vram_mb(), self.memory.peak_rss_mb()
+
+    def close(self) -> None:
+        import gc
+
+        import torch
+
+        self._hook.remove()
+        self.pipe = None
+        self._compiled.clear()
+        self._embedding_cache.clear()
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+
+def _dynamo_graph_count() -> int:
+    import sys
+
+    dynamo = sys.modules.get("torch._dynamo.utils")
+    return int(dynamo.counters["stats"]["unique_graphs"]) if dynamo else 0
+
+
+class TorchBackend:
+    name = "torch"
+
+    def load(self, model: str, knobs: Knobs, device: str) -> TorchModel:
+        pipe = load_pipeline(model, precision=knobs.precision, vae=knobs.vae, offload=knobs.offload, device=device)
+        return TorchModel(pipe, ModelSpec.parse(model), device, knobs.precision)

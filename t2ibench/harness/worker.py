@@ -1,0 +1,114 @@
+"""The worker: runs the configs of one load group on one backend and reports each result to a sink.
+
+It never touches the store itself, so the same worker serves the local executor (sink writes
+to the store in-process) and a remote one (sink ships results back to the driver).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Protocol
+
+from t2ibench.errors import SkipConfig, UserError
+from t2ibench.harness.backend import Backend, CallOutcome, LoadedModel
+from t2ibench.harness.plan import CellTask, ConfigTask, GroupTask
+from t2ibench.suites import Config, Timing
+
+
+class ResultSink(Protocol):
+    def config_started(self, config: Config, n_cells: int) -> None: ...
+
+    def config_ended(self, config: Config, status: str, reason: str, cells: tuple[CellTask, ...],
+                     facts: dict) -> None:
+        """status: done | skipped | failed; for skipped/failed, ``cells`` get that status and ``reason``."""
+
+    def cells_done(self, config: Config, cells: list[CellTask], outcome: CallOutcome | None, error: str,
+                   peak: tuple[float | None, float], call_index: int, samples: list[float]) -> None: ...
+
+
+def short_error(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
+
+
+def batches(cells: tuple[CellTask, ...], size: int) -> list[list[CellTask]]:
+    return [list(cells[i:i + size]) for i in range(0, len(cells), size)]
+
+
+class Worker:
+    def __init__(self, backend: Backend, device: str, timing: Timing):
+        self.backend = backend
+        self.device = device
+        self.timing = timing
+
+    def run_group(self, group: GroupTask, sink: ResultSink) -> None:
+        first = group.configs[0].config
+        t0 = time.perf_counter()
+        try:
+            model = self.backend.load(first.model, first.knobs, self.device)
+        except (SkipConfig, UserError) as e:
+            status = "skipped" if isinstance(e, SkipConfig) else "failed"
+            for task in group.configs:
+                sink.config_ended(task.config, status, str(e), task.cells, {})
+            if isinstance(e, UserError):
+                raise
+            return
+        except Exception as e:  # a load failure fails this group only; the sweep goes on
+            for task in group.configs:
+                sink.config_ended(task.config, "failed", f"load failed: {short_error(e)}", task.cells,
+                                  {"traceback": traceback.format_exc()})
+            return
+        load_ms = (time.perf_counter() - t0) * 1000.0
+        try:
+            for task in group.configs:
+                self.run_config(model, task, sink, {"load_ms": load_ms})
+        finally:
+            model.close()
+
+    def run_config(self, model: LoadedModel, task: ConfigTask, sink: ResultSink, facts: dict) -> None:
+        config, knobs = task.config, task.config.knobs
+        sink.config_started(config, len(task.cells))
+        groups = batches(task.cells, knobs.batch_size)
+        try:
+            model.configure(knobs)
+            model.reset_peak_memory()
+            first = _padded(groups[0], knobs.batch_size)
+            warmup_ms = [model.warmup([c.prompt.text for c in first], [c.seed for c in first], knobs)
+                         for _ in range(self.timing.warmup)]
+        except SkipConfig as e:
+            sink.config_ended(config, "skipped", str(e), task.cells, {})
+            return
+        except Exception as e:
+            sink.config_ended(config, "failed", f"setup failed: {short_error(e)}", task.cells,
+                              {"traceback": traceback.format_exc()})
+            return
+        facts = dict(facts, warmup_ms=sum(warmup_ms), first_call_ms=warmup_ms[0] if warmup_ms else None)
+        recompiles = 0
+        for index, cells in enumerate(groups):
+            padded = _padded(cells, knobs.batch_size)  # a constant batch shape: no recompiles, fair per-call latency
+            prompts, seeds = [c.prompt.text for c in padded], [c.seed for c in padded]
+            try:
+                outcomes = [model.generate(prompts, seeds, knobs) for _ in range(self.timing.repeats)]
+            except Exception as e:
+                _free_cuda_cache()
+                sink.cells_done(config, cells, None, short_error(e), model.peak_memory(), index, [])
+                continue
+            samples = [o.timing.latency_ms for o in outcomes]
+            median = sorted(outcomes, key=lambda o: o.timing.latency_ms)[(len(outcomes) - 1) // 2]
+            recompiles += sum(o.recompiles for o in outcomes)
+            sink.cells_done(config, cells, median, "", model.peak_memory(), index, samples)
+        sink.config_ended(config, "done", "", (), dict(facts, recompiles=recompiles))
+
+
+def _padded(cells: list[CellTask], size: int) -> list[CellTask]:
+    return cells + [cells[-1]] * (size - len(cells))
+
+
+def _free_cuda_cache() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+

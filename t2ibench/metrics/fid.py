@@ -1,0 +1,135 @@
+"""Fréchet Inception Distance: the pytorch-fid formula and a streaming O(d²) accumulator."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from scipy import linalg
+
+from t2ibench.errors import UserError
+from t2ibench.metrics._arrays import Featurizer, as_features
+
+MIN_UNBIASED_N = 2048
+Stats = tuple[np.ndarray, np.ndarray]
+
+
+class FIDBiasWarning(UserWarning):
+    """FID on fewer than 2048 images is strongly biased upwards."""
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """d² = ‖μ₁−μ₂‖² + Tr(Σ₁ + Σ₂ − 2·sqrt(Σ₁Σ₂)), exactly as pytorch-fid computes it.
+
+    When the product is singular enough that ``sqrtm`` is not finite, ``eps`` is added to both
+    diagonals; an imaginary part above 1e-3 on the diagonal raises ``ValueError``.
+    """
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"statistics differ in shape: {mu1.shape}/{sigma1.shape} vs {mu2.shape}/{sigma2.shape}")
+    diff = mu1 - mu2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1.dot(sigma2))
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"Imaginary component {np.max(np.abs(covmean.imag))}")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def load_stats(path: str | Path) -> Stats:
+    """``mu``, ``sigma`` from a pytorch-fid ``.npz``."""
+    try:
+        with np.load(path) as f:
+            return np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"{path}: not a FID statistics file with 'mu' and 'sigma' ({e})") from None
+
+
+def save_stats(path: str | Path, stats: Stats) -> None:
+    """Write ``mu``, ``sigma`` as pytorch-fid does (``np.savez_compressed``)."""
+    np.savez_compressed(path, mu=stats[0], sigma=stats[1])
+
+
+class FID:
+    """Streaming FID: keeps n, the mean and the centred scatter matrix in float64.
+
+    Batches are merged with Chan et al.'s pairwise update, which equals the running sums
+    (n, Σx, Σxxᵀ) algebraically but does not cancel catastrophically; memory is O(d²) for any N.
+    ``update`` takes ``(N, d)`` features, or images when an ``extractor`` is given.
+    """
+
+    higher_is_better = False
+
+    def __init__(self, extractor: Featurizer | None = None,
+                 reference: Union["FID", Stats, None] = None):
+        self.extractor = extractor
+        self.reference = reference
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = 0
+        self._mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+
+    def update(self, x: Any) -> None:
+        f = as_features(x, self.extractor)
+        if len(f) == 0:
+            return
+        nb, mb = len(f), f.mean(0)
+        fc = f - mb
+        m2b = fc.T @ fc
+        if self._mean is None:
+            self.n, self._mean, self._m2 = nb, mb, m2b
+            return
+        n = self.n + nb
+        delta = mb - self._mean
+        self._mean = self._mean + delta * (nb / n)
+        self._m2 = self._m2 + m2b + np.outer(delta, delta) * (self.n * nb / n)
+        self.n = n
+
+    def stats(self) -> Stats:
+        """(μ, Σ) with Σ the unbiased covariance (``np.cov``, ddof=1)."""
+        if self.n < 2:
+            raise ValueError(f"FID needs at least 2 images, got {self.n}")
+        return self._mean.copy(), self._m2 / (self.n - 1)
+
+    def compute(self, reference: Union["FID", Stats, None] = None) -> float:
+        """FID against ``reference`` (another FID or (μ, Σ)); warns when N < 2048."""
+        ref = reference if reference is not None else self.reference
+        if ref is None:
+            raise ValueError("FID.compute needs a reference: FID(reference=…) or compute(reference)")
+        mu2, sigma2 = ref.stats() if isinstance(ref, FID) else ref
+        if min(self.n, ref.n if isinstance(ref, FID) else self.n) < MIN_UNBIASED_N:
+            warnings.warn(bias_note(self.n), FIDBiasWarning, stacklevel=2)
+        return frechet_distance(*self.stats(), mu2, sigma2)
+
+
+def bias_note(n: int) -> str:
+    return (f"FID on {n} < {MIN_UNBIASED_N} images is biased upwards and not comparable across "
+            "sample sizes; prefer KID or CMMD")
+
+
+def trace_sqrt_product(xr: np.ndarray) -> float:
+    """Tr sqrt(Σ_ref Σ_x) given ``xr = x @ sqrt(Σ_ref)``, via symmetric eigenvalues (for bootstrap).
+
+    With a = centred(xr)/sqrt(n−1), Σ_ref Σ_x is similar to aᵀa, whose non-zero eigenvalues are
+    those of the n×n Gram matrix a·aᵀ, used when there are fewer samples than dimensions.
+    """
+    a = (xr - xr.mean(0)) / np.sqrt(len(xr) - 1)
+    m = a @ a.T if len(xr) < xr.shape[1] else a.T @ a
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh(m), 0, None)).sum())
+
+
+def psd_sqrt(sigma: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a PSD matrix (negative eigenvalues clipped)."""
+    w, v = np.linalg.eigh(sigma)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T

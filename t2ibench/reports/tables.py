@@ -1,0 +1,127 @@
+"""Results tables read from the store alone: one row per image (cells) and one per config (results)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from t2ibench.harness.store import RunStore
+from t2ibench.reports.pareto import frontier_mask
+from t2ibench.suites.knobs import KNOB_NAMES
+
+CELL_CSV_COLUMNS = [
+    "config_id", "config", "prompt_id", "prompt", "seed", "status", "error", "latency_ms", "encode_ms",
+    "denoise_ms", "decode_ms", "step_ms", "peak_vram_mb", "peak_rss_mb", "image_path",
+]
+RESULT_FIGURES = ["n_ok", "n_failed", "latency_ms_p50", "latency_ms_p95", "latency_ms_mean", "images_per_s",
+                  "peak_vram_mb", "peak_rss_mb"]
+RESULT_EXTRAS = ["n_nan", "n_skipped", "status", "reason", "is_reference", "encode_ms_mean", "denoise_ms_mean",
+                 "decode_ms_mean", "step_ms_mean", "load_ms", "warmup_ms", "recompiles", "random_weights"]
+AGAINST_REFERENCE = {"fid", "kid", "cmmd", "lpips"}
+
+
+def current_suite(store: RunStore) -> dict:
+    return store.get_meta("suite", {}) or {}
+
+
+def _scope(store: RunStore) -> tuple[list[dict], set[tuple[str, int]] | None]:
+    """Configs and (prompt_id, seed) pairs of the suite last run in this directory."""
+    suite = current_suite(store)
+    wanted = {c["config_id"] for c in suite.get("configs", [])}
+    configs = [c for c in store.configs() if not wanted or c["config_id"] in wanted]
+    pairs = {(p["prompt_id"], s) for p in suite.get("prompts", []) for s in suite.get("seeds", [])} or None
+    return configs, pairs
+
+
+def cell_records(store: RunStore) -> list[dict]:
+    configs, pairs = _scope(store)
+    names = {c["config_id"]: c["name"] for c in configs}
+    return [
+        dict(c, config=names[c["config_id"]]) for c in store.cells()
+        if c["config_id"] in names and (pairs is None or (c["prompt_id"], c["seed"]) in pairs)
+    ]
+
+
+def cells_frame(store: RunStore):
+    import pandas as pd
+
+    rows = cell_records(store)
+    frame = pd.DataFrame(rows, columns=list(dict.fromkeys(CELL_CSV_COLUMNS + (list(rows[0]) if rows else []))))
+    frame["step_ms"] = frame["step_ms"].map(lambda v: json.dumps([round(x, 4) for x in v]) if isinstance(v, list) else v)
+    return frame
+
+
+def _stat(values: list[float], fn) -> float:
+    return float(fn(values)) if values else math.nan
+
+
+def result_records(store: RunStore) -> list[dict]:
+    configs, _ = _scope(store)
+    cells = cell_records(store)
+    metric_rows = store.metrics()
+    metric_names = list(dict.fromkeys(m["metric"] for m in metric_rows))
+    suite = current_suite(store)
+    rows = []
+    for cfg in configs:
+        mine = [c for c in cells if c["config_id"] == cfg["config_id"]]
+        ok = [c for c in mine if c["status"] == "ok"]
+        calls = {c["call_index"]: c for c in ok if c["latency_ms"] is not None}.values()
+        lat = [c["latency_ms"] for c in calls]
+        knobs = dict(cfg["knobs"], model=cfg["model"])
+        row = {"config_id": cfg["config_id"], "config": cfg["name"]}
+        row.update({k: _cell_value(knobs.get(k)) for k in KNOB_NAMES})
+        batch = knobs.get("batch_size") or 1
+        peaks_v = [c["peak_vram_mb"] for c in mine if c["peak_vram_mb"] is not None]
+        peaks_r = [c["peak_rss_mb"] for c in mine if c["peak_rss_mb"] is not None]
+        row.update(
+            n_ok=len(ok), n_failed=sum(c["status"] == "failed" for c in mine),
+            latency_ms_p50=_stat(lat, np.median), latency_ms_p95=_stat(lat, lambda v: np.percentile(v, 95)),
+            latency_ms_mean=_stat(lat, np.mean),
+            images_per_s=batch * 1000.0 / float(np.mean(lat)) if lat else math.nan,
+            peak_vram_mb=max(peaks_v) if peaks_v else math.nan, peak_rss_mb=max(peaks_r) if peaks_r else math.nan,
+        )
+        random_metrics = []
+        for name in metric_names:
+            m = next((r for r in metric_rows if r["config_id"] == cfg["config_id"] and r["metric"] == name), None)
+            row[name] = m["value"] if m else math.nan
+            row[f"{name}_lo"] = m["lo"] if m and m["lo"] is not None else math.nan
+            row[f"{name}_hi"] = m["hi"] if m and m["hi"] is not None else math.nan
+            if m and m["random_weights"]:
+                random_metrics.append(name)
+        row.update(
+            n_nan=sum(c["status"] == "nan" for c in mine), n_skipped=sum(c["status"] == "skipped" for c in mine),
+            status=cfg["status"], reason=cfg["reason"], is_reference=bool(cfg["is_reference"]),
+            encode_ms_mean=_stat([c["encode_ms"] for c in calls], np.mean),
+            denoise_ms_mean=_stat([c["denoise_ms"] for c in calls], np.mean),
+            decode_ms_mean=_stat([c["decode_ms"] for c in calls], np.mean),
+            step_ms_mean=_stat([x for c in calls for x in c["step_ms"]], np.mean),
+            load_ms=cfg["load_ms"], warmup_ms=cfg["warmup_ms"], recompiles=cfg["recompiles"],
+            random_weights=",".join(random_metrics),
+        )
+        rows.append(row)
+    objectives = suite.get("objectives") or {}
+    against_ref = any(o in AGAINST_REFERENCE for o in objectives)
+    eligible = [r["n_ok"] > 0 and not (against_ref and r["is_reference"]) for r in rows]
+    for row, on_front in zip(rows, frontier_mask(rows, objectives, eligible)):
+        row["pareto"] = on_front
+    return rows
+
+
+def _cell_value(v):
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+def results_frame(store: RunStore):
+    import pandas as pd
+
+    rows = result_records(store)
+    if not rows:
+        return pd.DataFrame(columns=["config_id", "config", *KNOB_NAMES, *RESULT_FIGURES, "pareto", *RESULT_EXTRAS])
+    metric_cols = [k for k in rows[0] if k not in {"config_id", "config", *KNOB_NAMES, *RESULT_FIGURES,
+                                                    "pareto", *RESULT_EXTRAS}]
+    order = ["config_id", "config", *KNOB_NAMES, *RESULT_FIGURES, *metric_cols, "pareto", *RESULT_EXTRAS]
+    return pd.DataFrame(rows)[order]

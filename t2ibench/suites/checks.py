@@ -1,0 +1,240 @@
+"""Semantic checks of a suite beyond its structure: knobs, expansion, metrics, objectives, prompts.
+
+:func:`semantic_problems` works on plain data (as loaded from YAML, or ``Suite.raw()``) and
+collects every problem it can find, with key paths; it skips the top-level keys named in
+``skip`` (those already failed structural validation).
+
+Not checked here, by design: the existence of a metric's ``against:`` folder or ``.npz``
+(checked when the metric runs; ``validate`` checks the schema and the suite's own inputs,
+i.e. the prompt files), and whether a model or its weights can be found.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from pydantic import BaseModel, ValidationError
+
+from t2ibench.registry import did_you_mean
+from t2ibench.suites.knobs import KNOB_NAMES, CompileOptions, Knobs
+from t2ibench.suites.problems import Problem, from_validation_error
+
+MEASURES: tuple[str, ...] = (
+    "latency_ms_p50", "latency_ms_p95", "latency_ms_mean", "images_per_s",
+    "peak_vram_mb", "peak_rss_mb", "n_ok", "n_failed",
+)
+"""Results columns that objectives, constraints and gates may name besides metrics."""
+
+_GATE = re.compile(r"^\s*\d+(\.\d+)?\s*%\s*$")
+_KNOB_FIELDS = ("defaults", "matrix", "exclude", "include", "reference", "model")
+
+
+def _metric_tables():
+    from t2ibench.metrics.options import HIGHER_IS_BETTER, METRIC_OPTIONS
+
+    return METRIC_OPTIONS, HIGHER_IS_BETTER
+
+
+def _knob_allowed_keys(loc: tuple) -> Optional[list[str]]:
+    if loc and loc[0] == "compile":
+        return list(CompileOptions.model_fields)
+    return None
+
+
+def knob_value_problems(key: str, value: Any, loc: tuple) -> list[Problem]:
+    """Problems of one knob value, at ``loc`` (the loc of the value itself)."""
+    try:
+        Knobs.model_validate({key: value})
+    except ValidationError as e:
+        if key == "compile" and not isinstance(value, dict):
+            return [Problem(loc, f"expected true, false or {{mode: ..., fullgraph: ...}} (got {value!r})")]
+        problems = from_validation_error(e, {key: value}, allowed_keys_at=_knob_allowed_keys)
+        if key == "compile":  # a mapping: report the CompileOptions errors, not "not a boolean"
+            problems = [p for p in problems if len(p.loc) > 1] or problems
+        return [Problem(loc + p.loc[1:], p.msg) for p in problems]
+    return []
+
+
+def unknown_knob(key: Any, loc: tuple) -> Problem:
+    hint = did_you_mean(str(key), KNOB_NAMES) or "; knobs: " + ", ".join(KNOB_NAMES)
+    return Problem(loc, f"unknown knob '{key}'{hint}")
+
+
+def knob_mapping_problems(mapping: dict, loc: tuple, allow: Iterable[str] = ()) -> list[Problem]:
+    problems: list[Problem] = []
+    for key, value in mapping.items():
+        if key in allow:
+            continue
+        if key not in KNOB_NAMES:
+            problems.append(unknown_knob(key, loc + (key,)))
+        else:
+            problems += knob_value_problems(key, value, loc + (key,))
+    return problems
+
+
+def _knob_problems(data: dict, skip: set) -> list[Problem]:
+    problems: list[Problem] = []
+    defaults = data.get("defaults")
+    if "defaults" not in skip and isinstance(defaults, dict):
+        problems += knob_mapping_problems(defaults, ("defaults",))
+    matrix = data.get("matrix")
+    if "matrix" not in skip and isinstance(matrix, dict):
+        for key, values in matrix.items():
+            if key not in KNOB_NAMES:
+                problems.append(unknown_knob(key, ("matrix", key)))
+            elif isinstance(values, list):
+                for i, value in enumerate(values):
+                    problems += knob_value_problems(key, value, ("matrix", key, i))
+    for field in ("exclude", "include"):
+        entries = data.get(field)
+        if field in skip or not isinstance(entries, list):
+            continue
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                continue
+            if field == "exclude" and not entry:
+                problems.append(Problem((field, i), "empty entry would exclude everything"))
+            problems += knob_mapping_problems(entry, (field, i), allow=("name",) if field == "include" else ())
+    reference = data.get("reference")
+    if "reference" not in skip and isinstance(reference, dict):
+        problems += knob_mapping_problems(reference, ("reference",))
+    return problems
+
+
+def coerce_metrics(metrics: Any) -> dict[str, BaseModel]:
+    """``[fid, clip_score]`` or ``{fid: {...}}`` → ``{name: options model}`` (raises on bad input)."""
+    options, _ = _metric_tables()
+    if isinstance(metrics, list):
+        metrics = {name: {} for name in metrics}
+    out: dict[str, BaseModel] = {}
+    for name, opts in (metrics or {}).items():
+        model = options[name]
+        out[name] = opts if isinstance(opts, model) else model.model_validate(opts or {})
+    return out
+
+
+def _metric_problems(data: dict) -> tuple[list[Problem], set[str]]:
+    """Problems in ``metrics`` and the set of valid metric names."""
+    options, _ = _metric_tables()
+    metrics = data.get("metrics")
+    problems: list[Problem] = []
+    names: set[str] = set()
+    entries: list[tuple[tuple, Any, Any]] = []  # (loc, name, options)
+    if isinstance(metrics, list):
+        for i, name in enumerate(metrics):
+            if not isinstance(name, str):
+                problems.append(Problem(("metrics", i), f"expected a metric name (got {name!r})"))
+            elif name in names:
+                problems.append(Problem(("metrics", i), f"'{name}' is listed twice"))
+            else:
+                entries.append((("metrics", i), name, {}))
+    elif isinstance(metrics, dict):
+        entries = [(("metrics", name), name, opts) for name, opts in metrics.items()]
+    for loc, name, opts in entries:
+        if name not in options:
+            hint = did_you_mean(str(name), list(options)) or "; metrics: " + ", ".join(options)
+            problems.append(Problem(loc, f"unknown metric '{name}'{hint}"))
+            continue
+        names.add(name)
+        if isinstance(opts, BaseModel):
+            opts = opts.model_dump()
+        if opts is None:
+            opts = {}
+        if not isinstance(opts, dict):
+            problems.append(Problem(loc, f"expected a mapping of options (got {opts!r})"))
+            continue
+        model = options[name]
+        try:
+            parsed = model.model_validate(opts)
+        except ValidationError as e:
+            problems += from_validation_error(e, opts, prefix=loc,
+                                              allowed_keys_at=lambda l, m=model: list(m.model_fields) if not l else None)
+            continue
+        if getattr(parsed, "against", None) == "reference" and data.get("reference") is None:
+            where = loc + ("against",) if "against" in opts else loc
+            problems.append(Problem(where, "compares against the reference config, but the suite has no "
+                                           "'reference'; add one, or set 'against' to a folder"
+                                           + (" or .npz" if name == "fid" else "")))
+    return problems, names
+
+
+def _column_problems(data: dict, skip: set, metric_names: set[str]) -> list[Problem]:
+    options, higher = _metric_tables()
+    metric_columns = list(dict.fromkeys([*options, *higher]))
+    columns = [*MEASURES, *metric_columns]
+    problems: list[Problem] = []
+    for field in ("objectives", "constraints", "gates"):
+        section = data.get(field)
+        if field in skip or not isinstance(section, dict):
+            continue
+        for key, value in section.items():
+            loc = (field, key)
+            if key in MEASURES:
+                pass
+            elif key in metric_columns:
+                needed = "lpips" if key == "lpips_diversity" else key
+                if needed not in metric_names and "metrics" not in skip:
+                    problems.append(Problem(loc, f"metric '{needed}' is not computed by this suite; "
+                                                 "add it under 'metrics'"))
+            else:
+                hint = did_you_mean(str(key), columns) or "; choose one of: " + ", ".join(columns)
+                problems.append(Problem(loc, f"unknown column '{key}'{hint}"))
+            if field == "gates":
+                if isinstance(value, str) and not _GATE.match(value):
+                    problems.append(Problem(loc, f"expected a relative tolerance like '5%' or an absolute "
+                                                 f"number (got {value!r})"))
+                elif isinstance(value, (int, float)) and value < 0:
+                    problems.append(Problem(loc, f"must be >= 0 (got {value})"))
+    return problems
+
+
+def _seed_problems(data: dict) -> list[Problem]:
+    seeds = data.get("seeds")
+    problems = []
+    if isinstance(seeds, list):
+        first: dict = {}
+        for i, s in enumerate(seeds):
+            if s in first:
+                problems.append(Problem(("seeds", i), f"duplicate seed {s} (also seeds[{first[s]}])"))
+            first.setdefault(s, i)
+    return problems
+
+
+def _prompt_problems(data: dict, base_dir: Optional[Path]) -> list[Problem]:
+    from t2ibench.suites.prompts import PromptSource, PromptSourceError, resolve_prompts
+
+    prompts = data.get("prompts")
+    if isinstance(prompts, dict):
+        prompts = PromptSource.model_validate(prompts)
+    try:
+        resolve_prompts(prompts, base_dir)
+    except PromptSourceError as e:
+        return e.problems
+    return []
+
+
+def semantic_problems(data: dict, base_dir: Optional[Path] = None, skip: Iterable[str] = ()) -> list[Problem]:
+    """Every problem beyond structure; ``skip`` names top-level keys that already failed."""
+    from t2ibench.suites.expand import empty_matrix_problems, include_name_problems
+
+    skip = set(skip)
+    problems = _knob_problems(data, skip)
+    knobs_ok = not problems
+    if "matrix" not in skip and isinstance(data.get("matrix"), dict):
+        problems += empty_matrix_problems(data["matrix"])
+    if "include" not in skip and isinstance(data.get("include"), list):
+        problems += include_name_problems(data["include"])[0]
+    if knobs_ok and not skip.intersection(_KNOB_FIELDS) and isinstance(data.get("model"), str):
+        from t2ibench.suites.expand import expand
+
+        problems += expand(data)[1]
+    metric_problems, metric_names = ([], set()) if "metrics" in skip else _metric_problems(data)
+    problems += metric_problems
+    problems += _column_problems(data, skip, metric_names)
+    if "seeds" not in skip:
+        problems += _seed_problems(data)
+    if "prompts" not in skip and "prompts" in data:
+        problems += _prompt_problems(data, base_dir)
+    return list(dict.fromkeys(problems))

@@ -1,0 +1,205 @@
+"""`score` CLI, networks and `evaluate` on tiny folders, offline, against the reference packages."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from t2ibench.errors import UserError
+from t2ibench.metrics import ImageRecord, evaluate
+from t2ibench.metrics.cli import add_score_parser, main
+from t2ibench.metrics.inception import FID_WEIGHTS_FILE, FIDInceptionV3
+from t2ibench.metrics.options import ClipScoreOptions, CMMDOptions, FIDOptions, KIDOptions, LPIPSOptions
+
+N = 12
+
+
+def _save_images(folder: Path, seed: int, shift: float) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(N):
+        low = rng.random((8, 8, 3)) * 255
+        img = Image.fromarray(low.astype(np.uint8)).resize((64, 64), Image.Resampling.BICUBIC)
+        arr = np.clip(np.asarray(img, np.float64) + shift + rng.normal(0, 10, (64, 64, 3)), 0, 255)
+        Image.fromarray(arr.astype(np.uint8)).save(folder / f"{i:03d}.png")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Folders a, b; random FID Inception weights saved where pytorch-fid finds them offline."""
+    root = tmp_path_factory.mktemp("metrics")
+    _save_images(root / "a", 0, 0.0)
+    _save_images(root / "b", 1, 40.0)
+    torch_home = root / "torch"
+    ckpt = torch_home / "hub" / "checkpoints" / FID_WEIGHTS_FILE
+    ckpt.parent.mkdir(parents=True)
+    model = FIDInceptionV3()
+    model.init_random(seed=123)
+    torch.save(model.fid_state_dict(), ckpt)
+    saved = {k: os.environ.get(k) for k in ("TORCH_HOME", "T2IBENCH_OFFLINE", "T2IBENCH_WEIGHTS")}
+    os.environ.update(TORCH_HOME=str(torch_home), T2IBENCH_OFFLINE="1")
+    os.environ.pop("T2IBENCH_WEIGHTS", None)
+    yield {"a": root / "a", "b": root / "b", "weights": ckpt, "cache": root / "cache", "root": root}
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def score(capsys, *argv: str) -> dict:
+    assert main(["score", *argv, "--json", "--num-workers", "0"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_score_fid_matches_pytorch_fid(env, capsys):
+    from pytorch_fid.fid_score import calculate_fid_given_paths
+
+    ours = score(capsys, "fid", str(env["a"]), str(env["b"]), "--cache-dir", str(env["cache"]))
+    theirs = calculate_fid_given_paths([str(env["a"]), str(env["b"])], 50, "cpu", 2048, num_workers=0)
+    assert ours["value"] > 0 and ours["random_weights"] is False
+    assert ours["value"] == pytest.approx(theirs, rel=1e-3)
+    assert any("KID or CMMD" in n for n in ours["notes"])  # N < 2048
+
+
+def test_score_stats_npz_is_pytorch_fid_compatible(env, capsys):
+    from pytorch_fid.fid_score import calculate_fid_given_paths
+
+    out = env["root"] / "a.npz"
+    score(capsys, "stats", str(env["a"]), "-o", str(out), "--weights", str(env["weights"]),
+          "--cache-dir", str(env["cache"]))
+    ours = score(capsys, "fid", str(out), str(env["b"]), "--weights", str(env["weights"]),
+                 "--cache-dir", str(env["cache"]))
+    theirs = calculate_fid_given_paths([str(out), str(env["b"])], 50, "cpu", 2048, num_workers=0)
+    assert ours["value"] == pytest.approx(theirs, rel=1e-3)
+
+
+def test_fid_kid_self_near_zero_and_order_invariant(env, capsys, tmp_path):
+    args = ("--cache-dir", str(env["cache"]))
+    ab = score(capsys, "fid", str(env["a"]), str(env["b"]), *args)["value"]
+    assert abs(score(capsys, "fid", str(env["a"]), str(env["a"]), *args)["value"]) < 1e-3 * ab
+    shuffled = tmp_path / "shuffled"  # same images, other names → other order
+    shuffled.mkdir()
+    for i, p in enumerate(sorted(env["a"].iterdir())):
+        (shuffled / f"{(7 * i) % N:03d}x.png").write_bytes(p.read_bytes())
+    assert score(capsys, "fid", str(shuffled), str(env["b"]), *args)["value"] == pytest.approx(ab, rel=1e-9)
+    kab = score(capsys, "kid", str(env["a"]), str(env["b"]), "--subset-size", "6", "--subsets", "20", *args)
+    kaa = score(capsys, "kid", str(env["a"]), str(env["a"]), "--subset-size", "6", "--subsets", "20", *args)
+    assert kab["value"] > 0 and abs(kaa["value"]) < 0.5 * kab["value"] and "kid_std" in kab
+
+
+def test_missing_weights_is_a_user_error_naming_the_file(env, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(UserError, match=FID_WEIGHTS_FILE):
+        from t2ibench.metrics.networks import load_features
+        load_features("inception")
+    assert main(["score", "fid", str(env["a"]), str(env["b"])]) == 2
+    err = capsys.readouterr().err
+    assert FID_WEIGHTS_FILE in err and "T2IBENCH_WEIGHTS" in err and "random:inception" in err
+    monkeypatch.setenv("T2IBENCH_WEIGHTS", str(env["weights"].parent))  # found there instead
+    assert load_features("inception").key.startswith("inception|resize=bilinear|w=")
+
+
+def test_lpips_matches_lpips_package_and_prints_random_label(env, capsys):
+    import lpips
+
+    torch.manual_seed(0)  # our random:alex is lpips' random backbone drawn with seed 0
+    ref_net = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
+
+    def load(p):
+        return torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+
+    with torch.no_grad():
+        expected = np.mean([ref_net(load(env["a"] / f), load(env["b"] / f)).item()
+                            for f in sorted(os.listdir(env["a"]))])
+    assert score(capsys, "lpips", str(env["a"]), str(env["b"]), "--net", "random:alex")["value"] == pytest.approx(expected, rel=1e-5)
+    assert score(capsys, "lpips", str(env["a"]), str(env["a"]), "--net", "random:alex")["value"] == 0
+    assert main(["score", "lpips", str(env["a"]), str(env["b"]), "--net", "random:alex"]) == 0
+    assert "not meaningful (random weights)" in capsys.readouterr().out
+
+
+def _hand_clip():
+    import open_clip
+
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
+    return model.eval(), preprocess, open_clip.get_tokenizer("ViT-B-32")
+
+
+def test_clip_score_matches_hand_computation_and_keeps_eot(env, capsys, tmp_path):
+    model, preprocess, tok = _hand_clip()
+    long_prompt = " ".join(["a very red apple on a wooden table"] * 20)
+    prompts = [f"photo number {i}" for i in range(N - 1)] + [long_prompt]
+    tokens = tok(prompts)
+    assert tokens.shape[1] == 77 and tokens[-1, -1].item() == tok.eot_token_id  # truncated, end token kept
+    files = sorted(env["a"].iterdir())
+    with torch.no_grad():
+        img = model.encode_image(torch.stack([preprocess(Image.open(f).convert("RGB")) for f in files]))
+        txt = model.encode_text(tokens)
+    expected = (100 * torch.nn.functional.cosine_similarity(img.double(), txt.double())).mean().item()
+    txt_file = tmp_path / "prompts.txt"
+    txt_file.write_text("\n".join(prompts))
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"file": f.name, "prompt": p}) for f, p in zip(files, prompts)))
+    for pf in (txt_file, jsonl):
+        got = score(capsys, "clip", str(env["a"]), "--prompts", str(pf), "--model", "random:ViT-B-32")
+        assert got["value"] == pytest.approx(expected, rel=1e-4, abs=1e-4) and got["random_weights"]
+
+
+def test_cmmd_cli_self_zero(env, capsys):
+    args = ("--model", "random:ViT-B-32", "--cache-dir", str(env["cache"]))
+    assert score(capsys, "cmmd", str(env["a"]), str(env["a"]), *args)["value"] == pytest.approx(0, abs=1e-9)
+    assert score(capsys, "cmmd", str(env["a"]), str(env["b"]), *args)["value"] > 0
+
+
+def test_cli_rejects_npz_for_kid(env):
+    with pytest.raises(UserError, match="npz"):
+        import argparse
+
+        parser = argparse.ArgumentParser()
+        add_score_parser(parser.add_subparsers())
+        args = parser.parse_args(["score", "kid", "x.npz", str(env["b"])])
+        args.func(args)
+
+
+def _records(env):
+    recs = []
+    for cfg, folder in (("ref", env["a"]), ("cand", env["b"])):
+        for i, p in enumerate(sorted(folder.iterdir())):
+            recs.append(ImageRecord(cfg, f"p{i // 2}", f"prompt {i // 2}", i % 2, p))
+    return recs
+
+
+def test_evaluate_end_to_end(env):
+    metrics = {"fid": FIDOptions(), "kid": KIDOptions(subsets=10, subset_size=6),
+               "cmmd": CMMDOptions(model="random:ViT-B-32"), "clip_score": ClipScoreOptions(model="random:ViT-B-32"),
+               "lpips": LPIPSOptions(net="random:alex")}
+    rows = evaluate(metrics, _records(env), "ref", cache_dir=env["cache"])
+    got = {(r.config_id, r.metric): r for r in rows}
+    assert set(got) == {("cand", "fid"), ("cand", "kid"), ("cand", "cmmd"), ("cand", "lpips"),
+                        ("ref", "clip_score"), ("cand", "clip_score"),
+                        ("ref", "lpips_diversity"), ("cand", "lpips_diversity")}
+    fid = got["cand", "fid"]
+    assert not fid.random_weights and fid.n == N and fid.lo <= fid.value <= fid.hi
+    assert any("KID or CMMD" in n for n in fid.extra["notes"])
+    assert "kid_std" in got["cand", "kid"].extra and "diversity" in got["cand", "lpips"].extra
+    for key in [("cand", "cmmd"), ("ref", "clip_score"), ("cand", "lpips")]:
+        assert got[key].random_weights and "not meaningful (random weights)" in got[key].extra["notes"]
+    # the run's FID equals the CLI's on the same folders
+    from t2ibench.metrics.fid import FID
+    from t2ibench.metrics.features import extract
+    from t2ibench.metrics.images import list_images
+    from t2ibench.metrics.networks import load_features
+    ext = load_features("inception")
+    fa, fb = FID(), FID()
+    fa.update(extract(list_images(env["a"]), ext, num_workers=0))
+    fb.update(extract(list_images(env["b"]), ext, num_workers=0))
+    assert fid.value == pytest.approx(fb.compute(fa), rel=1e-9)
+
+
+def test_evaluate_user_errors(env):
+    with pytest.raises(UserError, match="no reference"):
+        evaluate({"fid": FIDOptions()}, _records(env), None, cache_dir=env["cache"])
+    with pytest.raises(UserError, match="did you mean 'fid'"):
+        evaluate({"fdi": FIDOptions()}, _records(env), "ref", cache_dir=env["cache"])
