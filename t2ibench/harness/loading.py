@@ -53,9 +53,9 @@ def _from_pretrained(location: str, dtype, hub: bool):
 
     try:
         try:
-            return AutoPipelineForText2Image.from_pretrained(location, torch_dtype=dtype)
+            return AutoPipelineForText2Image.from_pretrained(location, dtype=dtype)
         except ValueError:  # a pipeline class the auto mapping does not know
-            return DiffusionPipeline.from_pretrained(location, torch_dtype=dtype)
+            return DiffusionPipeline.from_pretrained(location, dtype=dtype)
     except (OSError, EnvironmentError) as e:
         if hub:
             offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
@@ -72,7 +72,7 @@ def _from_single_file(path: str, dtype):
 
     cls = StableDiffusionXLPipeline if "xl" in Path(path).name.lower() else StableDiffusionPipeline
     try:
-        return cls.from_single_file(path, torch_dtype=dtype)
+        return cls.from_single_file(path, dtype=dtype)
     except Exception as e:  # diffusers raises many kinds here; all mean "cannot load this file"
         raise UserError(f"cannot load single-file checkpoint '{path}' as {cls.__name__}: {str(e).splitlines()[0]}") from e
 
@@ -103,7 +103,7 @@ def _load_vae(spec_str: str, dtype):
     last = None
     for cls in (AutoencoderKL, AutoencoderTiny):
         try:
-            return cls.from_pretrained(spec.value, torch_dtype=dtype)
+            return cls.from_pretrained(spec.value, dtype=dtype)
         except (OSError, EnvironmentError, ValueError) as e:
             last = e
     raise UserError(f"cannot load vae '{spec_str}': {str(last).splitlines()[0]}")

@@ -7,6 +7,8 @@ Heavy modules (torch, open_clip, lpips) load on first use of an attribute, so im
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from t2ibench.metrics.options import HIGHER_IS_BETTER, METRIC_OPTIONS
@@ -30,3 +32,15 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 't2ibench.metrics' has no attribute '{name}'")
+
+
+class _Package(types.ModuleType):
+    """Keeps ``t2ibench.metrics.evaluate`` the function even after the submodule of that name loads."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "evaluate" and isinstance(value, types.ModuleType):
+            value = value.evaluate
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
