@@ -42,6 +42,18 @@ class ModelSpec:
         return self.kind == "random"
 
 
+def check_model_spec(model: str) -> ModelSpec:
+    """Parse a spec and check what can be checked without loading (random names, local paths)."""
+    from t2ibench.harness.random_models import RANDOM_PIPELINES
+    from t2ibench.registry import did_you_mean
+
+    spec = ModelSpec.parse(model)
+    if spec.is_random and spec.value not in RANDOM_PIPELINES:
+        names = [f"random:{n}" for n in RANDOM_PIPELINES.names()]
+        raise UserError(f"unknown model '{model}'{did_you_mean(model, names)}; random pipelines: {', '.join(names)}")
+    return spec
+
+
 def torch_dtype(precision: str):
     import torch
 

@@ -12,6 +12,7 @@ from typing import Callable
 
 from t2ibench.errors import UserError
 from t2ibench.harness.executors import EXECUTORS
+from t2ibench.harness.loading import check_model_spec
 from t2ibench.harness.plan import make_plan
 from t2ibench.harness.recorder import Observer, StoreRecorder
 from t2ibench.harness.store import SCHEMA_VERSION, RunStore
@@ -107,6 +108,8 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
     device = resolve_device(device)
     run_dir, why = choose_run_dir(suite, out, fresh)
     configs, prompts, seeds = suite.configs(), suite.prompt_list(), suite.seed_list()
+    for model in dict.fromkeys(c.model for c in configs):
+        check_model_spec(model)
     with RunStore.open(run_dir, write=True) as store:
         previous = store.get_meta("suite")
         if previous and previous.get("name") != suite.name:
