@@ -41,6 +41,7 @@ class StoreRecorder:
         self.store = store
         self.observer = observer or NullObserver()
         self.failed_cells = 0
+        self.model_lifecycle_ms = 0.0  # load + unload, summed over groups
         self._queue: queue.Queue = queue.Queue(maxsize=32)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._write_loop, name="t2ibench-writer", daemon=True)
@@ -89,6 +90,9 @@ class StoreRecorder:
             load_ms=facts.get("load_ms"), warmup_ms=facts.get("warmup_ms"), recompiles=facts.get("recompiles", 0),
         )
         self.observer.config_ended(config, status, reason)
+
+    def group_ended(self, load_ms: float, unload_ms: float) -> None:
+        self.model_lifecycle_ms += load_ms + unload_ms
 
     # -- writing ---------------------------------------------------------------------------------
     @staticmethod

@@ -136,9 +136,11 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         try:
             make_executor().execute(plan, recorder)
         finally:
-            recorder.close()
+            recorder.close()  # every finished cell is on disk before anything else happens
+            generation_s = time.perf_counter() - started
             write_manifest(store, suite, "incomplete", _counts(store))
-        store.set_meta("generation_s", time.perf_counter() - started)
+        store.set_meta("generation_s", generation_s)
+        store.set_meta("sweep_s", generation_s - recorder.model_lifecycle_ms / 1000.0)  # excludes load/unload
         if metrics and suite.metrics:
             from t2ibench.harness.scoring import score_run
 

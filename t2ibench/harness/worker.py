@@ -26,6 +26,9 @@ class ResultSink(Protocol):
     def cells_done(self, config: Config, cells: list[CellTask], outcome: CallOutcome | None, error: str,
                    peak: tuple[float | None, float], call_index: int, samples: list[float]) -> None: ...
 
+    def group_ended(self, load_ms: float, unload_ms: float) -> None:
+        """Model lifecycle time of one group (excluded from the sweep's measured time)."""
+
 
 def short_error(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
@@ -64,7 +67,9 @@ class Worker:
             for task in group.configs:
                 self.run_config(model, task, sink, {"load_ms": load_ms})
         finally:
+            t0 = time.perf_counter()
             model.close()
+            sink.group_ended(load_ms, (time.perf_counter() - t0) * 1000.0)
 
     def run_config(self, model: LoadedModel, task: ConfigTask, sink: ResultSink, facts: dict) -> None:
         config, knobs = task.config, task.config.knobs

@@ -15,7 +15,11 @@ from t2ibench.metrics.cache import FeatureCache, hash_files
 from t2ibench.metrics.networks import Extractor
 
 
-def default_workers() -> int:
+def default_workers(device: torch.device) -> int:
+    """Decoding processes: none when the network itself runs on the CPU (workers would steal its
+    cores, and decoding is cheap next to a CPU forward), else up to 4."""
+    if device.type == "cpu":
+        return 0
     return min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
@@ -59,7 +63,7 @@ def extract(paths: list[Path], extractor: Extractor, cache: FeatureCache | None 
     if todo:
         if progress:
             progress(f"{extractor.key.split('|')[0]}: {len(todo)} images ({len(paths) - len(todo)} cached)")
-        workers = default_workers() if num_workers is None else num_workers
+        workers = default_workers(extractor.device) if num_workers is None else num_workers
         new: dict[str, np.ndarray] = {}
         start = 0
         for batch in batches([paths[i] for i in todo], extractor.preprocess, batch_size, min(workers, len(todo))):
