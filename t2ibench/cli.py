@@ -108,7 +108,8 @@ def _print_summary(run) -> None:
     for col in ["config", "config_id", "status", "n_ok", "p50 ms", "p95 ms", "img/s", "peak MB", *metric_cols,
                 "pareto"]:
         table.add_column(col, justify="left" if col in ("config", "config_id", "status") else "right",
-                         no_wrap=col != "config")
+                         no_wrap=col != "config", min_width=min(28, max(len(str(n)) for n in results["config"]))
+                         if col == "config" and len(results) else None)
 
     def fmt(v) -> str:
         return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 import t2ibench
 from t2ibench.cli import main

@@ -6,7 +6,6 @@ import csv
 import json
 import math
 
-import pytest
 import torch
 
 import t2ibench

@@ -7,8 +7,6 @@ Heavy modules (torch, open_clip, lpips) load on first use of an attribute, so im
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 from t2ibench.metrics.options import HIGHER_IS_BETTER, METRIC_OPTIONS
@@ -20,9 +18,6 @@ _LAZY = {
     "CMMD": "t2ibench.metrics.cmmd",
     "clip_score": "t2ibench.metrics.clipscore",
     "lpips": "t2ibench.metrics.perceptual",
-    "evaluate": "t2ibench.metrics.evaluate",
-    "ImageRecord": "t2ibench.metrics.evaluate",
-    "MetricResult": "t2ibench.metrics.evaluate",
 }
 
 __all__ = ["HIGHER_IS_BETTER", "METRIC_OPTIONS", *_LAZY]
@@ -32,15 +27,3 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 't2ibench.metrics' has no attribute '{name}'")
-
-
-class _Package(types.ModuleType):
-    """Keeps ``t2ibench.metrics.evaluate`` the function even after the submodule of that name loads."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "evaluate" and isinstance(value, types.ModuleType):
-            value = value.evaluate
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
