@@ -14,6 +14,8 @@ EPILOG = """examples:
   t2ibench run sdxl-deploy --device cuda --fresh
   t2ibench validate suites/*.yaml
   t2ibench report runs/sdxl --format csv,md
+  t2ibench export runs/sdxl -o baseline.json     # a baseline to commit
+  t2ibench compare baseline.json runs/new        # exit 1 on a significant regression beyond its gate
   t2ibench score fid images/a images/b --features inception
   t2ibench suites
   t2ibench doctor
@@ -39,11 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", default="local", help="local | ray (default: local)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     p.add_argument("--no-metrics", action="store_true", help="skip quality metrics (timing and images only)")
+    p.add_argument("--baseline", metavar="DIR", help="then compare with this run directory or results.json "
+                                                    "(exit 1 on regression)")
     p.set_defaults(func=_run)
 
     p = verbs.add_parser("report", help="(re)write reports from a run's store")
     p.add_argument("run_dir")
-    p.add_argument("--format", default="csv,md", help="comma-separated: csv, md (default: csv,md)")
+    p.add_argument("--format", default="html,md,csv,latex",
+                   help="comma-separated: html, md, csv, latex (default: all)")
+    p.add_argument("--objectives", help="override the suite's objectives, e.g. latency_ms_p50=min,clip_score=max")
     p.set_defaults(func=_report)
 
     p = verbs.add_parser("validate", help="check suite files against the schema; does no work")
@@ -59,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     from t2ibench.metrics.cli import add_score_parser
 
     add_score_parser(verbs)
+    from t2ibench.reports.compare_cli import add_compare_parsers
+
+    add_compare_parsers(verbs)
     return parser
 
 
@@ -85,6 +94,10 @@ def _run(args) -> int:
     from t2ibench.suites import load_suite
 
     suite = load_suite(args.suite)
+    if args.baseline:  # a bad baseline is a user error before any work
+        from t2ibench.reports.export import load_summary
+
+        baseline = load_summary(args.baseline)
     err = _console(stderr=True)
     with RichObserver(err) as observer:
         run = execute(suite, out=args.out, device=args.device, executor=args.executor, fresh=args.fresh,
@@ -94,6 +107,10 @@ def _run(args) -> int:
     failed = run.n_failed
     if failed:
         err.print(f"[red]{failed} cells failed[/red]; see {run.run_dir / 'cells.csv'} (rerun to retry them)")
+    if args.baseline:
+        from t2ibench.reports.compare_cli import check_baseline
+
+        return max(check_baseline(baseline, run.run_dir), 1 if failed else 0)
     return 1 if failed else 0
 
 
@@ -132,11 +149,22 @@ def _report(args) -> int:
     from t2ibench.reports import write_reports
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    objectives = _parse_objectives(args.objectives) if args.objectives else None
     with RunStore.open(args.run_dir) as store:
-        written = write_reports(store, formats)
+        written = write_reports(store, formats, objectives)
     for path in written.values():
         print(path)
     return 0
+
+
+def _parse_objectives(text: str) -> dict[str, str]:
+    objectives = {}
+    for part in text.split(","):
+        name, _, direction = part.strip().partition("=")
+        if direction not in ("min", "max") or not name:
+            raise UserError(f"--objectives: '{part.strip()}' must look like NAME=min or NAME=max")
+        objectives[name] = direction
+    return objectives
 
 
 def _validate(args) -> int:

@@ -93,8 +93,9 @@ def _tiny_vae(pipe, spec: ModelSpec, dtype):
     """AutoencoderTiny matching the pipeline family: taesd/taesdxl by hub id, random for random: models."""
     from diffusers import AutoencoderTiny
 
-    name = type(pipe).__name__.lower()
-    family = "flux" if "flux" in name else "sd3" if "3" in name else "xl" if "xl" in name else "sd"
+    name = type(pipe).__name__
+    family = ("flux" if "Flux" in name else "sd3" if "StableDiffusion3" in name
+              else "xl" if "XL" in name or "Sigma" in name else "sd")
     if spec.is_random:
         import torch
 
@@ -127,8 +128,10 @@ def load_pipeline(model: str, *, precision: str, vae: str = "default", offload: 
 
     spec = ModelSpec.parse(model)
     dtype = torch_dtype(precision)
+    if offload != "none" and not device.startswith("cuda"):
+        raise SkipConfig(f"offload '{offload}' needs a CUDA device")
     if spec.kind == "random":
-        pipe = RANDOM_PIPELINES.get(spec.value)()
+        pipe = RANDOM_PIPELINES.get(spec.value)(device=device if offload == "none" else "cpu")
         if precision != "fp32":
             pipe.to(dtype=dtype)
     elif spec.kind == "file":
@@ -141,8 +144,6 @@ def load_pipeline(model: str, *, precision: str, vae: str = "default", offload: 
         pipe.vae = _load_vae(vae, dtype)
     if offload == "none":
         pipe.to(device)
-    elif not device.startswith("cuda"):
-        raise SkipConfig(f"offload '{offload}' needs a CUDA device")
     elif offload == "model":
         pipe.enable_model_cpu_offload()
     else:

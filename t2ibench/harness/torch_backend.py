@@ -59,14 +59,22 @@ class TorchModel:
         self.denoiser_attr = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
         self._original_denoiser = getattr(pipe, self.denoiser_attr)
         self._original_scheduler = pipe.scheduler
-        self._original_processors = dict(getattr(self._original_denoiser, "attn_processors", {}) or {})
+        # every component's attention processors (sliced/xformers also reach the VAE), restored per config
+        self._original_processors = {
+            name: dict(module.attn_processors) for name, module in pipe.components.items()
+            if hasattr(module, "attn_processors") and hasattr(module, "set_attn_processor")
+        }
         self._compiled: dict[tuple, Any] = {}
         self._embedding_cache: dict[tuple, Any] = {}
         self._hook = None
         self._attention_ctx = contextlib.nullcontext
         params = inspect.signature(pipe.__call__).parameters
-        self._has_step_callback = "callback_on_step_end" in params
+        self._step_callback = ("callback_on_step_end" if "callback_on_step_end" in params
+                               else "callback" if "callback" in params else None)
+        # Flux packs its latents into patch tokens: it gets per-image generators instead (same pairing)
         self._accepts_latents = "latents" in params and "Flux" not in type(pipe).__name__
+        # PixArt: generate at exactly width × height, and pass the prompt text verbatim
+        self._fixed_kwargs = {k: False for k in ("use_resolution_binning", "clean_caption") if k in params}
         self._install_hook()
 
     # -- knobs -----------------------------------------------------------------------------------
@@ -85,8 +93,8 @@ class TorchModel:
         pipe = self.pipe
         setattr(pipe, self.denoiser_attr, self._original_denoiser)
         pipe.scheduler = self._original_scheduler
-        if self._original_processors:
-            self._original_denoiser.set_attn_processor(dict(self._original_processors))
+        for name, processors in self._original_processors.items():
+            pipe.components[name].set_attn_processor(dict(processors))
         for module in (self._original_denoiser, pipe.vae):
             module.to(memory_format=torch.contiguous_format)
         if hasattr(pipe.vae, "disable_slicing"):
@@ -138,6 +146,9 @@ class TorchModel:
 
         if attention == "sliced":
             self.pipe.enable_attention_slicing()
+            if not any("Sliced" in type(p).__name__ for p in self._original_denoiser.attn_processors.values()):
+                raise SkipConfig(f"attention 'sliced' has no sliced processor for "
+                                 f"{type(self._original_denoiser).__name__}")
         elif attention == "xformers":
             if importlib.util.find_spec("xformers") is None:
                 raise SkipConfig("attention 'xformers' needs the xformers package (pip install 't2ibench[xformers]')")
@@ -174,7 +185,8 @@ class TorchModel:
         encode = type(self.pipe).encode_prompt.__get__(self.pipe)
         signature = inspect.signature(encode)
         cache = self._embedding_cache
-        text_args = [a for a in ("prompt", "prompt_2", "negative_prompt", "negative_prompt_2") if a in signature.parameters]
+        text_args = [a for a in ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_prompt_2",
+                                 "negative_prompt_3") if a in signature.parameters]
 
         def cached(*args, **kwargs):
             bound = signature.bind(*args, **kwargs)
@@ -206,12 +218,15 @@ class TorchModel:
         texts = [p + knobs.prompt_suffix for p in prompts]
         kwargs: dict[str, Any] = dict(
             prompt=texts, num_inference_steps=knobs.steps, guidance_scale=knobs.guidance_scale,
-            height=knobs.height, width=knobs.width, output_type="np",
+            height=knobs.height, width=knobs.width, output_type="np", **self._fixed_kwargs,
         )
         if knobs.negative_prompt is not None:
             kwargs["negative_prompt"] = [knobs.negative_prompt] * len(texts)
-        if self._has_step_callback:
+        if self._step_callback == "callback_on_step_end":
             kwargs["callback_on_step_end"] = self.timer.step_ended
+        elif self._step_callback == "callback":  # the legacy per-step callback (PixArt)
+            kwargs["callback"] = lambda step, timestep, latents: self.timer.step_ended(pipe, step, timestep, {})
+            kwargs["callback_steps"] = 1
         graphs_before = _dynamo_graph_count()
         with torch.inference_mode(), self._attention_ctx():
             self.timer.start()  # the timed call covers what a caller's pipe() call costs, noise to uint8 pixels

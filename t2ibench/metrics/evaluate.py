@@ -77,6 +77,11 @@ def _result(cfg: str, metric: str, value: float, ci: tuple[float, float], random
     return MetricResult(cfg, metric, float(value), *_ci(ci), random_weights=random, n=n, extra=extra)
 
 
+def per_image(recs: list[ImageRecord], values: np.ndarray) -> dict[str, float]:
+    """``extra['per_image']``: each image's value keyed ``"prompt_id:seed"`` (paired comparisons need them)."""
+    return {f"{r.prompt_id}:{r.seed}": float(v) for r, v in zip(recs, values)}
+
+
 def _candidates(against: str, ctx: _Ctx) -> list[str]:
     return [c for c in ctx.configs if not (against == "reference" and c == ctx.reference_id)]
 
@@ -180,7 +185,8 @@ def _clip_score(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
         img = _features(clip.image, [r.path for r in recs], ctx)
         s = cosine_scores(img, np.stack([text[r.prompt] for r in recs]))
         ci = bs.mean_ci(s, [r.prompt_id for r in recs], seed=ctx.seed)
-        out.append(_result(cfg, "clip_score", s.mean(), ci, clip.image.random_weights, len(s)))
+        out.append(_result(cfg, "clip_score", s.mean(), ci, clip.image.random_weights, len(s),
+                           per_image=per_image(recs, s)))
     return out
 
 
@@ -211,6 +217,7 @@ def _lpips(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
         ci = bs.mean_ci(d, [r.prompt_id for r, _ in paired], seed=ctx.seed)
         notes = [f"{len(pairs) - len(paired)} images without a partner were skipped"] if len(paired) < len(pairs) else []
         extra = {"diversity": div[cfg][0]} if cfg in div else {}
+        extra["per_image"] = per_image([r for r, _ in paired], d)
         out.append(_result(cfg, "lpips", d.mean(), ci, net.random_weights, len(d), notes, **extra))
     return out
 

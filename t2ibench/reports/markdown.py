@@ -1,11 +1,10 @@
-"""``report.md``: the results table, what failed or was skipped, and the environment."""
+"""``report.md``: the recommendation, the results table, what failed or was skipped, the environment."""
 
 from __future__ import annotations
 
 import math
 
-from t2ibench.harness.store import RunStore
-from t2ibench.reports.tables import current_suite, result_records
+from t2ibench.reports.context import ReportContext
 
 SHOWN = ["latency_ms_p50", "latency_ms_p95", "images_per_s", "peak_vram_mb", "peak_rss_mb"]
 
@@ -17,23 +16,19 @@ def _fmt(v) -> str:
         return "✓" if v else ""
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
-    return str(v).replace("|", "\\|")
+    return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(store: RunStore) -> str:
-    suite = current_suite(store)
-    env = store.get_meta("environment", {}) or {}
-    rows = result_records(store)
-    metric_cols = [k for k in (rows[0] if rows else {}) if k.endswith("_lo")]
-    metrics = [k[:-3] for k in metric_cols]
-    lines = [f"# t2ibench report: {suite.get('name', '?')}", ""]
-    random_metrics = sorted({m for r in rows for m in r["random_weights"].split(",") if m})
-    if random_metrics:
-        lines += [f"> **Warning:** {', '.join(random_metrics)} computed with random weights: "
+def render_markdown(ctx: ReportContext) -> str:
+    rows, metrics = ctx.rows, ctx.metrics
+    lines = [f"# t2ibench report: {ctx.suite.get('name', '?')}", ""]
+    if ctx.random_metrics:
+        lines += [f"> **Warning:** {', '.join(ctx.random_metrics)} computed with random weights: "
                   "their values are not meaningful (they only exercise the pipeline).", ""]
-    model = suite.get("model", "?")
+    model = ctx.suite.get("model", "?")
     if str(model).startswith("random:"):
         lines += [f"> Model `{model}` has random weights: latency and memory are real, images are noise.", ""]
+    lines += [f"**{_fmt(ctx.recommendation.message)}**", ""]
     header = ["config", "config_id", "n_ok", *SHOWN, *metrics, "pareto"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
@@ -44,6 +39,10 @@ def render_markdown(store: RunStore) -> str:
             cells.append(_fmt(r[m]) + ci)
         cells.append(_fmt(r["pareto"]))
         lines.append("| " + " | ".join(cells) + " |")
+    excluded = [r for r in rows if r["pareto_note"] and ctx.objectives]
+    if excluded:
+        lines += ["", "Not on the Pareto frontier by rule: " + "; ".join(
+            f"{_fmt(r['config'])} ({r['pareto_note']})" for r in excluded), ""]
     problems = [r for r in rows if r["status"] in ("skipped", "failed") or r["n_failed"] or r["n_nan"]]
     if problems:
         lines += ["", "## Skipped, failed or NaN", ""]
@@ -51,5 +50,5 @@ def render_markdown(store: RunStore) -> str:
             why = r["reason"] or f"{r['n_failed']} failed, {r['n_nan']} NaN images"
             lines.append(f"- **{_fmt(r['config'])}** (`{r['config_id']}`): {r['status']}: {_fmt(why)}")
     lines += ["", "## Environment", ""]
-    lines += [f"- {k}: {_fmt(v)}" for k, v in env.items() if v is not None]
+    lines += [f"- {k}: {_fmt(v)}" for k, v in ctx.environment.items() if v is not None]
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ CELL_CSV_COLUMNS = [
 ]
 RESULT_FIGURES = ["n_ok", "n_failed", "latency_ms_p50", "latency_ms_p95", "latency_ms_mean", "images_per_s",
                   "peak_vram_mb", "peak_rss_mb"]
-RESULT_EXTRAS = ["n_nan", "n_skipped", "status", "reason", "is_reference", "encode_ms_mean", "denoise_ms_mean",
+RESULT_EXTRAS = ["pareto_note", "n_nan", "n_skipped", "status", "reason", "is_reference", "encode_ms_mean", "denoise_ms_mean",
                  "decode_ms_mean", "step_ms_mean", "load_ms", "warmup_ms", "recompiles", "random_weights"]
 AGAINST_REFERENCE = {"fid", "kid", "cmmd", "lpips"}
 
@@ -57,7 +57,7 @@ def _stat(values: list[float], fn) -> float:
     return float(fn(values)) if values else math.nan
 
 
-def result_records(store: RunStore) -> list[dict]:
+def result_records(store: RunStore, objectives: dict | None = None) -> list[dict]:
     configs, _ = _scope(store)
     cells = cell_records(store)
     metric_rows = store.metrics()
@@ -101,12 +101,33 @@ def result_records(store: RunStore) -> list[dict]:
             random_weights=",".join(random_metrics),
         )
         rows.append(row)
-    objectives = suite.get("objectives") or {}
-    against_ref = any(o in AGAINST_REFERENCE for o in objectives)
-    eligible = [r["n_ok"] > 0 and not (against_ref and r["is_reference"]) for r in rows]
-    for row, on_front in zip(rows, frontier_mask(rows, objectives, eligible)):
+    objectives = objectives if objectives is not None else (suite.get("objectives") or {})
+    notes = [_exclusion(r, objectives) for r in rows]
+    for row, note, on_front in zip(rows, notes, frontier_mask(rows, objectives, [n == "" for n in notes])):
         row["pareto"] = on_front
+        row["pareto_note"] = note
     return rows
+
+
+def _exclusion(row: dict, objectives: dict) -> str:
+    """Why a config cannot be on the frontier ('' when it can)."""
+    if row["n_ok"] == 0:
+        return f"excluded: {row['status']}" + (f" ({row['reason']})" if row["reason"] else "")
+    against = sorted(o for o in objectives if o in AGAINST_REFERENCE)
+    if row["is_reference"] and against:
+        return f"excluded: reference ({', '.join(against)} measured against it)"
+    missing = [o for o in objectives if o in row and (row[o] is None or math.isnan(row[o]))]
+    return f"excluded: {', '.join(missing)} not measured" if missing else ""
+
+
+def metric_columns(rows: list[dict]) -> list[str]:
+    """The metric columns (value, _lo, _hi per metric) in first-seen order."""
+    fixed = {"config_id", "config", *KNOB_NAMES, *RESULT_FIGURES, "pareto", *RESULT_EXTRAS}
+    return [k for k in (rows[0] if rows else {}) if k not in fixed]
+
+
+def metric_names(rows: list[dict]) -> list[str]:
+    return [c[:-3] for c in metric_columns(rows) if c.endswith("_lo")]
 
 
 def _cell_value(v):
@@ -115,13 +136,12 @@ def _cell_value(v):
     return v
 
 
-def results_frame(store: RunStore):
+def results_frame(store: RunStore, objectives: dict | None = None):
     import pandas as pd
 
-    rows = result_records(store)
+    rows = result_records(store, objectives)
     if not rows:
         return pd.DataFrame(columns=["config_id", "config", *KNOB_NAMES, *RESULT_FIGURES, "pareto", *RESULT_EXTRAS])
-    metric_cols = [k for k in rows[0] if k not in {"config_id", "config", *KNOB_NAMES, *RESULT_FIGURES,
-                                                    "pareto", *RESULT_EXTRAS}]
+    metric_cols = metric_columns(rows)
     order = ["config_id", "config", *KNOB_NAMES, *RESULT_FIGURES, *metric_cols, "pareto", *RESULT_EXTRAS]
     return pd.DataFrame(rows)[order]

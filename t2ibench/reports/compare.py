@@ -1,0 +1,256 @@
+"""Direction-aware regression check between two runs (``t2ibench compare BASE CAND``).
+
+A figure is flagged only when its change is both beyond its gate and statistically significant:
+- latency figures (p50, p95, mean, images/s): a percentile bootstrap CI of the ratio candidate ÷ base
+  of the figure's statistic, resampling each side's latency samples (every measured call and
+  repeat); significant when the CI excludes 1;
+- per-image metrics (clip_score, lpips): a paired bootstrap over (prompt, seed) of the per-image
+  differences; significant when the CI of the mean difference excludes 0;
+- set metrics (fid, kid, cmmd, lpips_diversity; or any metric without per-image values): their
+  stored 95% bootstrap CIs (over prompts) must not overlap, a conservative test, since the
+  features are not kept in a results file;
+- peak memory: a single deterministic reading per config, so the gate alone decides.
+An improvement is never a failure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Union
+
+import numpy as np
+
+from t2ibench.errors import UserError
+from t2ibench.metrics.options import HIGHER_IS_BETTER
+from t2ibench.reports.export import LATENCY_FIGURES, MEMORY_FIGURES, ConfigSummary, MetricSummary, RunSummary
+
+N_RESAMPLES = 2000
+LEVEL = 0.95
+ENVIRONMENT_KEYS = ("device", "gpu", "driver", "cuda", "cpu", "torch_threads", "torch", "diffusers", "transformers",
+                    "t2ibench", "git_commit")
+DEFAULT_GATES: dict[str, Union[float, str]] = {
+    "latency_ms_p50": "5%", "latency_ms_p95": "10%", "latency_ms_mean": "5%", "images_per_s": "5%",
+    "peak_vram_mb": "5%", "peak_rss_mb": "10%",
+    "clip_score": 0.5, "lpips": 0.02, "lpips_diversity": 0.02, "fid": "5%", "kid": "10%", "cmmd": "5%",
+}
+LATENCY_STAT: dict[str, Callable[..., np.ndarray]] = {
+    "latency_ms_p50": lambda x, axis: np.median(x, axis=axis),
+    "latency_ms_p95": lambda x, axis: np.percentile(x, 95, axis=axis),
+    "latency_ms_mean": lambda x, axis: np.mean(x, axis=axis),
+    "images_per_s": lambda x, axis: 1.0 / np.mean(x, axis=axis),
+}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """How much worse a figure may get: ``5%`` (relative to the base value) or ``0.5`` (absolute)."""
+
+    value: float
+    relative: bool
+
+    @classmethod
+    def parse(cls, text: Union[str, float], where: str) -> "Gate":
+        s = str(text).strip()
+        relative = s.endswith("%")
+        try:
+            value = float(s[:-1] if relative else s)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"{where}: gate '{text}' must be a non-negative number, or a percentage like 5%")
+        return cls(value / 100 if relative else value, relative)
+
+    def exceeded(self, base: float, change: float) -> bool:
+        return abs(change) > (abs(base) * self.value if self.relative else self.value)
+
+    def __str__(self) -> str:
+        return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
+
+
+def gate_names() -> list[str]:
+    return [*LATENCY_FIGURES, *MEMORY_FIGURES, *HIGHER_IS_BETTER]
+
+
+def parse_gate_options(specs: list[str]) -> dict[str, Gate]:
+    """``["latency_ms_p50=5%", "clip_score=0.5"]`` → gates; bad syntax or names are user errors."""
+    from t2ibench.registry import did_you_mean
+
+    gates = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        name = name.strip()
+        if not sep or not name or not value.strip():
+            raise UserError(f"--gate '{spec}': expected METRIC=VALUE, e.g. latency_ms_p50=5% or clip_score=0.5")
+        if name not in gate_names():
+            raise UserError(f"--gate '{spec}': unknown figure '{name}'{did_you_mean(name, gate_names())}; "
+                            f"choose from {', '.join(gate_names())}")
+        gates[name] = Gate.parse(value, f"--gate {name}")
+    return gates
+
+
+@dataclass(frozen=True)
+class Row:
+    config: str
+    config_id: str
+    figure: str
+    base: float
+    cand: float
+    higher_is_better: bool
+    gate: Gate
+    test: str                         # how significance was judged
+    ci: tuple[float, float] | None    # of the ratio (latency) or of the mean paired difference (metrics)
+    significant: bool
+
+    @property
+    def delta(self) -> float:
+        return self.cand - self.base
+
+    @property
+    def relative(self) -> float:
+        return self.delta / self.base if self.base else math.nan
+
+    @property
+    def verdict(self) -> str:
+        if not self.gate.exceeded(self.base, self.delta):
+            return "within gate"
+        if not self.significant:
+            return "not significant"
+        return "improvement" if (self.delta > 0) == self.higher_is_better else "regression"
+
+
+@dataclass
+class Comparison:
+    base: RunSummary
+    cand: RunSummary
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    environment: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # only the keys that differ
+
+    @property
+    def regressions(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict == "regression"]
+
+    def to_json(self) -> dict:
+        return {
+            "base": self.base.source, "candidate": self.cand.source, "regression": bool(self.regressions),
+            "rows": [asdict(r) | {"gate": str(r.gate), "delta": r.delta, "relative": _nan_none(r.relative),
+                                  "verdict": r.verdict} for r in self.rows],
+            "notes": self.notes,
+            "environment": {k: {"base": b, "candidate": c} for k, (b, c) in self.environment.items()},
+        }
+
+
+def _nan_none(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+def _bootstrap_ci(data: tuple[np.ndarray, ...], statistic: Callable, seed: int) -> tuple[float, float] | None:
+    """Percentile bootstrap CI of ``statistic(*data, axis)``; None with fewer than 2 values on a side."""
+    from scipy.stats import bootstrap
+
+    if any(len(d) < 2 for d in data):
+        return None
+    if all(np.ptp(d) == 0 for d in data):  # nothing to resample: the statistic is exact
+        value = float(statistic(*data, axis=-1))
+        return value, value
+    res = bootstrap(data, statistic, n_resamples=N_RESAMPLES, confidence_level=LEVEL, method="percentile",
+                    vectorized=True, rng=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
+    return float(lo), float(hi)
+
+
+def latency_row(config: str, config_id: str, figure: str, base: ConfigSummary, cand: ConfigSummary, gate: Gate,
+                seed: int = 0) -> Row | None:
+    """Point estimates and ratio CI from the latency samples (equal to results.csv when repeats = 1)."""
+    stat = LATENCY_STAT[figure]
+    a, b = np.asarray(base.latency_samples, float), np.asarray(cand.latency_samples, float)
+    if not len(a) or not len(b):
+        return None
+    scale_a, scale_b = (1000.0 * base.batch_size, 1000.0 * cand.batch_size) if figure == "images_per_s" else (1, 1)
+    ci = _bootstrap_ci((a, b), lambda x, y, axis: stat(y, axis=axis) / stat(x, axis=axis), seed)
+    if ci is not None:
+        ci = (ci[0] * scale_b / scale_a, ci[1] * scale_b / scale_a)
+    significant = ci is not None and (ci[0] > 1 or ci[1] < 1)
+    return Row(config, config_id, figure, float(stat(a, axis=None)) * scale_a, float(stat(b, axis=None)) * scale_b,
+               figure == "images_per_s", gate, f"bootstrap ratio ({len(a)} vs {len(b)} samples)", ci, significant)
+
+
+def metric_row(config: str, config_id: str, name: str, base: MetricSummary, cand: MetricSummary, gate: Gate,
+               seed: int = 0) -> Row | None:
+    if base.value is None or cand.value is None:
+        return None
+    keys = sorted(base.per_image.keys() & cand.per_image.keys())
+    if keys:
+        d = np.array([cand.per_image[k] - base.per_image[k] for k in keys])
+        ci = _bootstrap_ci((d,), lambda x, axis: np.mean(x, axis=axis), seed)
+        significant = ci is not None and (ci[0] > 0 or ci[1] < 0)
+        test = f"paired bootstrap ({len(keys)} images)"
+    elif None not in (base.lo, base.hi, cand.lo, cand.hi):
+        ci = None
+        significant = cand.lo > base.hi or cand.hi < base.lo
+        test = "95% CIs do not overlap" if significant else "95% CIs overlap"
+    else:
+        ci, significant, test = None, False, "no CI"
+    return Row(config, config_id, name, base.value, cand.value, HIGHER_IS_BETTER.get(name, True), gate, test, ci,
+               significant)
+
+
+def memory_row(config: str, config_id: str, figure: str, base: ConfigSummary, cand: ConfigSummary,
+               gate: Gate) -> Row | None:
+    va, vb = base.figures.get(figure), cand.figures.get(figure)
+    if va is None or vb is None:
+        return None
+    return Row(config, config_id, figure, va, vb, False, gate, "single reading", None, True)
+
+
+def match_configs(base: RunSummary, cand: RunSummary, notes: list[str]) -> list[tuple[ConfigSummary, ConfigSummary]]:
+    """Pairs by config_id, then by name (with a note naming the knobs that differ)."""
+    by_id = {c.config_id: c for c in cand.configs}
+    pairs = [(b, by_id[b.config_id]) for b in base.configs if b.config_id in by_id]
+    taken = {b.config_id for b, _ in pairs}
+    left = [c for c in cand.configs if c.config_id not in taken]
+    for b in base.configs:
+        if b.config_id in taken:
+            continue
+        c = next((c for c in left if c.name == b.name), None)
+        if c is None:
+            notes.append(f"config '{b.name}' ({b.config_id}) is only in the base")
+            continue
+        left.remove(c)
+        changed = [f"{k} {b.knobs.get(k)} → {c.knobs.get(k)}" for k in sorted(b.knobs.keys() | c.knobs.keys())
+                   if b.knobs.get(k) != c.knobs.get(k)]
+        if b.model != c.model:
+            changed.insert(0, f"model {b.model} → {c.model}")
+        notes.append(f"config '{b.name}' matched by name ({b.config_id} → {c.config_id}): "
+                     + (", ".join(changed) or "same knobs"))
+        pairs.append((b, c))
+    notes.extend(f"config '{c.name}' ({c.config_id}) is only in the candidate" for c in left)
+    return pairs
+
+
+def compare(base: RunSummary, cand: RunSummary, gates: dict[str, Gate] | None = None, seed: int = 0) -> Comparison:
+    """Compare every latency, memory and metric figure of the configs the two runs share."""
+    merged = {k: Gate.parse(v, "default gates") for k, v in DEFAULT_GATES.items()}
+    for summary in (base, cand):
+        merged.update({k: Gate.parse(v, f"suite '{summary.suite}' gates") for k, v in summary.gates.items()})
+    merged.update(gates or {})
+    result = Comparison(base, cand)
+    random_metrics: set[str] = set()
+    for b, c in match_configs(base, cand, result.notes):
+        args = (c.name, c.config_id)
+        rows = [latency_row(*args, f, b, c, merged[f], seed) for f in LATENCY_FIGURES]
+        rows += [memory_row(*args, f, b, c, merged[f]) for f in MEMORY_FIGURES]
+        for name in [m for m in b.metrics if m in c.metrics]:
+            gate = merged.get(name, Gate(0.05, relative=True))
+            rows.append(metric_row(*args, name, b.metrics[name], c.metrics[name], gate, seed))
+            if b.metrics[name].random_weights or c.metrics[name].random_weights:
+                random_metrics.add(name)
+        result.rows += [r for r in rows if r is not None]
+    if random_metrics:
+        result.notes.append(f"{', '.join(sorted(random_metrics))}: random weights, values not meaningful")
+    if not result.rows:
+        result.notes.append("no figure to compare: the runs share no config with results")
+    env_b, env_c = base.environment or {}, cand.environment or {}
+    result.environment = {k: (env_b.get(k), env_c.get(k)) for k in ENVIRONMENT_KEYS if env_b.get(k) != env_c.get(k)}
+    return result

@@ -1,0 +1,36 @@
+"""Everything a report shows, read once from the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from t2ibench.harness.store import RunStore
+from t2ibench.reports.recommend import Recommendation, recommend
+from t2ibench.reports.tables import cell_records, current_suite, metric_names, result_records
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    suite: dict
+    rows: list[dict]
+    cells: list[dict]
+    metrics: list[str]
+    random_metrics: list[str]
+    objectives: dict[str, str]
+    constraints: dict[str, dict]
+    recommendation: Recommendation
+    environment: dict
+
+
+def build_context(store: RunStore, objectives: dict[str, str] | None = None) -> ReportContext:
+    suite = current_suite(store)
+    objectives = objectives if objectives is not None else (suite.get("objectives") or {})
+    rows = result_records(store, objectives)
+    constraints = suite.get("constraints") or {}
+    return ReportContext(
+        suite=suite, rows=rows, cells=cell_records(store), metrics=metric_names(rows),
+        random_metrics=sorted({m for r in rows for m in r["random_weights"].split(",") if m}),
+        objectives=objectives, constraints=constraints,
+        recommendation=recommend(rows, objectives, constraints, [not r["pareto_note"] for r in rows]),
+        environment=store.get_meta("environment", {}) or {},
+    )

@@ -1,0 +1,132 @@
+"""A run's summary: what ``compare`` needs, read from a run directory or a versioned ``results.json``.
+
+``t2ibench export RUN_DIR -o results.json`` writes it so that a baseline can be committed to a
+repository: the environment, the suite's name and gates, and per config its knobs, the
+results.csv figures, every measured latency sample (warm-up excluded, all repeats) and each
+metric with its CI and, where the metric has them, per-image values keyed ``"prompt_id:seed"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from t2ibench.errors import UserError
+
+RESULTS_SCHEMA_VERSION = 1
+RESULTS_KIND = "t2ibench-results"
+LATENCY_FIGURES = ("latency_ms_p50", "latency_ms_p95", "latency_ms_mean", "images_per_s")
+MEMORY_FIGURES = ("peak_vram_mb", "peak_rss_mb")
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    value: float | None
+    lo: float | None
+    hi: float | None
+    n: int
+    random_weights: bool
+    per_image: dict[str, float] = field(default_factory=dict)  # "prompt_id:seed" -> value
+
+
+@dataclass(frozen=True)
+class ConfigSummary:
+    config_id: str
+    name: str
+    model: str
+    knobs: dict[str, Any]
+    status: str
+    figures: dict[str, float | None]  # results.csv figures; None where undefined
+    latency_samples: list[float]      # ms, one per measured call and repeat
+    metrics: dict[str, MetricSummary]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.knobs.get("batch_size") or 1)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    source: str
+    suite: str
+    gates: dict[str, float | str]
+    environment: dict[str, Any]
+    configs: list[ConfigSummary]
+
+
+def _finite(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def summarize(run_dir: str | Path) -> RunSummary:
+    """The summary of a run directory, read from its store."""
+    from t2ibench.harness.store import RunStore
+    from t2ibench.reports.tables import cell_records, current_suite, result_records
+
+    with RunStore.open(run_dir) as store:
+        suite = current_suite(store)
+        results = result_records(store)
+        cells = [c for c in cell_records(store) if c["status"] == "ok" and c["latency_ms"] is not None]
+        metric_rows = store.metrics()
+        environment = store.get_meta("environment", {}) or {}
+        knobs = {c["config_id"]: (c["model"], c["knobs"]) for c in store.configs()}
+    configs = []
+    for r in results:
+        cid = r["config_id"]
+        calls = {c["call_index"]: c["latency_samples"] or [c["latency_ms"]] for c in cells if c["config_id"] == cid}
+        metrics = {
+            m["metric"]: MetricSummary(_finite(m["value"]), _finite(m["lo"]), _finite(m["hi"]), m["n"],
+                                       m["random_weights"], m["extra"].get("per_image", {}))
+            for m in metric_rows if m["config_id"] == cid
+        }
+        model, config_knobs = knobs[cid]
+        configs.append(ConfigSummary(
+            cid, r["config"], model, config_knobs, r["status"],
+            {f: _finite(r[f]) for f in ("n_ok", *LATENCY_FIGURES, *MEMORY_FIGURES)},
+            [float(x) for samples in calls.values() for x in samples], metrics,
+        ))
+    return RunSummary(str(run_dir), suite.get("name", "?"), dict(suite.get("gates") or {}), environment, configs)
+
+
+def to_json(summary: RunSummary) -> dict:
+    data = asdict(summary)
+    data.pop("source")
+    return {"schema_version": RESULTS_SCHEMA_VERSION, "kind": RESULTS_KIND, **data}
+
+
+def from_json(data: dict, source: str) -> RunSummary:
+    if not isinstance(data, dict) or data.get("kind") != RESULTS_KIND:
+        raise UserError(f"'{source}' is not a t2ibench results file (written by `t2ibench export`)")
+    if data.get("schema_version") != RESULTS_SCHEMA_VERSION:
+        raise UserError(f"'{source}' has results schema_version {data.get('schema_version')}; this t2ibench reads "
+                        f"{RESULTS_SCHEMA_VERSION}; re-export it with `t2ibench export RUN_DIR -o FILE`")
+    try:
+        configs = [ConfigSummary(**{**c, "metrics": {k: MetricSummary(**m) for k, m in c["metrics"].items()}})
+                   for c in data["configs"]]
+        return RunSummary(source, data["suite"], data["gates"], data["environment"], configs)
+    except (KeyError, TypeError) as e:
+        raise UserError(f"'{source}' is not a valid results file ({e})") from None
+
+
+def load_summary(path: str | Path) -> RunSummary:
+    """A run directory or an exported results file."""
+    path = Path(path)
+    if path.is_dir():
+        return summarize(path)
+    if not path.is_file():
+        raise UserError(f"'{path}' does not exist (give a run directory or an exported results.json)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"'{path}' is not readable JSON ({e})") from None
+    return from_json(data, str(path))
+
+
+def write_summary(summary: RunSummary, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(to_json(summary), indent=1, allow_nan=False) + "\n")
+    return out

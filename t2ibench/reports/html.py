@@ -1,0 +1,165 @@
+"""``report.html``: one self-contained page (plots inlined; the run's images by relative path).
+
+Every user string (prompts, config names, errors) goes through ``html.escape``.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from html import escape
+from pathlib import Path
+
+from t2ibench.reports.plots import Plot
+from t2ibench.reports.recommend import Recommendation
+from t2ibench.suites.knobs import KNOB_NAMES
+
+LAZY_ABOVE = 400  # images; beyond this the grid loads lazily
+
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1400px;padding:0 20px 40px;color:#1d2330}
+h1{margin:20px 0 4px}h2{margin-top:32px;border-bottom:1px solid #dde;padding-bottom:4px}
+.meta{color:#667}.banner{background:#fff4e5;border:1px solid #f0b35a;padding:10px 14px;border-radius:6px;margin:14px 0}
+.rec{background:#eef7ee;border:1px solid #7cbf7c;padding:12px 16px;border-radius:6px;font-size:15px;margin:14px 0}
+.rec.none{background:#fdeeee;border-color:#d88}
+table{border-collapse:collapse;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #e4e6ee;text-align:right;white-space:nowrap}
+th{background:#f3f4f8;cursor:pointer;position:sticky;top:0}th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
+td.t,th.t{text-align:left}tr.front td{background:#f4fbf4}.ci{color:#889;font-size:11px}.note{color:#a55;text-align:left}
+#filter{margin:6px 0 10px;padding:5px 8px;width:320px}.scroll{overflow-x:auto}
+.plots{display:flex;flex-wrap:wrap;gap:16px}.plots figure{margin:0;border:1px solid #e4e6ee;padding:6px;border-radius:6px}
+.plots img{max-width:640px}.grid td{vertical-align:top;text-align:center}.grid td.prompt{text-align:left;max-width:260px;white-space:normal}
+.grid img{width:160px;height:auto;display:block;margin:auto}.grid .missing{color:#a55;font-size:11px;width:160px}
+.grid .ref{background:#f7f7fb}.hidden{display:none}
+"""
+
+SCRIPT = """
+(function(){
+  const table=document.getElementById('results'); const body=table.tBodies[0];
+  table.querySelectorAll('th').forEach((th,i)=>th.addEventListener('click',()=>{
+    const asc=th.getAttribute('aria-sort')!=='ascending';
+    table.querySelectorAll('th').forEach(h=>h.removeAttribute('aria-sort'));
+    th.setAttribute('aria-sort',asc?'ascending':'descending');
+    const num=th.dataset.type==='num';
+    const key=r=>{const c=r.cells[i];const v=c.dataset.value!==undefined?c.dataset.value:c.textContent;
+      if(!num)return v.toLowerCase();const f=parseFloat(v);return isNaN(f)?null:f;};
+    const rows=Array.from(body.rows);
+    rows.sort((a,b)=>{const x=key(a),y=key(b);if(x===y)return 0;if(x===null)return 1;if(y===null)return -1;
+      return (x<y?-1:1)*(asc?1:-1);});
+    rows.forEach(r=>body.appendChild(r));
+  }));
+  document.getElementById('filter').addEventListener('input',e=>{const q=e.target.value.toLowerCase();
+    Array.from(body.rows).forEach(r=>r.classList.toggle('hidden',!r.textContent.toLowerCase().includes(q)));});
+  const seed=document.getElementById('seed');
+  if(seed){const show=()=>document.querySelectorAll('[data-seed]').forEach(el=>
+      el.classList.toggle('hidden',el.dataset.seed!==seed.value));seed.addEventListener('change',show);show();}
+})();
+"""
+
+
+def _num(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return escape(str(v))
+
+
+def _data_value(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else escape(str(v), quote=True)
+
+
+def _results_table(rows: list[dict], metrics: list[str]) -> str:
+    varying = [k for k in KNOB_NAMES if len({str(r.get(k)) for r in rows}) > 1]
+    figures = [("n_ok", "ok"), ("n_failed", "failed"), ("n_nan", "NaN"), ("n_skipped", "skipped"),
+               ("latency_ms_p50", "p50 ms"), ("latency_ms_p95", "p95 ms"), ("latency_ms_mean", "mean ms"),
+               ("images_per_s", "img/s"), ("peak_vram_mb", "VRAM MB"), ("peak_rss_mb", "RSS MB")]
+    head = ['<th class="t" data-type="text">config</th>', '<th class="t" data-type="text">config_id</th>']
+    head += [f'<th class="t" data-type="text">{escape(k)}</th>' for k in varying]
+    head += [f'<th data-type="num">{escape(label)}</th>' for _, label in figures]
+    head += [f'<th data-type="num">{escape(m)}</th>' for m in metrics]
+    head += ['<th data-type="text">pareto</th>', '<th class="t" data-type="text">note</th>']
+    body = []
+    for r in rows:
+        tds = [f'<td class="t">{escape(str(r["config"]))}</td>', f'<td class="t"><code>{escape(r["config_id"])}</code></td>']
+        tds += [f'<td class="t">{_num(r.get(k))}</td>' for k in varying]
+        tds += [f'<td data-value="{_data_value(r.get(c))}">{_num(r.get(c))}</td>' for c, _ in figures]
+        for m in metrics:
+            lo, hi = r.get(f"{m}_lo"), r.get(f"{m}_hi")
+            ci = "" if lo is None or math.isnan(lo) else f' <span class="ci">[{_num(lo)}, {_num(hi)}]</span>'
+            tds.append(f'<td data-value="{_data_value(r.get(m))}">{_num(r.get(m))}{ci}</td>')
+        note = r.get("pareto_note") or (r.get("reason") or "")
+        tds += [f'<td>{"✓" if r["pareto"] else ""}</td>', f'<td class="note">{escape(note)}</td>']
+        body.append(f'<tr class="{"front" if r["pareto"] else ""}">{"".join(tds)}</tr>')
+    return (f'<input id="filter" placeholder="filter configs…" aria-label="filter configs"><div class="scroll">'
+            f'<table id="results"><thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _plots(plots: list[Plot]) -> str:
+    figs = []
+    for p in plots:
+        data = base64.b64encode(p.png.read_bytes()).decode()
+        figs.append(f'<figure><img alt="{escape(p.title, quote=True)}" src="data:image/png;base64,{data}">'
+                    f'<figcaption>{escape(p.title)} · <a href="plots/{escape(p.svg.name)}">SVG</a></figcaption></figure>')
+    return f'<div class="plots">{"".join(figs)}</div>' if figs else "<p>No plots (nothing measured).</p>"
+
+
+def _grid(rows: list[dict], cells: list[dict], seeds: list[int]) -> str:
+    order = sorted(rows, key=lambda r: not r["is_reference"])  # the reference beside the prompt
+    index = {(c["config_id"], c["prompt_id"], c["seed"]): c for c in cells}
+    prompts = list(dict.fromkeys((c["prompt_id"], c["prompt"]) for c in cells))
+    lazy = ' loading="lazy"' if len(cells) > LAZY_ABOVE else ""
+    head = "".join(f'<th class="{"ref" if r["is_reference"] else ""}">{escape(str(r["config"]))}</th>' for r in order)
+    body = []
+    for pid, text in prompts:
+        tds = [f'<td class="prompt">{escape(text)}</td>']
+        for r in order:
+            items = []
+            for s in seeds:
+                c = index.get((r["config_id"], pid, s))
+                if c and c["status"] == "ok" and c["image_path"]:
+                    items.append(f'<img data-seed="{s}" src="{escape(c["image_path"], quote=True)}"{lazy} '
+                                 f'alt="{escape(text, quote=True)} ({escape(str(r["config"]), quote=True)}, seed {s})">')
+                else:
+                    why = (c["status"] if c else "not run")
+                    items.append(f'<div class="missing" data-seed="{s}">{escape(why)}</div>')
+            tds.append(f'<td class="{"ref" if r["is_reference"] else ""}">{"".join(items)}</td>')
+        body.append(f"<tr>{''.join(tds)}</tr>")
+    options = "".join(f'<option value="{s}">{s}</option>' for s in seeds)
+    return (f'<label>seed <select id="seed">{options}</select></label><div class="scroll">'
+            f'<table class="grid"><thead><tr><th class="t">prompt</th>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: list[str], plots: list[Plot],
+                recommendation: Recommendation, environment: dict, random_metrics: list[str]) -> str:
+    name = escape(str(suite.get("name", "?")))
+    banners = []
+    if random_metrics:
+        banners.append(f'<div class="banner"><b>Random weights:</b> {escape(", ".join(random_metrics))} were computed '
+                       "with randomly initialised networks; their values are <b>not meaningful</b>.</div>")
+    if str(suite.get("model", "")).startswith("random:"):
+        banners.append(f'<div class="banner">Model <code>{escape(str(suite["model"]))}</code> has random weights: '
+                       "latency and memory are real, the images are noise.</div>")
+    rec_class = "rec" if recommendation.config_id else "rec none"
+    env_rows = "".join(f'<tr><td class="t">{escape(str(k))}</td><td class="t">{escape(str(v))}</td></tr>'
+                       for k, v in environment.items() if v is not None)
+    seeds = sorted({c["seed"] for c in cells})
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>t2ibench: {name}</title><style>{STYLE}</style></head><body>
+<h1>t2ibench report: {name}</h1>
+<p class="meta">model <code>{escape(str(suite.get("model", "?")))}</code> · {len(rows)} configs ·
+{len({c["prompt_id"] for c in cells})} prompts × {len(seeds)} seeds</p>
+{"".join(banners)}
+<div class="{rec_class}" id="recommendation">{escape(recommendation.message)}</div>
+<h2>Results</h2>{_results_table(rows, metrics)}
+<h2>Plots</h2>{_plots(plots)}
+<h2>Images</h2>{_grid(rows, cells, seeds)}
+<h2>Environment</h2><table class="env">{env_rows}</table>
+<script>{SCRIPT}</script></body></html>
+"""
+
+
+def write_html(path: Path, **kwargs) -> Path:
+    path.write_text(render_html(**kwargs), encoding="utf-8")
+    return path

@@ -1,0 +1,154 @@
+"""Report plots (matplotlib, PNG and SVG): quality vs latency with the frontier, per-knob effects,
+peak memory per config, and the per-step time profile."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from t2ibench.metrics.options import HIGHER_IS_BETTER
+from t2ibench.reports.pareto import pareto_front
+from t2ibench.suites.knobs import KNOB_NAMES
+
+
+@dataclass(frozen=True)
+class Plot:
+    title: str
+    png: Path
+    svg: Path
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _save(fig, out_dir: Path, stem: str, title: str) -> Plot:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
+    fig.savefig(png, dpi=110, bbox_inches="tight")
+    fig.savefig(svg, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return Plot(title, png, svg)
+
+
+def _quality_vs_latency(rows: list[dict], metric: str, out_dir: Path, random_weights: bool) -> Plot | None:
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if _finite(r.get(metric)) and _finite(r.get("latency_ms_p50"))]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    x = [r["latency_ms_p50"] for r in pts]
+    y = [r[metric] for r in pts]
+    lo = [r[metric] - r[f"{metric}_lo"] if _finite(r.get(f"{metric}_lo")) else 0 for r in pts]
+    hi = [r[f"{metric}_hi"] - r[metric] if _finite(r.get(f"{metric}_hi")) else 0 for r in pts]
+    ax.errorbar(x, y, yerr=[lo, hi], fmt="o", capsize=3, color="tab:blue", ecolor="0.6")
+    for xi, yi, r in zip(x, y, pts):
+        ax.annotate(str(r["config"])[:24], (xi, yi), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    direction = "max" if HIGHER_IS_BETTER.get(metric, True) else "min"
+    front = [p for p, on in zip(pts, pareto_front([[a, b] for a, b in zip(x, y)], ["min", direction])) if on]
+    front.sort(key=lambda r: r["latency_ms_p50"])
+    if len(front) > 1:
+        ax.step([r["latency_ms_p50"] for r in front], [r[metric] for r in front], where="post",
+                color="tab:red", label="Pareto frontier")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("latency p50 (ms)")
+    ax.set_ylabel(f"{metric} ({'higher' if direction == 'max' else 'lower'} is better)")
+    title = f"{metric} vs latency" + (" — random weights, not meaningful" if random_weights else "")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, out_dir, f"{metric}_vs_latency", title)
+
+
+def _varying(rows: list[dict]) -> list[str]:
+    return [k for k in KNOB_NAMES if len({str(r.get(k)) for r in rows}) > 1]
+
+
+def _knob_effects(rows: list[dict], metrics: list[str], out_dir: Path) -> list[Plot]:
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["n_ok"] > 0]
+    varying = _varying(rows)
+    numeric = [k for k in varying if all(_finite(r.get(k)) for r in rows)]
+    plots = []
+    for knob in numeric:
+        others = [k for k in varying if k != knob]
+        series_key = others[0] if others else None
+        panels = ["latency_ms_p50", *[m for m in metrics if any(_finite(r.get(m)) for r in rows)]]
+        ncols = min(3, len(panels))
+        nrows = math.ceil(len(panels) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        groups: dict[str, list[dict]] = {}
+        for r in rows:
+            groups.setdefault(f"{series_key}={r.get(series_key)}" if series_key else "all", []).append(r)
+        for ax, panel in zip(axes.flat, panels):
+            for label, members in groups.items():
+                pts = sorted((r[knob], r[panel]) for r in members if _finite(r.get(panel)))
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=label)
+            ax.set_xlabel(knob)
+            ax.set_ylabel(panel)
+            ax.grid(alpha=0.3)
+        if len(groups) > 1:
+            axes[0][0].legend(fontsize=7)
+        title = f"effect of {knob}" + (f" (one line per {series_key})" if series_key else "")
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        plots.append(_save(fig, out_dir, f"effect_{knob}", title))
+    return plots
+
+
+def _memory(rows: list[dict], out_dir: Path) -> Plot | None:
+    import matplotlib.pyplot as plt
+
+    column = "peak_vram_mb" if any(_finite(r.get("peak_vram_mb")) for r in rows) else "peak_rss_mb"
+    pts = [r for r in rows if _finite(r.get(column))]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(pts) + 1.2))
+    ax.barh([str(r["config"])[:32] for r in pts], [r[column] for r in pts], color="tab:green")
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{column} (MB)")
+    title = "peak VRAM per config" if column == "peak_vram_mb" else "peak RSS per config (CPU run)"
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, out_dir, "memory", title)
+
+
+def _step_profile(rows: list[dict], cells: list[dict], out_dir: Path) -> Plot | None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    drawn = False
+    for r in rows:
+        steps = [c["step_ms"] for c in cells if c["config_id"] == r["config_id"] and c["status"] == "ok" and c["step_ms"]]
+        n = min((len(s) for s in steps), default=0)
+        if n:
+            ax.plot(range(1, n + 1), np.mean([s[:n] for s in steps], axis=0), marker=".", label=str(r["config"])[:28])
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("denoising step")
+    ax.set_ylabel("mean step time (ms)")
+    ax.set_title("per-step time profile", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out_dir, "step_profile", "per-step time profile")
+
+
+def make_plots(rows: list[dict], cells: list[dict], metrics: list[str], random_metrics: set[str],
+               out_dir: Path) -> list[Plot]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plots = [_quality_vs_latency(rows, m, out_dir, m in random_metrics) for m in metrics]
+    plots += _knob_effects(rows, metrics, out_dir)
+    plots += [_memory(rows, out_dir), _step_profile(rows, cells, out_dir)]
+    return [p for p in plots if p is not None]
