@@ -196,7 +196,7 @@ def test_evaluate_end_to_end(env):
         assert got[key].random_weights and "not meaningful (random weights)" in got[key].extra["notes"]
 
 
-@pytest.mark.slow  # sqrtm and eigh of 2048×2048
+@pytest.mark.slow  # the sqrtm of 2048×2048 used as the reference
 def test_evaluate_fid_equals_streaming_fid(env):
     from t2ibench.metrics.features import extract
     from t2ibench.metrics.fid import FID
@@ -210,7 +210,7 @@ def test_evaluate_fid_equals_streaming_fid(env):
     fa, fb = FID(), FID()
     fa.update(extract(list_images(env["a"]), ext, num_workers=0))
     fb.update(extract(list_images(env["b"]), ext, num_workers=0))
-    assert fid.value == pytest.approx(fb.compute(fa), rel=1e-9)
+    assert fid.value == pytest.approx(fb.compute(fa), rel=1e-6)  # exact low-rank trace vs pytorch-fid sqrtm
 
 
 def test_evaluate_user_errors(env):
