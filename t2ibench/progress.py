@@ -24,7 +24,8 @@ class RichObserver:
         self.progress.stop()
 
     def run_started(self, n_cells: int) -> None:
-        self._overall = self.progress.add_task("all cells", total=n_cells)
+        if n_cells:
+            self._overall = self.progress.add_task("all cells", total=n_cells)
 
     def config_started(self, config, n_cells: int) -> None:
         if self._config is not None:

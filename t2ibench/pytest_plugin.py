@@ -35,7 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write the t2ibench baselines instead of checking against them")
 
 
-def select_config(suite: SuiteLike, config: str | None, keep_reference: bool) -> "Suite":
+def select_config(suite: SuiteLike, config: str | None, keep_reference: bool) -> Suite:
     """The suite, or a copy that runs only ``config`` (a name or config_id), plus its reference if asked."""
     from t2ibench.errors import UserError
     from t2ibench.suites import Suite, load_suite
@@ -59,7 +59,7 @@ class RegressionCheck:
     work_dir: Path
 
     def __call__(self, suite: SuiteLike, config: str | None = None, *, gates: dict[str, str | float] | None = None,
-                 device: str = "cpu", metrics: bool = True) -> "Comparison | None":
+                 device: str = "cpu", metrics: bool = True) -> Comparison | None:
         from t2ibench.harness.runs import execute
         from t2ibench.reports.compare import compare, parse_gate_options
         from t2ibench.reports.compare_cli import render_markdown
@@ -91,16 +91,15 @@ def t2ibench_regression(request: pytest.FixtureRequest, tmp_path: Path) -> Regre
     return RegressionCheck(baselines, request.config.getoption("--t2ibench-update-baseline"), tmp_path)
 
 
-def benchmark_config(benchmark, suite: SuiteLike, config: str | None, out: Path, device: str = "cpu") -> "Run":
+def benchmark_config(benchmark, suite: SuiteLike, config: str | None, out: Path, device: str = "cpu") -> Run:
     """Run one config with t2ibench and replay its measured call times into pytest-benchmark.
 
     pytest-benchmark times each round with its timer; here that timer is a clock that each round
     advances by the next call time t2ibench measured, so its statistics are t2ibench's.
     """
+    from t2ibench.errors import UserError
     from t2ibench.harness.runs import execute
     from t2ibench.reports.export import summarize
-
-    from t2ibench.errors import UserError
 
     suite = select_config(suite, config, keep_reference=False)
     if len(suite.configs()) != 1:
@@ -131,7 +130,7 @@ def benchmark_config(benchmark, suite: SuiteLike, config: str | None, out: Path,
 def t2ibench_benchmark(benchmark, tmp_path: Path):
     """``t2ibench_benchmark(suite, config=None, device="cpu")`` → Run; one config timed into ``benchmark``."""
 
-    def run(suite: SuiteLike, config: str | None = None, device: str = "cpu") -> "Run":
+    def run(suite: SuiteLike, config: str | None = None, device: str = "cpu") -> Run:
         return benchmark_config(benchmark, suite, config, tmp_path / "t2ibench-run", device)
 
     return run

@@ -7,6 +7,8 @@ import json
 import math
 
 import pytest
+import torch
+from torch.nn.attention import SDPBackend
 
 import t2ibench
 from t2ibench.harness import torch_backend
@@ -32,6 +34,8 @@ CONFIGS = [
     {"name": "sliced", "attention": "sliced"},
     {"name": "vae_slicing", "vae_slicing": True},
     {"name": "cached", "cache_text_embeddings": True},
+    {"name": "channels_last", "channels_last": True},
+    {"name": "bf16-upcast", "precision": "bf16", "vae_upcast": True, "vae_tiling": True},
 ]
 
 
@@ -57,6 +61,21 @@ def test_family_runs_knob_matrix(arch, saved, write_suite, tmp_path, monkeypatch
     real = torch_backend.initial_latents
     monkeypatch.setattr(torch_backend, "initial_latents",
                         lambda seeds, shape, dtype: shapes.append(shape) or real(seeds, shape, dtype))
+    backends: dict[str, set] = {}  # attention knob -> the SDPA backends torch selected during its calls
+    current = {"attention": ""}
+    real_call, real_sdpa = torch_backend.TorchModel._call, torch.nn.functional.scaled_dot_product_attention
+
+    def call(self, prompts, seeds, knobs):
+        current["attention"] = knobs.attention
+        return real_call(self, prompts, seeds, knobs)
+
+    def sdpa(*args, **kwargs):  # diffusers passes query/key/value by position or by name
+        choice = SDPBackend(torch._fused_sdp_choice(*args, **kwargs))
+        backends.setdefault(current["attention"], set()).add(choice)
+        return real_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch_backend.TorchModel, "_call", call)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", sdpa)
     path = write_suite(model=folder, prompts=["a red cube", "a lighthouse"], seeds=[3],
                        defaults={"steps": 2, "width": 64, "height": 64, "guidance_scale": 4.0},
                        include=CONFIGS, timing={"warmup": 1, "repeats": 1})
@@ -82,8 +101,19 @@ def test_family_runs_knob_matrix(arch, saved, write_suite, tmp_path, monkeypatch
         assert math.isclose(c["encode_ms"] + c["denoise_ms"] + c["decode_ms"], c["latency_ms"], rel_tol=1e-6)
         assert c["encode_ms"] > 0 and c["decode_ms"] > 0
     assert set(shapes) == ({latent_shape} if latent_shape else set())
+    assert backends["math"] == {SDPBackend.MATH} and backends["sdpa"] == {SDPBackend.FLASH_ATTENTION}
 
     # paired noise: knobs that do not change the math give the same pixels (Flux via per-image generators)
     images = {(c["config"], c["prompt_id"]): (run.run_dir / c["image_path"]).read_bytes() for _, c in ok.iterrows()}
     for prompt_id in set(ok["prompt_id"]):
         assert images[("base", prompt_id)] == images[("vae_slicing", prompt_id)] == images[("cached", prompt_id)]
+
+
+@pytest.mark.parametrize("arch", list(FAMILIES))
+def test_family_runs_with_the_tiny_vae(arch, write_suite, tmp_path):
+    path = write_suite(model=f"random:{arch}", prompts=["a red cube"], seeds=[0], timing={"warmup": 0, "repeats": 1},
+                       defaults={"steps": 2, "width": 64, "height": 64, "vae": "tiny"},
+                       matrix={"vae_slicing": [False, True]})
+    run = t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)
+    assert list(run.results()["n_ok"]) == [1, 1]
+    assert type(load_pipeline(f"random:{arch}", precision="fp32", vae="tiny").vae).__name__ == "AutoencoderTiny"

@@ -31,7 +31,7 @@ def _building(device: str, seed: int = 0) -> Iterator[None]:
 def byte_level_clip_tokenizer(model_max_length: int = 77):
     """A CLIPTokenizer whose vocabulary is the 256 byte symbols (plus word-end forms), no merges.
 
-    Every text tokenizes deterministically; ids stay below 518, inside any CLIP vocabulary.
+    Every text tokenizes deterministically; ids stay below 514, inside any CLIP vocabulary.
     """
     from transformers import CLIPTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -61,7 +61,7 @@ def _clip_text(hidden: int, layers: int, heads: int, projection: int | None = No
     cfg = CLIPTextConfig(
         hidden_size=hidden, intermediate_size=hidden * 4, num_attention_heads=heads,
         num_hidden_layers=layers, vocab_size=49408, max_position_embeddings=77,
-        bos_token_id=516, eos_token_id=517, pad_token_id=517,
+        bos_token_id=512, eos_token_id=513, pad_token_id=513,  # as byte_level_clip_tokenizer: pooling finds the end
         projection_dim=projection or hidden, hidden_act=act,
     )
     model = CLIPTextModelWithProjection(cfg) if projection else CLIPTextModel(cfg)

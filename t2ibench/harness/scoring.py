@@ -25,3 +25,5 @@ def score_run(store: RunStore, suite: Suite, device: str, log: Callable[[str], N
     results = evaluate(dict(suite.metrics), images, reference, device=device,
                        cache_dir=store.run_dir / "features")
     store.put_metrics(results)
+    for note in dict.fromkeys(n for r in results for n in r.extra.get("notes", []) if "random weights" not in n):
+        log(f"note: {note}")

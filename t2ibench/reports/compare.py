@@ -16,8 +16,9 @@ An improvement is never a failure.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Union
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +29,8 @@ from t2ibench.reports.export import LATENCY_FIGURES, MEMORY_FIGURES, ConfigSumma
 N_RESAMPLES = 2000
 LEVEL = 0.95
 ENVIRONMENT_KEYS = ("device", "gpu", "driver", "cuda", "cpu", "torch_threads", "torch", "diffusers", "transformers",
-                    "t2ibench", "git_commit")
-DEFAULT_GATES: dict[str, Union[float, str]] = {
+                    "t2ibench", "git_commit", "t2ibench_git_commit")
+DEFAULT_GATES: dict[str, float | str] = {
     "latency_ms_p50": "5%", "latency_ms_p95": "10%", "latency_ms_mean": "5%", "images_per_s": "5%",
     "peak_vram_mb": "5%", "peak_rss_mb": "10%",
     "clip_score": 0.5, "lpips": 0.02, "lpips_diversity": 0.02, "fid": "5%", "kid": "10%", "cmmd": "5%",
@@ -50,7 +51,7 @@ class Gate:
     relative: bool
 
     @classmethod
-    def parse(cls, text: Union[str, float], where: str) -> "Gate":
+    def parse(cls, text: str | float, where: str) -> Gate:
         s = str(text).strip()
         relative = s.endswith("%")
         try:

@@ -1,0 +1,175 @@
+"""Each runtime knob observably changes the pipeline during the call, and is undone for the next config
+of the same load group. Observed: the scheduler in use, the attention processors and the SDPA backend
+torch selects, parameter dtypes, memory format, the VAE class and its flags, the text passed to the encoder."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+
+import t2ibench
+from t2ibench.harness.torch_backend import TorchBackend, TorchModel
+from t2ibench.suites.knobs import SCHEDULERS, Knobs
+
+
+@dataclass
+class Observed:
+    """The pipeline's state during one timed call of one config."""
+
+    knobs: Knobs
+    scheduler: Any
+    processors: collections.Counter
+    vae_processors: collections.Counter
+    unet_dtype: torch.dtype
+    vae_dtype: torch.dtype
+    unet_channels_last: bool
+    unet_contiguous: bool
+    vae_channels_last: bool
+    vae_cls: str
+    vae_slicing: bool
+    vae_tiling: bool
+    sdpa: list = field(default_factory=list)  # the backend torch selects at each SDPA call
+    decoder_input_dtypes: list = field(default_factory=list)
+
+
+@pytest.fixture
+def observed(monkeypatch) -> list[Observed]:
+    from torch.nn.attention import SDPBackend
+
+    calls: list[Observed] = []
+    real_call, real_sdpa = TorchModel._call, torch.nn.functional.scaled_dot_product_attention
+
+    def call(self, prompts, seeds, knobs):
+        pipe, unet = self.pipe, self.pipe.unet
+        weight = unet.conv_in.weight
+        calls.append(Observed(
+            knobs=knobs, scheduler=pipe.scheduler,
+            processors=collections.Counter(type(p).__name__ for p in unet.attn_processors.values()),
+            vae_processors=collections.Counter(type(p).__name__ for p in getattr(pipe.vae, "attn_processors", {}).values()),
+            unet_dtype=weight.dtype, vae_dtype=next(pipe.vae.parameters()).dtype,
+            unet_channels_last=weight.is_contiguous(memory_format=torch.channels_last),
+            unet_contiguous=weight.is_contiguous(),
+            vae_channels_last=next(p for p in pipe.vae.decoder.parameters() if p.dim() == 4 and p.shape[-1] > 1)
+            .is_contiguous(memory_format=torch.channels_last),
+            vae_cls=type(pipe.vae).__name__, vae_slicing=pipe.vae.use_slicing, vae_tiling=pipe.vae.use_tiling,
+        ))
+        hook = pipe.vae.decoder.register_forward_pre_hook(
+            lambda module, args: calls[-1].decoder_input_dtypes.append(args[0].dtype))
+        try:
+            return real_call(self, prompts, seeds, knobs)
+        finally:
+            hook.remove()
+
+    def sdpa(*args, **kwargs):  # diffusers passes query/key/value by position or by name
+        if calls:
+            calls[-1].sdpa.append(SDPBackend(torch._fused_sdp_choice(*args, **kwargs)))
+        return real_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(TorchModel, "_call", call)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", sdpa)
+    return calls
+
+
+def quick_suite(write_suite, **overrides):
+    return write_suite(**{"prompts": ["a red cube"], "seeds": [0], "timing": {"warmup": 0, "repeats": 1},
+                          "defaults": {"steps": 3, "width": 64, "height": 64, "guidance_scale": 5.0}, **overrides})
+
+
+def test_scheduler_knob_builds_each_scheduler_from_the_model_config(observed, write_suite, tmp_path):
+    path = quick_suite(write_suite, matrix={"scheduler": list(SCHEDULERS)}, include=[{"name": "own", "steps": 2}])
+    run = t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)
+    assert set(run.results()["n_ok"]) == {1}
+    used = {c.knobs.scheduler: c.scheduler for c in observed}
+    expected = {"ddim": "DDIMScheduler", "pndm": "PNDMScheduler", "lms": "LMSDiscreteScheduler",
+                "euler": "EulerDiscreteScheduler", "euler_a": "EulerAncestralDiscreteScheduler",
+                "heun": "HeunDiscreteScheduler", "dpmpp_2m": "DPMSolverMultistepScheduler",
+                "dpmpp_2m_karras": "DPMSolverMultistepScheduler", "dpmpp_sde": "DPMSolverSDEScheduler",
+                "unipc": "UniPCMultistepScheduler", "lcm": "LCMScheduler",
+                None: "EulerDiscreteScheduler"}  # no knob: the pipeline's own scheduler again
+    assert {k: type(s).__name__ for k, s in used.items()} == expected
+    for name, s in used.items():  # the model's noise schedule carries over into every scheduler
+        assert (s.config.beta_schedule, s.config.beta_start, s.config.beta_end) == ("scaled_linear", 0.00085, 0.012)
+    assert used["dpmpp_2m"].config.algorithm_type == used["dpmpp_2m_karras"].config.algorithm_type == "dpmsolver++"
+    assert used["dpmpp_2m"].config.solver_order == 2
+    assert not used["dpmpp_2m"].config.use_karras_sigmas and used["dpmpp_2m_karras"].config.use_karras_sigmas
+    assert used["dpmpp_sde"].config.use_karras_sigmas and used["pndm"].config.skip_prk_steps
+    assert all(used[k] is not used[None] for k in SCHEDULERS)  # fresh instances, the original is kept intact
+    images = {p.read_bytes() for p in (run.run_dir / "images").rglob("*.png")}
+    assert len(images) == len(SCHEDULERS) + 1  # every scheduler changes the pixels
+
+
+def test_flow_matching_models_take_only_flow_schedulers():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from t2ibench.errors import SkipConfig
+    from t2ibench.harness.schedulers import build_scheduler
+
+    flow = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    built = {}
+    for name in SCHEDULERS:
+        try:
+            built[name] = type(build_scheduler(name, flow)).__name__
+        except SkipConfig as e:
+            assert "does not fit the flow-matching model" in str(e)
+    assert built == {"euler": "FlowMatchEulerDiscreteScheduler", "heun": "FlowMatchHeunDiscreteScheduler"}
+    assert build_scheduler("euler", flow).config.shift == 3.0
+
+
+def test_attention_knob_changes_processors_and_sdpa_backend_and_is_undone(observed, write_suite, tmp_path):
+    from torch.nn.attention import SDPBackend
+
+    path = quick_suite(write_suite, matrix={"attention": ["sliced", "sdpa", "math", "flash", "efficient", "xformers"]},
+                       include=[{"name": "sdpa-again", "attention": "sdpa", "steps": 2}])
+    run = t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)
+    results = run.results().set_index("config")
+    assert [c.knobs.attention for c in observed] == ["sliced", "sdpa", "math", "sdpa"]  # in config order
+    sliced, sdpa, math, again = observed
+    assert sliced.processors == {"SlicedAttnProcessor": 8}
+    assert sdpa.processors == math.processors == again.processors == {"AttnProcessor2_0": 8}
+    assert sliced.vae_processors == sdpa.vae_processors == {"AttnProcessor2_0": 2}
+    # sliced attention leaves the UNet's SDPA calls; only the VAE's remain
+    assert 0 < len(sliced.sdpa) < len(sdpa.sdpa) == len(math.sdpa)
+    assert set(sdpa.sdpa) == set(again.sdpa) == {SDPBackend.FLASH_ATTENTION}  # torch's CPU default
+    assert set(math.sdpa) == {SDPBackend.MATH}
+    for knob, why in [("flash", "CUDA"), ("efficient", "CUDA"), ("xformers", "pip install 't2ibench[xformers]'")]:
+        if knob == "xformers" and results.loc["attention=xformers", "status"] != "skipped":
+            continue  # xformers is installed here
+        assert results.loc[f"attention={knob}", "status"] == "skipped"
+        assert why in results.loc[f"attention={knob}", "reason"]
+
+
+def test_precision_memory_format_and_vae_knobs_apply_and_are_undone(observed, write_suite, tmp_path, monkeypatch):
+    loads = []
+    real_load = TorchBackend.load
+    monkeypatch.setattr(TorchBackend, "load", lambda self, model, knobs, device:
+                        loads.append((knobs.precision, knobs.vae)) or real_load(self, model, knobs, device))
+    include = [  # in each load group, a config with a knob on is followed by one with it off
+        {"name": "cl-slice-tile", "channels_last": True, "vae_slicing": True, "vae_tiling": True},
+        {"name": "plain", "guidance_scale": 4.0},
+        {"name": "bf16-upcast", "precision": "bf16", "vae_upcast": True},
+        {"name": "bf16", "precision": "bf16"},
+        {"name": "tiny-sliced", "vae": "tiny", "vae_slicing": True},
+        {"name": "tiny", "vae": "tiny", "guidance_scale": 4.0},
+        {"name": "tiny-bf16", "vae": "tiny", "precision": "bf16"},
+    ]
+    path = quick_suite(write_suite, include=include)
+    run = t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)
+    assert set(run.results()["n_ok"]) == {1}
+    # the model reloads only when the load key (model, precision, vae, offload) changes
+    assert sorted(loads) == sorted([("fp32", "default"), ("bf16", "default"), ("fp32", "tiny"), ("bf16", "tiny")])
+
+    for c in observed:  # what each call ran with is exactly what its own knobs say
+        k, dtype = c.knobs, {"fp32": torch.float32, "bf16": torch.bfloat16}[c.knobs.precision]
+        assert c.unet_channels_last == c.vae_channels_last == k.channels_last != c.unet_contiguous
+        assert (c.vae_slicing, c.vae_tiling) == (k.vae_slicing, k.vae_tiling)
+        assert c.vae_cls == ("AutoencoderTiny" if k.vae == "tiny" else "AutoencoderKL")
+        assert c.unet_dtype == dtype
+        assert c.vae_dtype == c.decoder_input_dtypes[0] == (torch.float32 if k.vae_upcast else dtype)
+    order = [c.knobs for c in observed]
+    for knob in ("channels_last", "vae_slicing", "vae_tiling", "vae_upcast"):
+        assert any(getattr(a, knob) and not getattr(b, knob) and (a.precision, a.vae) == (b.precision, b.vae)
+                   for a, b in zip(order, order[1:])), f"no config undoes {knob} in its load group"
