@@ -45,7 +45,9 @@ def sweep_suite(model: str, *, steps: int, quick: bool) -> dict:
 
 
 def _figure(value, fmt: str) -> str:
-    return "—" if value is None or value != value else format(value, fmt)
+    import math
+
+    return "—" if value is None or math.isnan(value) else format(value, fmt)
 
 
 def markdown_table(model: str, results) -> str:

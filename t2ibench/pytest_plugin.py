@@ -47,9 +47,7 @@ def select_config(suite: SuiteLike, config: str | None, keep_reference: bool) ->
     if not any(config in (c.name, c.config_id) for c in chosen):
         raise UserError(f"suite '{suite.name}' has no config '{config}'; "
                         f"it has: {', '.join(c.name for c in suite.configs())}")
-    narrowed = suite.model_copy()
-    narrowed._configs = chosen  # the expansion cache: what configs() returns and the run records
-    return narrowed
+    return suite.select(lambda c: c in chosen)
 
 
 @dataclass

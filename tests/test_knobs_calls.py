@@ -7,7 +7,6 @@ import os
 import time
 
 import pytest
-import torch
 
 import t2ibench
 from t2ibench.harness.torch_backend import TorchModel

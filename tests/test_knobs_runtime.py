@@ -5,6 +5,7 @@ torch selects, parameter dtypes, memory format, the VAE class and its flags, the
 from __future__ import annotations
 
 import collections
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +92,7 @@ def test_scheduler_knob_builds_each_scheduler_from_the_model_config(observed, wr
                 "unipc": "UniPCMultistepScheduler", "lcm": "LCMScheduler",
                 None: "EulerDiscreteScheduler"}  # no knob: the pipeline's own scheduler again
     assert {k: type(s).__name__ for k, s in used.items()} == expected
-    for name, s in used.items():  # the model's noise schedule carries over into every scheduler
+    for s in used.values():  # the model's noise schedule carries over into every scheduler
         assert (s.config.beta_schedule, s.config.beta_start, s.config.beta_end) == ("scaled_linear", 0.00085, 0.012)
     assert used["dpmpp_2m"].config.algorithm_type == used["dpmpp_2m_karras"].config.algorithm_type == "dpmsolver++"
     assert used["dpmpp_2m"].config.solver_order == 2
@@ -172,4 +173,4 @@ def test_precision_memory_format_and_vae_knobs_apply_and_are_undone(observed, wr
     order = [c.knobs for c in observed]
     for knob in ("channels_last", "vae_slicing", "vae_tiling", "vae_upcast"):
         assert any(getattr(a, knob) and not getattr(b, knob) and (a.precision, a.vae) == (b.precision, b.vae)
-                   for a, b in zip(order, order[1:])), f"no config undoes {knob} in its load group"
+                   for a, b in itertools.pairwise(order)), f"no config undoes {knob} in its load group"

@@ -23,7 +23,7 @@ class ModelSpec:
     value: str
 
     @classmethod
-    def parse(cls, spec: str) -> "ModelSpec":
+    def parse(cls, spec: str) -> ModelSpec:
         if spec.startswith("random:"):
             return cls("random", spec.removeprefix("random:"))
         path = Path(spec).expanduser()
@@ -68,7 +68,7 @@ def _from_pretrained(location: str, dtype, hub: bool):
             return AutoPipelineForText2Image.from_pretrained(location, dtype=dtype)
         except ValueError:  # a pipeline class the auto mapping does not know
             return DiffusionPipeline.from_pretrained(location, dtype=dtype)
-    except (OSError, EnvironmentError) as e:
+    except OSError as e:
         if hub:
             offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
             why = "HF_HUB_OFFLINE is set" if offline else "it could not be downloaded"
@@ -117,7 +117,7 @@ def _load_vae(spec_str: str, dtype):
     for cls in (AutoencoderKL, AutoencoderTiny):
         try:
             return cls.from_pretrained(spec.value, dtype=dtype)
-        except (OSError, EnvironmentError, ValueError) as e:
+        except (OSError, ValueError) as e:
             last = e
     raise UserError(f"cannot load vae '{spec_str}': {str(last).splitlines()[0]}")
 

@@ -9,13 +9,13 @@ directly on the GPU (fast random init) or on ``meta`` (shape checks without memo
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from t2ibench.registry import Registry
 
 RANDOM_PIPELINES: Registry[Callable[..., object]] = Registry("random pipeline")
 
-_SCHEDULER_KW = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+_SCHEDULER_KW = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
 
 
 @contextlib.contextmanager
@@ -141,7 +141,11 @@ def tiny_sdxl(device: str = "cpu"):
 @RANDOM_PIPELINES.register("tiny-sd3")
 def tiny_sd3(device: str = "cpu"):
     """SD3 shape at toy size: MMDiT, two CLIP encoders with projection plus T5, 16-channel VAE."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
 
     with _building(device):
         transformer = SD3Transformer2DModel(
@@ -160,7 +164,12 @@ def tiny_sd3(device: str = "cpu"):
 
 
 def _tiny_pixart(sigma: bool, device: str):
-    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtSigmaPipeline, PixArtTransformer2DModel
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        PixArtAlphaPipeline,
+        PixArtSigmaPipeline,
+        PixArtTransformer2DModel,
+    )
 
     with _building(device):
         transformer = PixArtTransformer2DModel(
@@ -191,7 +200,11 @@ def tiny_pixart_sigma(device: str = "cpu"):
 @RANDOM_PIPELINES.register("tiny-flux")
 def tiny_flux(device: str = "cpu"):
     """Flux shape at toy size: double- and single-stream blocks, guidance embedding, CLIP + T5, 16-channel VAE."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
 
     with _building(device):
         transformer = FluxTransformer2DModel(
@@ -234,7 +247,11 @@ def sd15(device: str = "cpu"):
 @RANDOM_PIPELINES.register("sdxl")
 def sdxl(device: str = "cpu"):
     """SDXL base at full size: the 2.6B-parameter UNet, its VAE, CLIP ViT-L/14 and OpenCLIP bigG/14 encoders."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
 
     with _building(device):
         unet = UNet2DConditionModel(

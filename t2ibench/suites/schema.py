@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from pydantic import (
     Discriminator,
@@ -238,6 +238,12 @@ class Suite(Frozen):
         return list(self._configs)
 
     expand = configs
+
+    def select(self, keep: Callable[[Config], bool]) -> "Suite":
+        """A copy of this suite that runs only the configs for which ``keep`` is true."""
+        copy = self.model_copy()
+        copy._configs = [c for c in self.configs() if keep(c)]
+        return copy
 
     def reference_config(self) -> Optional[Config]:
         return next((c for c in self.configs() if c.is_reference), None)
