@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from t2ibench.errors import UserError
-from t2ibench.metrics import ImageRecord, evaluate
+from t2ibench.metrics.evaluate import ImageRecord, evaluate
 from t2ibench.metrics.cli import add_score_parser, main
 from t2ibench.metrics.inception import FID_WEIGHTS_FILE, FIDInceptionV3
 from t2ibench.metrics.options import ClipScoreOptions, CMMDOptions, FIDOptions, KIDOptions, LPIPSOptions
