@@ -5,7 +5,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from t2ibench.metrics.features import batches, extract

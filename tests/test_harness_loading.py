@@ -87,3 +87,14 @@ def test_report_regenerates_from_store(write_suite, tmp_path):
     assert main(["report", str(run.run_dir), "--format", "csv,md"]) == 0
     assert (run.run_dir / "results.csv").is_file() and "| config |" in (run.run_dir / "report.md").read_text()
     assert main(["report", str(run.run_dir), "--format", "mdd"]) == 2
+
+
+def test_missing_model_fails_its_group_only_and_still_reports(write_suite, tmp_path, capsys):
+    path = write_suite(include=[{"name": "elsewhere", "model": "someorg/not-a-cached-model"}])
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--device", "cpu", "--no-metrics"]) == 2
+    assert "not in the Hugging Face cache" in capsys.readouterr().err
+    results = t2ibench.open_run(out).results().set_index("config")
+    assert results.loc["default", "n_ok"] == 6
+    assert results.loc["elsewhere", "status"] == "failed" and results.loc["elsewhere", "n_ok"] == 0
+    assert (out / "report.html").is_file() and (out / "results.csv").is_file()

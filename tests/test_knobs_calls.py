@@ -3,7 +3,6 @@ combinations, and compile."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -146,8 +145,7 @@ def test_unrunnable_combinations_are_skipped_with_reasons(write_suite, tmp_path)
     assert set(run.cells().set_index("config").loc[list(reasons), "status"]) == {"skipped"}
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("T2IBENCH_SLOW"), reason="torch.compile takes 35-50 s on CPU; set T2IBENCH_SLOW=1")
+@pytest.mark.slow  # torch.compile takes ~35 s on CPU
 def test_compile_recompiles_are_counted_and_warmup_is_excluded(write_suite, tmp_path):
     path = suite(write_suite, prompts=["a red cube"], matrix={"compile": [True, False]})
     run = t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)

@@ -23,9 +23,18 @@ class LocalExecutor:
     """Runs every group in this process, one after another, on the plan's device."""
 
     def execute(self, plan: RunPlan, sink: ResultSink) -> None:
+        """A user error in one group (a model that cannot be found) fails that group; the others
+        still run, and the errors are raised together at the end."""
         worker = Worker(BACKENDS.get(plan.backend)(), plan.device, plan.timing)
+        problems: list[str] = []
         for group in plan.groups:
-            worker.run_group(group, sink)
+            try:
+                worker.run_group(group, sink)
+            except UserError as e:
+                problems.extend(e.problems)
+        if problems:
+            unique = list(dict.fromkeys(problems))
+            raise UserError(unique[0], problems=unique)
 
 
 @EXECUTORS.register("ray")

@@ -133,8 +133,11 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         recorder = StoreRecorder(store, observer)
         recorder.observer.run_started(plan.n_cells)
         started = time.perf_counter()
+        deferred: list[UserError] = []  # raised after the reports, so finished work is always reported
         try:
             make_executor().execute(plan, recorder)
+        except UserError as e:
+            deferred.append(e)
         finally:
             recorder.close()  # every finished cell is on disk before anything else happens
             generation_s = time.perf_counter() - started
@@ -144,9 +147,15 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         if metrics and suite.metrics:
             from t2ibench.harness.scoring import score_run
 
-            score_run(store, suite, device, log=log)
+            try:
+                score_run(store, suite, device, log=log)
+            except UserError as e:
+                deferred.append(e)
         write_reports(store)
         counts = _counts(store)
         complete = counts.get("ok", 0) + counts.get("nan", 0) == len(configs) * len(prompts) * len(seeds)
         write_manifest(store, suite, "complete" if complete else "incomplete", counts)
+    if deferred:
+        problems = [p for e in deferred for p in e.problems]
+        raise UserError(problems[0], problems=problems)
     return Run(run_dir)
