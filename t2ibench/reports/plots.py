@@ -43,9 +43,10 @@ def _quality_vs_latency(rows: list[dict], metric: str, out_dir: Path, random_wei
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     x = [r["latency_ms_p50"] for r in pts]
     y = [r[metric] for r in pts]
-    lo = [r[metric] - r[f"{metric}_lo"] if _finite(r.get(f"{metric}_lo")) else 0 for r in pts]
-    hi = [r[f"{metric}_hi"] - r[metric] if _finite(r.get(f"{metric}_hi")) else 0 for r in pts]
-    ax.errorbar(x, y, yerr=[lo, hi], fmt="o", capsize=3, color="tab:blue", ecolor="0.6")
+    ax.plot(x, y, "o", color="tab:blue")
+    for xi, r in zip(x, pts):  # the bootstrap CI as given: it need not contain the point (FID's bias)
+        if _finite(r.get(f"{metric}_lo")) and _finite(r.get(f"{metric}_hi")):
+            ax.vlines(xi, r[f"{metric}_lo"], r[f"{metric}_hi"], color="0.6")
     for xi, yi, r in zip(x, y, pts):
         ax.annotate(str(r["config"])[:24], (xi, yi), fontsize=7, xytext=(4, 3), textcoords="offset points")
     direction = "max" if HIGHER_IS_BETTER.get(metric, True) else "min"
