@@ -1,5 +1,9 @@
-"""The local result sink: writes images and rows to the run store from a background thread,
-so PNG encoding and commits overlap the next generation call."""
+"""The local result sink: writes images and rows to the run store.
+
+On a GPU run a background thread does the writing, so PNG encoding and commits overlap the next
+call while the CPU is idle. On a CPU run it writes in line between calls: there the generation
+already uses every core, and a writer thread beside it slows each call more than it saves.
+"""
 
 from __future__ import annotations
 
@@ -37,15 +41,17 @@ class NullObserver:
 
 
 class StoreRecorder:
-    def __init__(self, store: RunStore, observer: Observer | None = None):
+    def __init__(self, store: RunStore, observer: Observer | None = None, background: bool = True):
         self.store = store
         self.observer = observer or NullObserver()
         self.failed_cells = 0
         self.model_lifecycle_ms = 0.0  # load + unload, summed over groups
         self._queue: queue.Queue = queue.Queue(maxsize=32)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._write_loop, name="t2ibench-writer", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if background:
+            self._thread = threading.Thread(target=self._write_loop, name="t2ibench-writer", daemon=True)
+            self._thread.start()
 
     # -- ResultSink ------------------------------------------------------------------------------
     def config_started(self, config: Config, n_cells: int) -> None:
@@ -102,7 +108,19 @@ class StoreRecorder:
 
     def _put(self, items: list) -> None:
         self._raise_if_failed()
-        self._queue.put(items)
+        if self._thread is None:
+            self._write(items)
+        else:
+            self._queue.put(items)
+
+    def _write(self, items: list) -> None:
+        rows = []
+        for row, pixels in items:
+            if pixels is not None:  # the image lands before its row commits
+                sha = write_png_atomic(self.store.run_dir / row.image_path, pixels)
+                row = CellRow(**{**row.__dict__, "image_sha256": sha})
+            rows.append(row)
+        self.store.put_cells(rows)
 
     def _write_loop(self) -> None:
         while True:
@@ -111,13 +129,7 @@ class StoreRecorder:
                 if items is None:
                     return
                 if self._error is None:
-                    rows = []
-                    for row, pixels in items:
-                        if pixels is not None:  # the image lands before its row commits
-                            sha = write_png_atomic(self.store.run_dir / row.image_path, pixels)
-                            row = CellRow(**{**row.__dict__, "image_sha256": sha})
-                        rows.append(row)
-                    self.store.put_cells(rows)
+                    self._write(items)
             except BaseException as e:  # surfaced to the producer at its next put or flush
                 self._error = e
             finally:
@@ -133,5 +145,6 @@ class StoreRecorder:
 
     def close(self) -> None:
         self.flush()
-        self._queue.put(None)
-        self._thread.join()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()

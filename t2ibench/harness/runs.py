@@ -130,7 +130,7 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         log(f"{'resuming' if why == 'resume' else 'writing'} {run_dir}: {plan.n_cells} cells to generate"
             + (f", {plan.skipped_done} already done" if plan.skipped_done else ""))
         write_manifest(store, suite, "running", _counts(store))
-        recorder = StoreRecorder(store, observer)
+        recorder = StoreRecorder(store, observer, background=device.startswith("cuda"))
         recorder.observer.run_started(plan.n_cells)
         started = time.perf_counter()
         deferred: list[UserError] = []  # raised after the reports, so finished work is always reported
