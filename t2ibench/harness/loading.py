@@ -133,7 +133,14 @@ def load_pipeline(model: str, *, precision: str, vae: str = "default", offload: 
     if spec.kind == "random":
         pipe = RANDOM_PIPELINES.get(spec.value)(device=device if offload == "none" else "cpu")
         if precision != "fp32":
-            pipe.to(dtype=dtype)
+            from diffusers.utils import logging as diffusers_logging
+
+            level = diffusers_logging.get_verbosity()
+            diffusers_logging.set_verbosity_error()  # its "keep in float32" advice is for hub checkpoints
+            try:
+                pipe.to(dtype=dtype)
+            finally:
+                diffusers_logging.set_verbosity(level)
     elif spec.kind == "file":
         pipe = _from_single_file(spec.value, dtype)
     else:

@@ -138,8 +138,16 @@ def _inception(random: bool, resize: str = "bilinear", weights: str | None = Non
 def _clip_model(arch: str, path: Path | None, quick_gelu: bool) -> tuple[nn.Module, Callable]:
     import open_clip
 
-    if path is None:
-        model, _, preprocess = _seeded(lambda: open_clip.create_model_and_transforms(arch, pretrained=None))
+    if path is None:  # random weights on purpose: silence open_clip's "initialized randomly" warning
+        import logging
+
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            model, _, preprocess = _seeded(lambda: open_clip.create_model_and_transforms(arch, pretrained=None))
+        finally:
+            root.setLevel(level)
     else:
         model, _, preprocess = open_clip.create_model_and_transforms(
             arch, pretrained=str(path), force_quick_gelu=quick_gelu)

@@ -76,8 +76,8 @@ def _knob_effects(rows: list[dict], metrics: list[str], out_dir: Path) -> list[P
     numeric = [k for k in varying if all(_finite(r.get(k)) for r in rows)]
     plots = []
     for knob in numeric:
-        others = [k for k in varying if k != knob]
-        series_key = others[0] if others else None
+        others = [k for k in varying if k != knob]  # one line per value of the richest other knob
+        series_key = max(others, key=lambda k: len({str(r.get(k)) for r in rows}), default=None)
         panels = ["latency_ms_p50", *[m for m in metrics if any(_finite(r.get(m)) for r in rows)]]
         ncols = min(3, len(panels))
         nrows = math.ceil(len(panels) / ncols)
