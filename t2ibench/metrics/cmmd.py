@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
-from t2ibench.metrics._arrays import Featurizer, as_features
+from t2ibench.metrics._arrays import FeatureSet
 
 SIGMA = 10.0
 SCALE = 1000.0
@@ -34,26 +33,8 @@ def cmmd(x: np.ndarray, y: np.ndarray, sigma: float = SIGMA) -> float:
     return SCALE * (mean_rbf(x, x, sigma) + mean_rbf(y, y, sigma) - 2 * mean_rbf(x, y, sigma))
 
 
-class CMMD:
+class CMMD(FeatureSet):
     """Streaming CMMD: keeps the embeddings, computes against a reference."""
 
-    higher_is_better = False
-
-    def __init__(self, extractor: Featurizer | None = None, reference: "CMMD | np.ndarray | None" = None):
-        self.extractor, self.reference = extractor, reference
-        self.reset()
-
-    def reset(self) -> None:
-        self._chunks: list[np.ndarray] = []
-
-    def update(self, x: Any) -> None:
-        self._chunks.append(as_features(x, self.extractor))
-
-    def features(self) -> np.ndarray:
-        return np.concatenate(self._chunks) if self._chunks else np.zeros((0, 0))
-
     def compute(self, reference: "CMMD | np.ndarray | None" = None) -> float:
-        ref = reference if reference is not None else self.reference
-        if ref is None:
-            raise ValueError("CMMD.compute needs a reference: CMMD(reference=…) or compute(reference)")
-        return cmmd(self.features(), ref.features() if isinstance(ref, CMMD) else ref)
+        return cmmd(self.features(), self.reference_features(reference))

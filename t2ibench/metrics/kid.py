@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
-from t2ibench.metrics._arrays import Featurizer, as_features
+from t2ibench.metrics._arrays import Featurizer, FeatureSet
 
 
 def poly_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,
@@ -41,30 +40,15 @@ def kid(x: np.ndarray, y: np.ndarray, subsets: int = 100, subset_size: int = 100
     return float(vals.mean()), float(vals.std())
 
 
-class KID:
+class KID(FeatureSet):
     """Streaming KID: keeps the features (KID needs them), computes against a reference."""
-
-    higher_is_better = False
 
     def __init__(self, extractor: Featurizer | None = None, reference: "KID | np.ndarray | None" = None,
                  subsets: int = 100, subset_size: int = 1000, degree: int = 3, seed: int = 0):
-        self.extractor, self.reference = extractor, reference
         self.subsets, self.subset_size, self.degree, self.seed = subsets, subset_size, degree, seed
-        self.reset()
-
-    def reset(self) -> None:
-        self._chunks: list[np.ndarray] = []
-
-    def update(self, x: Any) -> None:
-        self._chunks.append(as_features(x, self.extractor))
-
-    def features(self) -> np.ndarray:
-        return np.concatenate(self._chunks) if self._chunks else np.zeros((0, 0))
+        super().__init__(extractor, reference)
 
     def compute(self, reference: "KID | np.ndarray | None" = None) -> tuple[float, float]:
         """(KID mean, KID std)."""
-        ref = reference if reference is not None else self.reference
-        if ref is None:
-            raise ValueError("KID.compute needs a reference: KID(reference=…) or compute(reference)")
-        y = ref.features() if isinstance(ref, KID) else np.asarray(ref, np.float64)
+        y = self.reference_features(reference)
         return kid(self.features(), y, self.subsets, self.subset_size, self.degree, self.seed)
