@@ -116,3 +116,17 @@ def test_other_suite_in_run_dir_is_a_user_error(write_suite, tmp_path, capsys):
     t2ibench.run(write_suite(name="one"), out=out, device="cpu", metrics=False)
     assert main(["run", str(write_suite("two.yaml", name="two")), "--out", str(out)]) == 2
     assert "holds suite 'one'" in capsys.readouterr().err
+
+
+def test_resumed_calls_keep_distinct_call_indices(write_suite, tmp_path):
+    """Latency statistics count every call, also when a config was finished in two sessions."""
+    path = write_suite()
+    run = t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)
+    cells = run.cells()
+    for victim in cells["image_path"].iloc[:3]:
+        (run.run_dir / victim).unlink()
+    t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)
+    after = t2ibench.open_run(run.run_dir).cells()
+    assert after["call_index"].nunique() == len(after) == 6  # batch_size 1: one call per image
+    r = t2ibench.open_run(run.run_dir).results().iloc[0]
+    assert r["latency_ms_mean"] == np.mean(after["latency_ms"])

@@ -45,6 +45,7 @@ class StoreRecorder:
         self.store = store
         self.observer = observer or NullObserver()
         self.failed_cells = 0
+        self._call_base: dict[str, int] = {}  # per config: offset making this session's call indices unique
         self.model_lifecycle_ms = 0.0  # load + unload, summed over groups
         self._queue: queue.Queue = queue.Queue(maxsize=32)
         self._error: BaseException | None = None
@@ -55,13 +56,16 @@ class StoreRecorder:
 
     # -- ResultSink ------------------------------------------------------------------------------
     def config_started(self, config: Config, n_cells: int) -> None:
+        self.flush()
+        self._call_base[config.config_id] = self.store.next_call_index(config.config_id)
         self.store.update_config(config.config_id, status="running", reason="")
         self.observer.config_started(config, n_cells)
 
     def cells_done(self, config: Config, cells: list[CellTask], outcome: CallOutcome | None, error: str,
                    peak: tuple[float | None, float], call_index: int, samples: list[float]) -> None:
         vram, rss = peak
-        base = dict(config_id=config.config_id, peak_vram_mb=vram, peak_rss_mb=rss, call_index=call_index,
+        base = dict(config_id=config.config_id, peak_vram_mb=vram, peak_rss_mb=rss,
+                    call_index=self._call_base.get(config.config_id, 0) + call_index,
                     batch_size=config.knobs.batch_size, created_at=time.time())
         items = []
         if outcome is None:

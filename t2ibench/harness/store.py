@@ -196,6 +196,11 @@ class RunStore:
                 done.add((r["prompt_id"], r["seed"]))
         return done
 
+    def next_call_index(self, config_id: str) -> int:
+        """The first unused call index of a config, so calls stay distinct across resumed sessions."""
+        row = self._conn.execute("SELECT MAX(call_index) FROM cells WHERE config_id=?", (config_id,)).fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
     def put_cells(self, rows: Iterable[CellRow]) -> None:
         marks = ",".join("?" * len(CELL_COLUMNS))
         with self._mutex, self._conn:
