@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 
 import t2ibench
 from t2ibench.cli import main
