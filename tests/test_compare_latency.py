@@ -30,7 +30,7 @@ def _compare(base, cand, *extra: str) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def thread_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("threads")
-    suite = suite_dict(name="threads", prompts=["a red cube", "a lighthouse"], seeds=[0, 1, 2],
+    suite = suite_dict(name="threads", prompts=["a red cube", "a lighthouse", "a cat"], seeds=list(range(6)),
                        defaults={"steps": 4, "width": 160, "height": 160, "guidance_scale": 5.0})
     path = root / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
