@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from t2ibench.suites import Config, Prompt, Timing
 
@@ -38,7 +38,6 @@ class RunPlan:
     device: str
     backend: str = "torch"
     skipped_done: int = 0  # cells already in the store
-    extra: dict = field(default_factory=dict)
 
     @property
     def n_cells(self) -> int:

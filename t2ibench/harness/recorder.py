@@ -44,7 +44,6 @@ class StoreRecorder:
     def __init__(self, store: RunStore, observer: Observer | None = None, background: bool = True):
         self.store = store
         self.observer = observer or NullObserver()
-        self.failed_cells = 0
         self._call_base: dict[str, int] = {}  # per config: offset making this session's call indices unique
         self.model_lifecycle_ms = 0.0  # load + unload, summed over groups
         self._queue: queue.Queue = queue.Queue(maxsize=32)
@@ -67,12 +66,11 @@ class StoreRecorder:
         base = dict(config_id=config.config_id, peak_vram_mb=vram, peak_rss_mb=rss,
                     call_index=self._call_base.get(config.config_id, 0) + call_index,
                     batch_size=config.knobs.batch_size, created_at=time.time())
-        items = []
         if outcome is None:
-            self.failed_cells += len(cells)
             items = [(self._row(cell, base, status="failed", error=error), None) for cell in cells]
         else:
             t = outcome.timing
+            items = []
             for cell, image in zip(cells, outcome.images):
                 row = self._row(
                     cell, base, status=image.status, error=image.error, latency_ms=t.latency_ms,
@@ -88,8 +86,6 @@ class StoreRecorder:
     def config_ended(self, config: Config, status: str, reason: str, cells: tuple[CellTask, ...],
                      facts: dict) -> None:
         if cells:
-            if status == "failed":
-                self.failed_cells += len(cells)
             now = time.time()
             base = dict(config_id=config.config_id, batch_size=config.knobs.batch_size, created_at=now)
             self._put([(self._row(c, base, status=status, error=reason), None) for c in cells])

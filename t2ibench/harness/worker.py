@@ -88,7 +88,7 @@ class Worker:
             sink.config_ended(config, "failed", f"setup failed: {short_error(e)}", task.cells,
                               {"traceback": traceback.format_exc()})
             return
-        facts = dict(facts, warmup_ms=sum(warmup_ms), first_call_ms=warmup_ms[0] if warmup_ms else None)
+        facts = dict(facts, warmup_ms=sum(warmup_ms))
         recompiles = 0
         for index, cells in enumerate(groups):
             padded = _padded(cells, knobs.batch_size)  # a constant batch shape: no recompiles, fair per-call latency

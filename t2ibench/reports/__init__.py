@@ -26,8 +26,8 @@ def write_reports(store: RunStore, formats: tuple[str, ...] = FORMATS,
     if "csv" in formats:
         from t2ibench.reports.tables import cells_frame, results_frame
 
-        cells_frame(store).to_csv(run_dir / "cells.csv", index=False)
-        results_frame(store, objectives).to_csv(run_dir / "results.csv", index=False)
+        cells_frame(store, ctx.cells).to_csv(run_dir / "cells.csv", index=False)
+        results_frame(store, rows=ctx.rows).to_csv(run_dir / "results.csv", index=False)
         out["csv"] = run_dir / "results.csv"
     if "md" in formats:
         from t2ibench.reports.markdown import render_markdown

@@ -44,10 +44,11 @@ def cell_records(store: RunStore) -> list[dict]:
     ]
 
 
-def cells_frame(store: RunStore):
+def cells_frame(store: RunStore, rows: list[dict] | None = None):
+    """cells.csv as a DataFrame; ``rows`` are ``cell_records(store)`` when already read."""
     import pandas as pd
 
-    rows = cell_records(store)
+    rows = cell_records(store) if rows is None else rows
     frame = pd.DataFrame(rows, columns=list(dict.fromkeys(CELL_CSV_COLUMNS + (list(rows[0]) if rows else []))))
     frame["step_ms"] = frame["step_ms"].map(lambda v: json.dumps([round(x, 4) for x in v]) if isinstance(v, list) else v)
     return frame
@@ -136,10 +137,11 @@ def _cell_value(v):
     return v
 
 
-def results_frame(store: RunStore, objectives: dict | None = None):
+def results_frame(store: RunStore, objectives: dict | None = None, rows: list[dict] | None = None):
+    """results.csv as a DataFrame; ``rows`` are ``result_records(store, objectives)`` when already computed."""
     import pandas as pd
 
-    rows = result_records(store, objectives)
+    rows = result_records(store, objectives) if rows is None else rows
     if not rows:
         return pd.DataFrame(columns=["config_id", "config", *KNOB_NAMES, *RESULT_FIGURES, "pareto", *RESULT_EXTRAS])
     metric_cols = metric_columns(rows)
