@@ -178,3 +178,24 @@ def test_batches_share_a_call_and_count_images(write_suite, tmp_path):
     assert cells.groupby("call_index")["latency_ms"].nunique().eq(1).all()
     r = run.results().iloc[0]
     assert math.isclose(r["images_per_s"], 2 * 1000.0 / r["latency_ms_mean"], rel_tol=1e-9)
+
+
+def test_git_commit_says_when_the_code_differs_from_it(tmp_path):
+    import subprocess
+
+    from t2ibench.harness.environment import _git_commit
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = git("rev-parse", "HEAD").strip()
+    assert _git_commit(tmp_path) == head
+    (tmp_path / "notes.txt").write_text("untracked files are not the measured code\n")
+    assert _git_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert _git_commit(tmp_path) == head + "-dirty"
+    assert _git_commit(tmp_path / "missing") is None

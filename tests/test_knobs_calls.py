@@ -145,6 +145,25 @@ def test_unrunnable_combinations_are_skipped_with_reasons(write_suite, tmp_path)
     assert set(run.cells().set_index("config").loc[list(reasons), "status"]) == {"skipped"}
 
 
+def test_no_sdpa_kernel_at_the_first_timed_call_skips_the_config(write_suite, tmp_path, monkeypatch):
+    """Without a warm-up, "no kernel for this dtype" (flash in fp32 on a GPU) shows at the first timed call."""
+    real_call = TorchModel._call
+
+    def call(self, prompts, seeds, knobs):
+        if knobs.guidance_scale == 3.0:  # stands in for a forced SDPA backend that has no kernel
+            raise RuntimeError("No available kernel. Aborting execution.")
+        return real_call(self, prompts, seeds, knobs)
+
+    monkeypatch.setattr(TorchModel, "_call", call)
+    path = suite(write_suite, timing={"warmup": 0, "repeats": 1}, matrix={"guidance_scale": [3.0, 1.0]})
+    run = t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)
+    results = run.results().set_index("config")
+    assert results.loc["guidance_scale=3.0", "status"] == "skipped"
+    assert "has no kernel for this device/dtype/shape" in results.loc["guidance_scale=3.0", "reason"]
+    assert results.loc["guidance_scale=3.0", "n_skipped"] == 4 and results.loc["guidance_scale=3.0", "n_failed"] == 0
+    assert results.loc["guidance_scale=1.0", "n_ok"] == 4
+
+
 @pytest.mark.slow  # torch.compile takes ~35 s on CPU
 def test_compile_recompiles_are_counted_and_warmup_is_excluded(write_suite, tmp_path):
     path = suite(write_suite, prompts=["a red cube"], matrix={"compile": [True, False]})

@@ -1,78 +1,16 @@
 """Each runtime knob observably changes the pipeline during the call, and is undone for the next config
 of the same load group. Observed: the scheduler in use, the attention processors and the SDPA backend
-torch selects, parameter dtypes, memory format, the VAE class and its flags, the text passed to the encoder."""
+torch selects, parameter dtypes, memory format, the VAE class and its flags, the text passed to the encoder (``observed``: conftest.py)."""
 
 from __future__ import annotations
 
-import collections
 import itertools
-from dataclasses import dataclass, field
-from typing import Any
 
-import pytest
 import torch
 
 import t2ibench
-from t2ibench.harness.torch_backend import TorchBackend, TorchModel
-from t2ibench.suites.knobs import SCHEDULERS, Knobs
-
-
-@dataclass
-class Observed:
-    """The pipeline's state during one timed call of one config."""
-
-    knobs: Knobs
-    scheduler: Any
-    processors: collections.Counter
-    vae_processors: collections.Counter
-    unet_dtype: torch.dtype
-    vae_dtype: torch.dtype
-    unet_channels_last: bool
-    unet_contiguous: bool
-    vae_channels_last: bool
-    vae_cls: str
-    vae_slicing: bool
-    vae_tiling: bool
-    sdpa: list = field(default_factory=list)  # the backend torch selects at each SDPA call
-    decoder_input_dtypes: list = field(default_factory=list)
-
-
-@pytest.fixture
-def observed(monkeypatch) -> list[Observed]:
-    from torch.nn.attention import SDPBackend
-
-    calls: list[Observed] = []
-    real_call, real_sdpa = TorchModel._call, torch.nn.functional.scaled_dot_product_attention
-
-    def call(self, prompts, seeds, knobs):
-        pipe, unet = self.pipe, self.pipe.unet
-        weight = unet.conv_in.weight
-        calls.append(Observed(
-            knobs=knobs, scheduler=pipe.scheduler,
-            processors=collections.Counter(type(p).__name__ for p in unet.attn_processors.values()),
-            vae_processors=collections.Counter(type(p).__name__ for p in getattr(pipe.vae, "attn_processors", {}).values()),
-            unet_dtype=weight.dtype, vae_dtype=next(pipe.vae.parameters()).dtype,
-            unet_channels_last=weight.is_contiguous(memory_format=torch.channels_last),
-            unet_contiguous=weight.is_contiguous(),
-            vae_channels_last=next(p for p in pipe.vae.decoder.parameters() if p.dim() == 4 and p.shape[-1] > 1)
-            .is_contiguous(memory_format=torch.channels_last),
-            vae_cls=type(pipe.vae).__name__, vae_slicing=pipe.vae.use_slicing, vae_tiling=pipe.vae.use_tiling,
-        ))
-        hook = pipe.vae.decoder.register_forward_pre_hook(
-            lambda module, args: calls[-1].decoder_input_dtypes.append(args[0].dtype))
-        try:
-            return real_call(self, prompts, seeds, knobs)
-        finally:
-            hook.remove()
-
-    def sdpa(*args, **kwargs):  # diffusers passes query/key/value by position or by name
-        if calls:
-            calls[-1].sdpa.append(SDPBackend(torch._fused_sdp_choice(*args, **kwargs)))
-        return real_sdpa(*args, **kwargs)
-
-    monkeypatch.setattr(TorchModel, "_call", call)
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", sdpa)
-    return calls
+from t2ibench.harness.torch_backend import TorchBackend
+from t2ibench.suites.knobs import SCHEDULERS
 
 
 def quick_suite(write_suite, **overrides):

@@ -16,11 +16,16 @@ def _version(package: str) -> str | None:
 
 
 def _git_commit(path: Path) -> str | None:
+    """HEAD's hash, with ``-dirty`` when tracked files differ from it (the code measured is not that commit)."""
     try:
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        status = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return head.stdout.strip() + ("-dirty" if status.returncode == 0 and status.stdout.strip() else "")
 
 
 def _nvidia_driver() -> str | None:

@@ -131,7 +131,9 @@ def load_pipeline(model: str, *, precision: str, vae: str = "default", offload: 
     if offload != "none" and not device.startswith("cuda"):
         raise SkipConfig(f"offload '{offload}' needs a CUDA device")
     if spec.kind == "random":
-        pipe = RANDOM_PIPELINES.get(spec.value)(device=device if offload == "none" else "cpu")
+        # built on the run's device even when offloaded (diffusers then moves it to the CPU): CPU and CUDA
+        # draw different random streams, and every config of a run must share the same weights
+        pipe = RANDOM_PIPELINES.get(spec.value)(device=device)
         if precision != "fp32":
             from diffusers.utils import logging as diffusers_logging
 
@@ -152,9 +154,9 @@ def load_pipeline(model: str, *, precision: str, vae: str = "default", offload: 
     if offload == "none":
         pipe.to(device)
     elif offload == "model":
-        pipe.enable_model_cpu_offload()
+        pipe.enable_model_cpu_offload(device=device)
     else:
-        pipe.enable_sequential_cpu_offload()
+        pipe.enable_sequential_cpu_offload(device=device)
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -3,7 +3,9 @@
 They need no download and serve tests and pure latency/VRAM measurement. Tokenizers are built
 in code (a byte-level CLIP BPE with no merges, a character-level T5 unigram), so nothing is
 read from the hub. Every builder takes the device to build on: full-size presets are built
-directly on the GPU (fast random init) or on ``meta`` (shape checks without memory).
+directly on the GPU (fast random init) or on ``meta`` (shape checks without memory). The weights
+are deterministic per build device (CPU and CUDA draw different random streams), so a run builds
+every load group on its own device, offloaded ones included.
 """
 
 from __future__ import annotations

@@ -75,6 +75,7 @@ class TorchModel:
         self._accepts_latents = "latents" in params and "Flux" not in type(pipe).__name__
         # PixArt: generate at exactly width × height, and pass the prompt text verbatim
         self._fixed_kwargs = {k: False for k in ("use_resolution_binning", "clean_caption") if k in params}
+        self._matmul_tf32 = _matmul_tf32() if self.cuda else None  # restored at close
         self._install_hook()
 
     # -- knobs -----------------------------------------------------------------------------------
@@ -113,9 +114,8 @@ class TorchModel:
         pipe = self.pipe
         if knobs.tf32 and not self.cuda:
             raise SkipConfig("tf32 needs a CUDA device")
-        if self.cuda:
+        if self.cuda:  # TF32 matmuls (diffusers' "use TensorFloat-32"); cuDNN convolutions keep torch's default
             torch.backends.cuda.matmul.allow_tf32 = knobs.tf32
-            torch.backends.cudnn.allow_tf32 = knobs.tf32
         if knobs.scheduler:
             pipe.scheduler = build_scheduler(knobs.scheduler, self._original_scheduler)
         self._apply_attention(knobs.attention)
@@ -241,18 +241,22 @@ class TorchModel:
             timing = self.timer.stop()
         return CallOutcome(images, timing, recompiles=_dynamo_graph_count() - graphs_before)
 
-    def warmup(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> float:
-        t0 = time.perf_counter()
+    def _runnable_call(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> CallOutcome:
+        """``_call``, with "no SDPA kernel for this device/dtype/shape" turned into a skip of the config."""
         try:
-            self._call(prompts, seeds, knobs)
+            return self._call(prompts, seeds, knobs)
         except RuntimeError as e:
             if "No available kernel" in str(e):
                 raise SkipConfig(f"attention '{knobs.attention}' has no kernel for this device/dtype/shape") from e
             raise
+
+    def warmup(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> float:
+        t0 = time.perf_counter()
+        self._runnable_call(prompts, seeds, knobs)
         return (time.perf_counter() - t0) * 1000.0
 
     def generate(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> CallOutcome:
-        return self._call(prompts, seeds, knobs)
+        return self._runnable_call(prompts, seeds, knobs)
 
     def reset_peak_memory(self) -> None:
         self.memory.reset()
@@ -271,7 +275,14 @@ class TorchModel:
         self._embedding_cache.clear()
         gc.collect()
         if self.cuda:
+            torch.backends.cuda.matmul.allow_tf32 = self._matmul_tf32
             torch.cuda.empty_cache()
+
+
+def _matmul_tf32() -> bool:
+    import torch
+
+    return bool(torch.backends.cuda.matmul.allow_tf32)
 
 
 def _dynamo_graph_count() -> int:

@@ -95,6 +95,9 @@ class Worker:
             prompts, seeds = [c.prompt.text for c in padded], [c.seed for c in padded]
             try:
                 outcomes = [model.generate(prompts, seeds, knobs) for _ in range(self.timing.repeats)]
+            except SkipConfig as e:  # found at the first timed call when there is no warm-up
+                sink.config_ended(config, "skipped", str(e), tuple(c for rest in groups[index:] for c in rest), {})
+                return
             except Exception as e:
                 _free_cuda_cache()
                 sink.cells_done(config, cells, None, short_error(e), model.peak_memory(), index, [])

@@ -39,7 +39,7 @@ class Knobs(Frozen):
     negative_prompt: Optional[str] = None
     prompt_suffix: str = ""
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    tf32: bool = False
+    tf32: bool = False  # TF32 matmuls on CUDA; cuDNN convolutions keep torch's default (TF32) either way
     attention: Literal["sdpa", "math", "flash", "efficient", "sliced", "xformers"] = "sdpa"
     scheduler: Optional[
         Literal["ddim", "pndm", "lms", "euler", "euler_a", "heun",
