@@ -88,18 +88,18 @@ def call_timings(run_dir: Path) -> dict[str, dict]:
 def markdown_table(model: str, results, timings: dict[str, dict]) -> str:
     lines = [f"### {model}", "",
              "| config | latency p50 (ms) | images/s | peak VRAM (MB) | step (ms) | warm-up incl. compile (s) "
-             "| recompiles | status |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| compile (s) | recompiles | status |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for _, r in results.iterrows():
         status = f"skipped: {r['reason']}" if r["status"] == "skipped" else r["status"]
         if r["n_nan"]:
             status += f" ({r['n_nan']} of {r['n_nan'] + r['n_ok']} images non-finite: random weights)"
         t = timings.get(r["config_id"], {})
         images_per_s = r["batch_size"] * 1000.0 / t["mean"] if t else None
-        warmup = r["warmup_ms"] / 1000.0 if r["warmup_ms"] is not None else None
+        warmup, compiling = (r[k] / 1000.0 if r[k] is not None else None for k in ("warmup_ms", "compile_ms"))
         lines.append(f"| {r['config']} | {_figure(t.get('p50'), '.1f')} | {_figure(images_per_s, '.3f')} "
                      f"| {_figure(r['peak_vram_mb'], '.0f')} | {_figure(t.get('step'), '.1f')} "
-                     f"| {_figure(warmup, '.1f')} | {_figure(r['recompiles'], '.0f')} | {status} |")
+                     f"| {_figure(warmup, '.1f')} | {_figure(compiling, '.1f')} | {_figure(r['recompiles'], '.0f')} | {status} |")
     return "\n".join(lines)
 
 

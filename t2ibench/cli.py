@@ -141,6 +141,9 @@ def _print_summary(run) -> None:
     random_cols = sorted({m for v in results.get("random_weights", []) for m in str(v).split(",") if m})
     if random_cols:
         console.print(f"[yellow]{', '.join(random_cols)}: random weights, values not meaningful[/yellow]")
+    for _, r in results[results["recompiles"] > 0].iterrows():
+        console.print(f"[yellow]{r['config']}: recompiled {r['recompiles']}× during timed calls; its latency "
+                      "includes compilation[/yellow]")
     console.print(f"report: {run.report_path}")
 
 

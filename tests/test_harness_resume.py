@@ -131,3 +131,20 @@ def test_resumed_calls_keep_distinct_call_indices(write_suite, tmp_path):
     assert after["call_index"].nunique() == len(after) == 6  # batch_size 1: one call per image
     r = t2ibench.open_run(run.run_dir).results().iloc[0]
     assert r["latency_ms_mean"] == np.mean(after["latency_ms"])
+
+
+def test_a_store_written_before_compile_ms_gains_the_column_when_reopened(tmp_path):
+    import sqlite3
+
+    from t2ibench.harness.store import RunStore
+
+    with RunStore.open(tmp_path / "run", write=True):
+        pass
+    conn = sqlite3.connect(tmp_path / "run" / "run.sqlite")
+    conn.execute("ALTER TABLE configs DROP COLUMN compile_ms")  # as the store was before the column
+    conn.commit()
+    conn.close()
+    with RunStore.open(tmp_path / "run", write=True) as store:
+        store.update_config("x", compile_ms=1.0)  # would raise "no such column" without the migration
+    columns = {row[1] for row in sqlite3.connect(tmp_path / "run" / "run.sqlite").execute("PRAGMA table_info(configs)")}
+    assert "compile_ms" in columns

@@ -3,6 +3,7 @@ combinations, and compile."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -165,8 +166,12 @@ def test_no_sdpa_kernel_at_the_first_timed_call_skips_the_config(write_suite, tm
 
 
 @pytest.mark.slow  # torch.compile takes ~35 s on CPU
-def test_compile_recompiles_are_counted_and_warmup_is_excluded(write_suite, tmp_path):
-    path = suite(write_suite, prompts=["a red cube"], matrix={"compile": [True, False]})
+def test_compile_recompiles_are_counted_and_warmup_is_excluded(write_suite, tmp_path, monkeypatch, capsys):
+    from t2ibench import cli
+
+    # no warm-up asked for: a compiled config still gets one (compilation never lands in a timed call)
+    path = suite(write_suite, prompts=["a red cube"], timing={"warmup": 0, "repeats": 2},
+                 matrix={"compile": [True, False]})
     run = t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)
     results = run.results().set_index("config")
     cells = run.cells().set_index("config")
@@ -175,7 +180,20 @@ def test_compile_recompiles_are_counted_and_warmup_is_excluded(write_suite, tmp_
     assert compiled["recompiles"] == 0  # the warm-up compiled; the measured calls reuse the graph
     assert compiled["warmup_ms"] > 10 * compiled["latency_ms_p50"]  # compile time stays out of the latency
     assert cells.loc["compile=true", "latency_ms"].max() < compiled["warmup_ms"] / 5
-    assert eager["recompiles"] == 0
+    # compile time, reported apart: the first call's time above a steady timed call's
+    assert compiled["compile_ms"] == pytest.approx(compiled["warmup_ms"] - compiled["latency_ms_p50"], rel=0.05)
+    assert eager["recompiles"] == 0 and eager["warmup_ms"] == 0 and math.isnan(eager["compile_ms"])
     import torch._dynamo.utils
 
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert compiled["pareto_note"] == ""
+
+    # a config that recompiles in its timed calls is flagged: excluded from the frontier, named in the summary
+    from t2ibench.harness.store import RunStore
+
+    with RunStore.open(run.run_dir, write=True) as store:
+        store.update_config(compiled["config_id"], recompiles=3)
+    assert "recompiled 3× during timed calls" in run.results().set_index("config").loc["compile=true", "pareto_note"]
+    monkeypatch.setenv("COLUMNS", "300")
+    cli._print_summary(run)
+    assert "compile=true: recompiled 3× during timed calls" in capsys.readouterr().out

@@ -93,7 +93,8 @@ class StoreRecorder:
         self.flush()
         self.store.update_config(
             config.config_id, status=status, reason=reason,
-            load_ms=facts.get("load_ms"), warmup_ms=facts.get("warmup_ms"), recompiles=facts.get("recompiles", 0),
+            load_ms=facts.get("load_ms"), warmup_ms=facts.get("warmup_ms"), compile_ms=facts.get("compile_ms"),
+            recompiles=facts.get("recompiles", 0),
         )
         self.observer.config_ended(config, status, reason)
 

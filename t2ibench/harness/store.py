@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS configs (
     config_id TEXT PRIMARY KEY, position INTEGER NOT NULL, name TEXT NOT NULL, model TEXT NOT NULL,
     knobs TEXT NOT NULL, is_reference INTEGER NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
-    reason TEXT NOT NULL DEFAULT '', load_ms REAL, warmup_ms REAL, recompiles INTEGER NOT NULL DEFAULT 0
+    reason TEXT NOT NULL DEFAULT '', load_ms REAL, warmup_ms REAL, recompiles INTEGER NOT NULL DEFAULT 0,
+    compile_ms REAL
 );
 CREATE TABLE IF NOT EXISTS cells (
     config_id TEXT NOT NULL, prompt_id TEXT NOT NULL, seed INTEGER NOT NULL, prompt TEXT NOT NULL,
@@ -42,6 +43,18 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (config_id, metric)
 );
 """
+
+# Columns added within schema version 1: a store written before them gets them (empty) when reopened.
+_ADDED_COLUMNS = {"configs": {"compile_ms": "REAL"}}
+
+
+def _add_columns_of_this_version(conn: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
 
 CELL_COLUMNS = (
     "config_id", "prompt_id", "seed", "prompt", "category", "status", "error", "latency_ms", "encode_ms",
@@ -128,6 +141,7 @@ class RunStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
+            _add_columns_of_this_version(conn)
             if conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() is None:
                 conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.commit()

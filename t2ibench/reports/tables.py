@@ -18,7 +18,7 @@ CELL_CSV_COLUMNS = [
 RESULT_FIGURES = ["n_ok", "n_failed", "latency_ms_p50", "latency_ms_p95", "latency_ms_mean", "images_per_s",
                   "peak_vram_mb", "peak_rss_mb"]
 RESULT_EXTRAS = ["pareto_note", "n_nan", "n_skipped", "status", "reason", "is_reference", "encode_ms_mean", "denoise_ms_mean",
-                 "decode_ms_mean", "step_ms_mean", "load_ms", "warmup_ms", "recompiles", "random_weights"]
+                 "decode_ms_mean", "step_ms_mean", "load_ms", "warmup_ms", "compile_ms", "recompiles", "random_weights"]
 AGAINST_REFERENCE = {"fid", "kid", "cmmd", "lpips"}
 
 
@@ -99,6 +99,7 @@ def result_records(store: RunStore, objectives: dict | None = None) -> list[dict
             decode_ms_mean=_stat([c["decode_ms"] for c in calls], np.mean),
             step_ms_mean=_stat([x for c in calls for x in c["step_ms"]], np.mean),
             load_ms=cfg["load_ms"], warmup_ms=cfg["warmup_ms"], recompiles=cfg["recompiles"],
+            compile_ms=cfg.get("compile_ms"),  # absent from a store written before the column, opened read-only
             random_weights=",".join(random_metrics),
         )
         rows.append(row)
@@ -114,6 +115,8 @@ def _exclusion(row: dict, objectives: dict) -> str:
     """Why a config cannot be on the frontier ('' when it can)."""
     if row["n_ok"] == 0:
         return f"excluded: {row['status']}" + (f" ({row['reason']})" if row["reason"] else "")
+    if row["recompiles"]:
+        return f"excluded: recompiled {row['recompiles']}× during timed calls (its latency includes compilation)"
     against = sorted(o for o in objectives if o in AGAINST_REFERENCE)
     if row["is_reference"] and against:
         return f"excluded: reference ({', '.join(against)} measured against it)"
