@@ -1,10 +1,10 @@
 """Latency/VRAM sweep of the full-size random presets on a GPU, through ``t2ibench.run``.
 
 Runs ``random:sd15`` (512²) and ``random:sdxl`` (1024²) over precision × attention × batch size (fp32 at
-batch 1 only), then
-``torch.compile`` (default mode) on bf16 + SDPA at both batch sizes, then the huggingface/diffusion-fast
-recipe (bf16, SDPA, ``compile: max-autotune``, channels_last, batch 1). Prints a Markdown table per model
-(latency p50 per call, images/s, peak VRAM, per-step time, warm-up incl. compile, recompiles) and, for
+batch 1 only), then ``torch.compile`` (default mode) on bf16 + SDPA at both batch sizes, then the
+huggingface/diffusion-fast recipe (bf16, SDPA, ``compile: max-autotune``, channels_last, batch 1). Prints a
+Markdown table per model (latency p50 per call, images/s, peak VRAM, per-step time, warm-up incl. compile,
+compile, recompiles) and, for
 SDXL, the latency ratios beside diffusion-fast's published A100 ratios. ``--write`` saves the tables as
 ``benchmarks/results/<gpu-name>.md`` after each model. Random weights: latency and memory only.
 
@@ -20,7 +20,6 @@ import json
 import math
 import re
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -125,10 +124,11 @@ def model_sections(model: str, run) -> list[str]:
     return sections
 
 
-def header(env: dict, steps: int) -> str:
-    """The file's header, from the environment recorded in the run's manifest."""
+def header(manifest: dict, steps: int) -> str:
+    """The file's header, from the run's manifest: when it was measured, and on what."""
+    env = manifest["environment"]
     device = env.get("gpu") or env.get("cpu") or env.get("device")
-    return (f"# t2ibench GPU sweep: {device}\n\n{datetime.now(timezone.utc):%Y-%m-%d}; torch {env.get('torch')}, "
+    return (f"# t2ibench GPU sweep: {device}\n\n{manifest['updated_at'][:10]}; torch {env.get('torch')}, "
             f"CUDA {env.get('cuda')}, driver {env.get('driver')}, diffusers {env.get('diffusers')}, "
             f"t2ibench commit {_short(env.get('t2ibench_git_commit'))}; {steps} steps, guidance 7.5, "
             "4 prompts × 1 seed, 1 warm-up call per config, then each batch timed once; random weights "
@@ -176,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(yaml.safe_dump(suite, sort_keys=False))
             run = t2ibench.run(path, out=args.out / suite["name"], device=args.device, metrics=False,
                                fresh=args.fresh)
-        env = json.loads((run.run_dir / "manifest.json").read_text())["environment"]
-        sections = sections or [header(env, steps)]
+        manifest = json.loads((run.run_dir / "manifest.json").read_text())
+        sections = sections or [header(manifest, steps)]
         sections += model_sections(model, run)
         if args.write:  # after each model: a sweep cut short keeps what it measured
-            write("\n\n".join(sections) + "\n", env)
+            write("\n\n".join(sections) + "\n", manifest["environment"])
     print("\n\n".join(sections))
     return 0
 
