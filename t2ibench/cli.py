@@ -38,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: t2ibench-runs/<suite>-<UTC time>, "
                                  "or the latest unfinished run of the same suite)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
-    p.add_argument("--executor", default="local", help="local | ray (default: local)")
+    p.add_argument("--executor", default=None, metavar="NAME",
+                   help="how cells are distributed: local | ray (default: the suite's executor:, else local)")
+    p.add_argument("--executor-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="an executor option, e.g. address=auto, max_actors=8 (repeatable)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     p.add_argument("--no-metrics", action="store_true", help="skip quality metrics (timing and images only)")
     p.add_argument("--baseline", metavar="DIR", help="then compare with this run directory or results.json "
@@ -89,7 +92,8 @@ def _console(stderr: bool = False):
 
 
 def _run(args) -> int:
-    from t2ibench.harness.runs import execute
+    from t2ibench.executors import parse_cli_options
+    from t2ibench.orchestration import execute
     from t2ibench.progress import RichObserver
     from t2ibench.suites import load_suite
 
@@ -100,7 +104,8 @@ def _run(args) -> int:
         baseline = load_summary(args.baseline)
     err = _console(stderr=True)
     with RichObserver(err) as observer:
-        run = execute(suite, out=args.out, device=args.device, executor=args.executor, fresh=args.fresh,
+        run = execute(suite, out=args.out, device=args.device, executor=args.executor,
+                      executor_options=parse_cli_options(args.executor_opt), fresh=args.fresh,
                       observer=observer, metrics=not args.no_metrics,
                       log=lambda msg: observer.progress.console.print(msg))
     _print_summary(run)
@@ -148,7 +153,7 @@ def _print_summary(run) -> None:
 
 
 def _report(args) -> int:
-    from t2ibench.harness.store import RunStore
+    from t2ibench.store import RunStore
     from t2ibench.reports import write_reports
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())

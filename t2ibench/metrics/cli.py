@@ -7,7 +7,7 @@ import csv
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import numpy as np
 
@@ -24,57 +24,47 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _inception_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", default="inception", help="inception | random:inception")
-    p.add_argument("--resize", default="bilinear", choices=["bilinear", "clean"])
-    p.add_argument("--weights", default=None, help="path to pt_inception-2015-12-05-6726825d.pth")
-
-
-def _clip_args(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument("--model", default=default, help="open_clip architecture or random:<arch>")
-    p.add_argument("--pretrained", default="openai", help="open_clip pretrained tag or a weights file")
+def _option_flags(p: argparse.ArgumentParser, options: type) -> None:
+    """One ``--flag`` per field of a metric's options model (except ``against``, given as a folder)."""
+    for name, field in options.model_fields.items():
+        if name == "against":
+            continue
+        flag = "--" + name.replace("_", "-")
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
+        kind = field.annotation if field.annotation in (int, float) else None
+        help_text = " | ".join(choices) if choices else f"{options.__name__}.{name}"
+        p.add_argument(flag, dest=name, default=field.default, type=kind, choices=choices, help=help_text)
 
 
 def add_score_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``score`` and its sub-verbs; each sets ``func`` to a handler returning an exit code."""
-    score = subparsers.add_parser("score", help="FID/KID/CMMD/CLIP/LPIPS on image folders or .npz stats")
+    """Add ``score`` and one sub-verb per registered metric (plus ``stats``); each sets ``func``."""
+    from t2ibench.metrics.registry import METRICS
+
+    score = subparsers.add_parser("score", help="metrics on image folders or .npz stats: "
+                                                + ", ".join(METRICS.names()))
     verbs = score.add_subparsers(dest="score_verb", required=True, metavar="METRIC")
-
-    p = verbs.add_parser("fid", help="Fréchet Inception Distance between two folders or .npz files")
-    p.add_argument("a"), p.add_argument("b")
-    _inception_args(p), _common(p)
-    p.set_defaults(func=_fid)
-
-    p = verbs.add_parser("kid", help="Kernel Inception Distance (mean ± std over subsets)")
-    p.add_argument("a"), p.add_argument("b")
-    _inception_args(p), _common(p)
-    p.add_argument("--subsets", type=int, default=100)
-    p.add_argument("--subset-size", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_kid)
-
-    p = verbs.add_parser("cmmd", help="CLIP-embedding MMD between two folders")
-    p.add_argument("a"), p.add_argument("b")
-    _clip_args(p, "ViT-L-14-336"), _common(p)
-    p.set_defaults(func=_cmmd)
-
-    p = verbs.add_parser("clip", help="CLIP score of a folder against its prompts")
-    p.add_argument("dir")
-    p.add_argument("--prompts", required=True, type=Path,
-                   help=".txt (one prompt per line, in sorted file-name order) or .jsonl/.csv with file,prompt")
-    _clip_args(p, "ViT-B-32"), _common(p)
-    p.set_defaults(func=_clip)
-
-    p = verbs.add_parser("lpips", help="mean LPIPS between same-named images of two folders")
-    p.add_argument("a"), p.add_argument("b")
-    p.add_argument("--net", default="alex", help="alex | vgg | squeeze | random:<net>")
-    _common(p)
-    p.set_defaults(func=_lpips)
+    for name, spec in METRICS.items():
+        p = verbs.add_parser(name, aliases=list(spec.cli_aliases), help=spec.summary,
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("a", help="folder of images" + (" (or .npz statistics)" if spec.stats_files else ""))
+        if spec.against:
+            p.add_argument("b", help="reference folder" + (" or .npz statistics" if spec.stats_files else ""))
+        if spec.prompts:
+            p.add_argument("--prompts", required=True, type=Path,
+                           help=".txt (one prompt per line, in sorted file-name order) or .jsonl/.csv with file,prompt")
+        _option_flags(p, spec.options)
+        p.add_argument("--seed", type=int, default=0, help="seed of subsets and resampling")
+        p.add_argument("--ci", action="store_true", help="also compute a 95%% confidence interval")
+        _common(p)
+        p.set_defaults(func=lambda args, spec=spec: _score(args, spec))
 
     p = verbs.add_parser("stats", help="save pytorch-fid compatible mu/sigma of a folder")
     p.add_argument("dir")
     p.add_argument("-o", "--output", required=True, type=Path)
-    _inception_args(p), _common(p)
+    p.add_argument("--features", default="inception", help="inception | random:inception")
+    p.add_argument("--resize", default="bilinear", choices=["bilinear", "clean"])
+    p.add_argument("--weights", default=None, help="path to pt_inception-2015-12-05-6726825d.pth")
+    _common(p)
     p.set_defaults(func=_stats)
     return score
 
@@ -94,18 +84,6 @@ def _extract(args: argparse.Namespace, ext, folder: str) -> np.ndarray:
                    num_workers=args.num_workers)
 
 
-def _inception(args: argparse.Namespace):
-    from t2ibench.metrics.networks import load_features
-
-    return load_features(args.features, args.resize, args.weights)
-
-
-def _no_npz(*paths: str) -> None:
-    for p in paths:
-        if p.lower().endswith(".npz"):
-            raise UserError(f"{p}: an .npz holds only FID statistics; this metric needs a folder of images")
-
-
 def _emit(args: argparse.Namespace, metric: str, value: float, random: bool, notes: list[str] | None = None,
           **extra: Any) -> int:
     notes = notes or []
@@ -120,47 +98,59 @@ def _emit(args: argparse.Namespace, metric: str, value: float, random: bool, not
     return 0
 
 
-def _stats_of(args: argparse.Namespace, ext, path: str):
-    from t2ibench.metrics.fid import FID, load_stats
+def _options(args: argparse.Namespace, spec) -> Any:
+    from pydantic import ValidationError
 
-    if path.lower().endswith(".npz"):
-        if not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
-        return load_stats(path), None
-    f = FID()
-    f.update(_extract(args, ext, path))
-    return f.stats(), f.n
-
-
-def _fid(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.fid import MIN_UNBIASED_N, bias_note, frechet_distance
-
-    needs_net = not (args.a.lower().endswith(".npz") and args.b.lower().endswith(".npz"))
-    ext = _inception(args) if needs_net else None
-    (s1, n1), (s2, n2) = _stats_of(args, ext, args.a), _stats_of(args, ext, args.b)
-    notes = [bias_note(n) for n in {n for n in (n1, n2) if n is not None and n < MIN_UNBIASED_N}]
-    value = frechet_distance(*s1, *s2)
-    return _emit(args, "fid", value, bool(ext and ext.random_weights), notes, n_a=n1, n_b=n2)
+    values = {k: getattr(args, k) for k in spec.options.model_fields if k != "against"}
+    if spec.against:
+        values["against"] = args.b
+    try:
+        return spec.options.model_validate(values)
+    except ValidationError as e:
+        problems = [f"{spec.name}: {'.'.join(map(str, err['loc'])) or 'options'}: {err['msg'].removeprefix('Value error, ')}"
+                    for err in e.errors()]
+        raise UserError(problems[0], problems=problems) from None
 
 
-def _kid(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.kid import kid
+def _fid_of_two_stats(args: argparse.Namespace) -> int:
+    from t2ibench.metrics.fid import frechet_distance, load_stats
 
-    _no_npz(args.a, args.b)
-    ext = _inception(args)
-    x, y = _extract(args, ext, args.a), _extract(args, ext, args.b)
-    mean, std = kid(x.astype(np.float64), y.astype(np.float64), args.subsets, args.subset_size, seed=args.seed)
-    return _emit(args, "kid", mean, ext.random_weights, kid_std=std, n_a=len(x), n_b=len(y))
+    for p in (args.a, args.b):
+        if not Path(p).is_file():
+            raise UserError(f"{p}: no such file")
+    return _emit(args, "fid", frechet_distance(*load_stats(args.a), *load_stats(args.b)), False, n_a=None, n_b=None)
 
 
-def _cmmd(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.cmmd import cmmd
-    from t2ibench.metrics.networks import load_clip
+def _score(args: argparse.Namespace, spec) -> int:
+    """Any registered metric on a folder (against a second folder or .npz): the same evaluation as in a run."""
+    from t2ibench.metrics.evaluate import ImageRecord, evaluate
+    from t2ibench.metrics.images import list_images
 
-    _no_npz(args.a, args.b)
-    ext = load_clip(args.model, args.pretrained).image
-    x, y = _extract(args, ext, args.a), _extract(args, ext, args.b)
-    return _emit(args, "cmmd", cmmd(x, y), ext.random_weights, n_a=len(x), n_b=len(y))
+    a = args.a
+    if a.lower().endswith(".npz"):
+        if not spec.stats_files:
+            raise UserError(f"{a}: an .npz holds only FID statistics; this metric needs a folder of images")
+        if args.b.lower().endswith(".npz"):
+            return _fid_of_two_stats(args)
+        args.a, args.b = args.b, a  # FID is symmetric: score the folder against the statistics
+    options = _options(args, spec)
+    files = list_images(args.a)
+    prompts = read_prompts(args.prompts, files) if spec.prompts else [f.name for f in files]
+    records = [ImageRecord("a", f.name, prompt, 0, f) for f, prompt in zip(files, prompts)]
+    rows = evaluate({spec.name: options}, records, None, device=args.device, cache_dir=args.cache_dir,
+                    seed=args.seed, batch_size=args.batch_size, num_workers=args.num_workers, ci=args.ci)
+    row = next(r for r in rows if r.metric == spec.name)
+    extra: dict[str, Any] = {}
+    if args.ci:
+        extra.update(lo=row.lo, hi=row.hi)
+    scalars = {k: v for k, v in row.extra.items() if isinstance(v, (int, float)) and k != "n_ref"}
+    if spec.against:
+        n_ref = row.extra.get("n_ref")
+        extra.update(n_a=row.n, n_b=n_ref) if a == args.a else extra.update(n_a=n_ref, n_b=row.n)
+    else:
+        extra["n"] = row.n
+    notes = [n for n in row.extra.get("notes", []) if n != RANDOM_LABEL]
+    return _emit(args, spec.name, row.value, row.random_weights, notes, **scalars, **extra)
 
 
 def read_prompts(prompts: Path, files: list[Path]) -> list[str]:
@@ -191,42 +181,15 @@ def read_prompts(prompts: Path, files: list[Path]) -> list[str]:
     return [by_name[f.name] for f in files]
 
 
-def _clip(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.clipscore import clip_score
-    from t2ibench.metrics.features import resolve_device
-    from t2ibench.metrics.images import list_images
-    from t2ibench.metrics.networks import load_clip
-
-    files = list_images(args.dir)
-    prompts = read_prompts(args.prompts, files)
-    s = clip_score(files, prompts, args.model, args.pretrained, resolve_device(args.device), _cache(args),
-                   args.batch_size, args.num_workers)
-    random = load_clip(args.model, args.pretrained).image.random_weights
-    return _emit(args, "clip_score", float(s.mean()), random, std=float(s.std()), n=len(s))
-
-
-def _lpips(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.features import resolve_device
-    from t2ibench.metrics.images import list_images
-    from t2ibench.metrics.networks import load_lpips
-    from t2ibench.metrics.perceptual import pair_distances
-
-    _no_npz(args.a, args.b)
-    b = {p.name: p for p in list_images(args.b)}
-    pairs = [(p, b[p.name]) for p in list_images(args.a) if p.name in b]
-    if not pairs:
-        raise UserError(f"no file names in common between {args.a} and {args.b}")
-    net = load_lpips(args.net).to(resolve_device(args.device))
-    d = pair_distances(net, pairs, _cache(args))
-    return _emit(args, "lpips", float(d.mean()), net.random_weights, std=float(d.std()), n=len(d))
-
-
 def _stats(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.fid import save_stats
+    from t2ibench.metrics.fid import FID, save_stats
+    from t2ibench.metrics.networks import load_features
 
-    ext = _inception(args)
-    (mu, sigma), n = _stats_of(args, ext, args.dir)
-    save_stats(args.output, (mu, sigma))
+    ext = load_features(args.features, args.resize, args.weights)
+    f = FID()
+    f.update(_extract(args, ext, args.dir))
+    save_stats(args.output, f.stats())
+    n = f.n
     if not args.json:
         print(f"saved mu/sigma of {n} images to {args.output}" + (f"  [{RANDOM_LABEL}]" if ext.random_weights else ""))
         return 0

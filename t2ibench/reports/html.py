@@ -12,6 +12,7 @@ from pathlib import Path
 
 from t2ibench.reports.plots import Plot
 from t2ibench.reports.recommend import Recommendation
+from t2ibench.reports.labels import label
 from t2ibench.suites.knobs import KNOB_NAMES
 
 LAZY_ABOVE = 400  # images; beyond this the grid loads lazily
@@ -76,7 +77,7 @@ def _results_table(rows: list[dict], metrics: list[str]) -> str:
     head = ['<th class="t" data-type="text">config</th>', '<th class="t" data-type="text">config_id</th>']
     head += [f'<th class="t" data-type="text">{escape(k)}</th>' for k in varying]
     head += [f'<th data-type="num">{escape(label)}</th>' for _, label in figures]
-    head += [f'<th data-type="num">{escape(m)}</th>' for m in metrics]
+    head += [f'<th data-type="num" title="{escape(m)}">{escape(label(m))}</th>' for m in metrics]
     head += ['<th data-type="text">pareto</th>', '<th class="t" data-type="text">note</th>']
     body = []
     for r in rows:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from t2ibench.metrics.options import HIGHER_IS_BETTER
+from t2ibench.reports.labels import higher_is_better, label
 from t2ibench.reports.pareto import pareto_front
 from t2ibench.suites.knobs import KNOB_NAMES
 
@@ -49,7 +49,7 @@ def _quality_vs_latency(rows: list[dict], metric: str, out_dir: Path, random_wei
             ax.vlines(xi, r[f"{metric}_lo"], r[f"{metric}_hi"], color="0.6")
     for xi, yi, r in zip(x, y, pts):
         ax.annotate(str(r["config"])[:24], (xi, yi), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    direction = "max" if HIGHER_IS_BETTER.get(metric, True) else "min"
+    direction = "max" if higher_is_better(metric) else "min"
     front = [p for p, on in zip(pts, pareto_front([[a, b] for a, b in zip(x, y)], ["min", direction])) if on]
     front.sort(key=lambda r: r["latency_ms_p50"])
     if len(front) > 1:
@@ -57,8 +57,8 @@ def _quality_vs_latency(rows: list[dict], metric: str, out_dir: Path, random_wei
                 color="tab:red", label="Pareto frontier")
         ax.legend(fontsize=8)
     ax.set_xlabel("latency p50 (ms)")
-    ax.set_ylabel(f"{metric} ({'higher' if direction == 'max' else 'lower'} is better)")
-    title = f"{metric} vs latency" + (" — random weights, not meaningful" if random_weights else "")
+    ax.set_ylabel(f"{label(metric)} ({'higher' if direction == 'max' else 'lower'} is better)")
+    title = f"{label(metric)} vs latency" + (" — random weights, not meaningful" if random_weights else "")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, out_dir, f"{metric}_vs_latency", title)

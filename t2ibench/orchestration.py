@@ -1,4 +1,8 @@
-"""One benchmark run: choose the run directory, plan the missing cells, execute, score, report."""
+"""One benchmark run, end to end: choose the run directory, plan the missing cells, execute, score, report.
+
+This module sits above the harness (generation), the metrics and the reports, and holds the
+Python API's :class:`Run` (``t2ibench.run`` / ``t2ibench.open_run``).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ from pathlib import Path
 from typing import Callable
 
 from t2ibench.errors import UserError
-from t2ibench.harness.executors import EXECUTORS
-from t2ibench.harness.loading import check_model_spec
+from t2ibench.executors import ExecutorChoice, parse_executor
 from t2ibench.harness.plan import make_plan
 from t2ibench.harness.recorder import Observer, StoreRecorder
-from t2ibench.harness.store import SCHEMA_VERSION, RunStore
+from t2ibench.harness.worker import GroupReport
+from t2ibench.store import SCHEMA_VERSION, RunStore, cell_records
 from t2ibench.suites import Suite
 
 RUNS_ROOT = Path("t2ibench-runs")
@@ -88,28 +92,55 @@ def write_manifest(store: RunStore, suite: Suite, status: str, counts: dict) -> 
 
 
 def _counts(store: RunStore) -> dict:
-    from t2ibench.reports.tables import cell_records
-
     counts: dict[str, int] = {}
     for c in cell_records(store):
         counts[c["status"]] = counts.get(c["status"], 0) + 1
     return counts
 
 
-def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto", executor: str = "local",
+def sweep_seconds(groups: list[GroupReport]) -> float:
+    """Wall time during which some group was generating: the union of the groups' generation spans.
+
+    Model load and unload lie outside the spans, so they are excluded without being subtracted,
+    and groups that run at the same time (on several devices) are not counted twice.
+    """
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted((g.generate_start, g.generate_end) for g in groups):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
+def choose_executor(suite: Suite, executor: str | ExecutorChoice | None,
+                    options: dict | None = None) -> ExecutorChoice:
+    """The CLI's ``--executor``/``--executor-opt`` win over the suite's ``executor:``."""
+    if isinstance(executor, ExecutorChoice):
+        return executor
+    if executor is None and not options:
+        return suite.executor
+    name = executor or suite.executor.name
+    base = suite.executor.options.model_dump() if name == suite.executor.name else {}
+    return parse_executor(name, {**base, **(options or {})})
+
+
+def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto",
+            executor: str | ExecutorChoice | None = None, executor_options: dict | None = None,
             fresh: bool = False, observer: Observer | None = None, metrics: bool = True,
-            log: Callable[[str], None] = lambda msg: None):
+            log: Callable[[str], None] = lambda msg: None) -> "Run":
     """Run ``suite`` into a run directory (resuming what is there) and return the Run."""
-    from t2ibench.harness.api import Run
     from t2ibench.harness.environment import collect_environment
     from t2ibench.reports import write_reports
 
-    make_executor = EXECUTORS.get(executor)
+    choice = choose_executor(suite, executor, executor_options)
+    runner = choice.make()
     device = resolve_device(device)
     run_dir, why = choose_run_dir(suite, out, fresh)
     configs, prompts, seeds = suite.configs(), suite.prompt_list(), suite.seed_list()
-    for model in dict.fromkeys(c.model for c in configs):
-        check_model_spec(model)
+    from t2ibench.backends import BACKENDS
+
+    for backend, model in dict.fromkeys((c.knobs.backend, c.model) for c in configs):
+        BACKENDS.get(backend).check_model(model)
     with RunStore.open(run_dir, write=True) as store:
         previous = store.get_meta("suite")
         if previous and previous.get("name") != suite.name:
@@ -126,7 +157,7 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         for position, config in enumerate(configs):
             store.add_config(position, config)
         done = {c.config_id: store.done_cells(c.config_id) for c in configs}
-        plan = make_plan(configs, prompts, seeds, done, suite.timing, device)
+        plan = make_plan(configs, prompts, seeds, done, suite.timing, (device,))
         log(f"{'resuming' if why == 'resume' else 'writing'} {run_dir}: {plan.n_cells} cells to generate"
             + (f", {plan.skipped_done} already done" if plan.skipped_done else ""))
         write_manifest(store, suite, "running", _counts(store))
@@ -135,7 +166,7 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         started = time.perf_counter()
         deferred: list[UserError] = []  # raised after the reports, so finished work is always reported
         try:
-            make_executor().execute(plan, recorder)
+            runner.execute(plan, recorder)
         except UserError as e:
             deferred.append(e)
         finally:
@@ -143,10 +174,12 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
             generation_s = time.perf_counter() - started
             write_manifest(store, suite, "incomplete", _counts(store))
         store.set_meta("generation_s", generation_s)
-        store.set_meta("sweep_s", generation_s - recorder.model_lifecycle_ms / 1000.0)  # excludes load/unload
+        store.set_meta("sweep_s", sweep_seconds(recorder.groups))  # excludes model load and unload
+        store.set_meta("groups", [{"load_key": list(map(str, g.load_key)), "device": g.device, "load_ms": g.load_ms,
+                                   "unload_ms": g.unload_ms, "generate_s": g.generate_end - g.generate_start}
+                                  for g in recorder.groups])
+        store.set_meta("executor", {"name": choice.name, **choice.options.model_dump(mode="json")})
         if metrics and suite.metrics:
-            from t2ibench.harness.scoring import score_run
-
             try:
                 score_run(store, suite, device, log=log)
             except UserError as e:
@@ -158,4 +191,92 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
     if deferred:
         problems = [p for e in deferred for p in e.problems]
         raise UserError(problems[0], problems=problems)
+    return Run(run_dir)
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+def _resolved_metrics(suite: Suite) -> dict:
+    """The suite's metric options with ``against:`` folders and .npz files resolved against the suite's folder."""
+    out = {}
+    for name, options in suite.metrics.items():
+        against = getattr(options, "against", "reference")
+        if against != "reference":
+            options = options.model_copy(update={"against": str(suite.resolve_path(against))})
+        out[name] = options
+    return out
+
+
+def score_run(store: RunStore, suite: Suite, device: str, log: Callable[[str], None] = lambda m: None) -> None:
+    """Metrics over the ok images of the suite's configs; features are cached in the run directory."""
+    from t2ibench.metrics.evaluate import ImageRecord, evaluate
+
+    images = [
+        ImageRecord(c["config_id"], c["prompt_id"], c["prompt"], c["seed"], store.run_dir / c["image_path"])
+        for c in cell_records(store) if c["status"] == "ok" and c["image_path"]
+    ]
+    if not images:
+        log("no images to score")
+        return
+    reference = next((c.config_id for c in suite.configs() if c.is_reference), None)
+    log(f"scoring {len(images)} images: {', '.join(suite.metrics)}")
+    results = evaluate(_resolved_metrics(suite), images, reference, device=device,
+                       cache_dir=store.run_dir / "features")
+    store.put_metrics(results)
+    for note in dict.fromkeys(n for r in results for n in r.extra.get("notes", []) if "random weights" not in n):
+        log(f"note: {note}")
+
+
+# --- the Python API ------------------------------------------------------------------------------
+
+class Run:
+    """A run directory; tables are read from its store on each call."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        RunStore.open(self.run_dir).close()  # validates the directory
+
+    def _store(self) -> RunStore:
+        return RunStore.open(self.run_dir)
+
+    def results(self):
+        """One row per config (pandas DataFrame), the columns of results.csv."""
+        from t2ibench.reports.tables import results_frame
+
+        with self._store() as store:
+            return results_frame(store)
+
+    def cells(self):
+        """One row per image (pandas DataFrame), the columns of cells.csv."""
+        from t2ibench.reports.tables import cells_frame
+
+        with self._store() as store:
+            return cells_frame(store)
+
+    @property
+    def n_failed(self) -> int:
+        cells = self.cells()
+        return int((cells["status"] == "failed").sum()) if len(cells) else 0
+
+    @property
+    def report_path(self) -> Path:
+        html = self.run_dir / "report.html"
+        return html if html.exists() else self.run_dir / "report.md"
+
+    def __repr__(self) -> str:
+        return f"Run('{self.run_dir}')"
+
+
+def run(suite, out: str | Path | None = None, device: str = "auto", *, executor: str | None = None,
+        executor_options: dict | None = None, fresh: bool = False, metrics: bool = True) -> Run:
+    """Run a suite (a Suite, a path or a builtin name) and return its Run."""
+    from t2ibench.suites import load_suite
+
+    if not isinstance(suite, Suite):
+        suite = load_suite(suite)
+    return execute(suite, out=out, device=device, executor=executor, executor_options=executor_options,
+                   fresh=fresh, metrics=metrics)
+
+
+def open_run(run_dir: str | Path) -> Run:
     return Run(run_dir)
