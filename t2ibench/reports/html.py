@@ -84,15 +84,16 @@ def _results_table(rows: list[dict], metrics: list[str]) -> str:
     figures = [("n_ok", "ok"), ("n_failed", "failed"), ("n_nan", "NaN"), ("n_skipped", "skipped"),
                ("latency_ms_p50", "p50 ms"), ("latency_ms_p95", "p95 ms"), ("latency_ms_mean", "mean ms"),
                ("images_per_s", "img/s"), ("peak_vram_mb", "VRAM MB"), ("peak_rss_mb", "RSS MB")]
-    head = ['<th class="t pin" data-type="text">config</th>', '<th class="t" data-type="text">config_id</th>']
+    head = ['<th class="t pin" data-type="text">config</th>']
     head += [f'<th class="t" data-type="text">{escape(k)}</th>' for k in varying]
     head += [f'<th data-type="num">{escape(label)}</th>' for _, label in figures]
     head += [f'<th data-type="num">{escape(m)}</th>' for m in metrics]
-    head += ['<th data-type="text">pareto</th>', '<th class="t" data-type="text">note</th>']
+    head += ['<th data-type="text">pareto</th>', '<th class="t" data-type="text">note</th>',
+             '<th class="t" data-type="text">config_id</th>']  # last: a hash is looked up, not read
     body = []
     for r in rows:
         name = escape(str(r["config"]), quote=True)
-        tds = [f'<td class="t pin" title="{name}">{name}</td>', f'<td class="t"><code>{escape(r["config_id"])}</code></td>']
+        tds = [f'<td class="t pin" title="{name}">{name}</td>']
         tds += [f'<td class="t">{_num(r.get(k))}</td>' for k in varying]
         tds += [f'<td data-value="{_data_value(r.get(c))}">{_num(r.get(c))}</td>' for c, _ in figures]
         for m in metrics:
@@ -100,7 +101,8 @@ def _results_table(rows: list[dict], metrics: list[str]) -> str:
             ci = "" if lo is None or math.isnan(lo) else f' <span class="ci">[{_num(lo)}, {_num(hi)}]</span>'
             tds.append(f'<td data-value="{_data_value(r.get(m))}">{_num(r.get(m))}{ci}</td>')
         note = r.get("pareto_note") or (r.get("reason") or "")
-        tds += [f'<td>{"✓" if r["pareto"] else ""}</td>', f'<td class="note">{escape(note)}</td>']
+        tds += [f'<td>{"✓" if r["pareto"] else ""}</td>', f'<td class="note">{escape(note)}</td>',
+                f'<td class="t"><code>{escape(r["config_id"])}</code></td>']
         body.append(f'<tr class="{"front" if r["pareto"] else ""}">{"".join(tds)}</tr>')
     return (f'<input id="filter" placeholder="filter configs…" aria-label="filter configs">'
             '<p class="hint hidden" id="results-hint">More columns to the right: scroll the table sideways '
@@ -126,11 +128,13 @@ def _size_attrs(row: dict) -> str:
     return f' width="{w}" height="{h}"' if ok else ""
 
 
-def _grid(rows: list[dict], cells: list[dict], seeds: list[int]) -> str:
-    """Prompts × configs, one seed at a time (the selector switches it); the reference beside the prompt."""
+def _grid(rows: list[dict], cells: list[dict], seeds: list[int], prompt_order: list[str] = ()) -> str:
+    """Prompts (in the suite's order) × configs, one seed at a time (the selector switches it); the
+    reference beside the prompt."""
     order = sorted(rows, key=lambda r: not r["is_reference"])
     index = {(c["config_id"], c["prompt_id"], c["seed"]): c for c in cells}
-    prompts = list(dict.fromkeys((c["prompt_id"], c["prompt"]) for c in cells))
+    rank = {pid: i for i, pid in enumerate(prompt_order)}
+    prompts = sorted(dict.fromkeys((c["prompt_id"], c["prompt"]) for c in cells), key=lambda p: rank.get(p[0], len(rank)))
     lazy = ' loading="lazy"' if len(cells) > LAZY_ABOVE else ""
     head = "".join(f'<th class="{"ref" if r["is_reference"] else ""}">{escape(str(r["config"]))}</th>' for r in order)
     body = []
@@ -181,7 +185,7 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
 <div class="{rec_class}" id="recommendation">{escape(recommendation.message)}</div>
 <h2>Results</h2>{_results_table(rows, metrics)}
 <h2>Plots</h2>{_plots(plots)}
-<h2>Images</h2>{_grid(rows, cells, seeds)}
+<h2>Images</h2>{_grid(rows, cells, seeds, [p.get("prompt_id") for p in suite.get("prompts") or []])}
 <h2>Environment</h2><table class="env">{env_rows}</table>
 <script>{SCRIPT}</script></body></html>
 """
