@@ -120,29 +120,15 @@ def _run(args) -> int:
 
 
 def _print_summary(run) -> None:
-    import math
-
-    from rich.table import Table
+    from t2ibench.reports.summary import summary_table
 
     results = run.results()
-    table = Table(title=f"results: {run.run_dir}")
     metric_cols = [c[:-3] for c in results.columns if c.endswith("_lo")]
-    for col in ["config", "config_id", "status", "n_ok", "p50 ms", "p95 ms", "img/s", "peak MB", *metric_cols,
-                "pareto"]:
-        table.add_column(col, justify="left" if col in ("config", "config_id", "status") else "right",
-                         no_wrap=col != "config", min_width=min(28, max(len(str(n)) for n in results["config"]))
-                         if col == "config" and len(results) else None)
-
-    def fmt(v) -> str:
-        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    for _, r in results.iterrows():
-        peak = r["peak_vram_mb"] if not math.isnan(r["peak_vram_mb"]) else r["peak_rss_mb"]
-        table.add_row(str(r["config"]), r["config_id"], r["status"], str(r["n_ok"]), fmt(r["latency_ms_p50"]),
-                      fmt(r["latency_ms_p95"]), fmt(r["images_per_s"]), fmt(peak),
-                      *[fmt(r[m]) for m in metric_cols], "✓" if r["pareto"] else "")
     console = _console()
+    table, dropped = summary_table(results.to_dict("records"), metric_cols, console.width, f"results: {run.run_dir}")
     console.print(table)
+    if dropped:
+        console.print(f"[dim]not shown (terminal too narrow): {', '.join(dropped)}; all columns in results.csv[/dim]")
     random_cols = sorted({m for v in results.get("random_weights", []) for m in str(v).split(",") if m})
     if random_cols:
         console.print(f"[yellow]{', '.join(random_cols)}: random weights, values not meaningful[/yellow]")
