@@ -100,7 +100,7 @@ def test_knob_effects_one_figure_per_knob_with_axis_labels(tmp_path):
     assert plots["effect_steps"].wide and plots["effect_scheduler"].wide and not plots["memory"].wide
     steps = _svg_texts(plots["effect_steps"].svg)
     assert steps.count("steps") == 2  # x label of both panels (latency, clip_score)
-    assert "latency p50 (ms, lower is better)" in steps and "clip_score (higher is better)" in steps
+    assert "latency p50 (ms, lower is better)" in steps and "CLIP score (higher is better)" in steps
     assert {"scheduler=euler", "scheduler=ddim"} <= set(steps)  # one line per value of the other knob
     sched = _svg_texts(plots["effect_scheduler"].svg)
     assert sched.count("scheduler") == 2 and {"euler", "ddim"} <= set(sched)  # categories as ticks
