@@ -167,19 +167,25 @@ def read_source(spec: PromptSource, base_dir: Optional[Path]) -> list[Row]:
     name = spec.source
     if name in NAMED_SOURCES:
         return PROMPT_SOURCES.get(name)(Path(name), spec)
-    path = Path(name).expanduser()
+    try:
+        path = Path(name).expanduser()
+    except RuntimeError as e:  # "~someone/..." with no such user
+        raise _fail(_SRC, f"cannot expand '{name}': {e}") from None
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     suffix = path.suffix.lower()
-    if suffix not in PROMPT_SOURCES:
-        if not suffix and "/" not in name and "\\" not in name and not path.exists():
-            raise _fail(_SRC, f"unknown prompt source '{name}'{did_you_mean(name, list(NAMED_SOURCES))}; "
-                              f"use {', '.join(NAMED_SOURCES)} or a .txt/.csv/.tsv/.jsonl file")
-        raise _fail(_SRC, f"unsupported prompt file type '{suffix or name}'; "
-                          "use .txt, .csv, .tsv or .jsonl")
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "not found"
-        raise _fail(_SRC, f"prompt file {what}: {path}")
+    try:
+        if suffix not in PROMPT_SOURCES:
+            if not suffix and "/" not in name and "\\" not in name and not path.exists():
+                raise _fail(_SRC, f"unknown prompt source '{name}'{did_you_mean(name, list(NAMED_SOURCES))}; "
+                                  f"use {', '.join(NAMED_SOURCES)} or a .txt/.csv/.tsv/.jsonl file")
+            raise _fail(_SRC, f"unsupported prompt file type '{suffix or name}'; "
+                              "use .txt, .csv, .tsv or .jsonl")
+        if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "not found"
+            raise _fail(_SRC, f"prompt file {what}: {path}")
+    except OSError as e:  # a name too long for the file system, a permission denied on a folder
+        raise _fail(_SRC, f"cannot access prompt file {path}: {e.strerror or e}") from None
     return PROMPT_SOURCES.get(suffix)(path, spec)
 
 

@@ -29,13 +29,21 @@ from t2ibench.suites.prompts import Prompt, PromptSource
 __all__ = ["Suite", "Config", "Prompt", "PromptSource", "SeedRange", "Timing", "Bound", "config_id"]
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
+MAX_SEED = 2**63 - 1
+"""Seeds are signed 64-bit integers (the store's INTEGER column, torch generators)."""
 
 
 class SeedRange(Frozen):
     """``seeds: {count: 4, start: 0}`` → seeds ``start .. start+count-1``."""
 
     count: int = Field(ge=1, le=100_000)
-    start: int = Field(0, ge=0)
+    start: int = Field(0, ge=0, le=MAX_SEED)
+
+    @model_validator(mode="after")
+    def _last_seed(self) -> "SeedRange":
+        if self.start + self.count - 1 > MAX_SEED:
+            raise ValueError(f"the last seed, start + count - 1, must be at most {MAX_SEED}")
+        return self
 
 
 class Timing(Frozen):
@@ -120,7 +128,7 @@ PromptsField = Annotated[
 ]
 SeedsField = Annotated[
     Union[
-        Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1), Tag("list")],
+        Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=1), Tag("list")],
         Annotated[SeedRange, Tag("SeedRange")],
     ],
     Discriminator(_seeds_tag),
