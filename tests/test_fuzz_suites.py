@@ -119,7 +119,8 @@ def validate(folder: Path, content: bytes) -> int:
 # --- strategies --------------------------------------------------------------------------
 
 SUITE_KEYS = ["name", "description", "model", "prompts", "seeds", "defaults", "matrix", "exclude", "include",
-              "reference", "metrics", "timing", "objectives", "constraints", "gates", "source_path"]
+              "reference", "metrics", "timing", "objectives", "constraints", "gates", "trust_remote_code",
+              "source_path"]
 NESTED_KEYS = ["source", "sample", "categories", "column", "seed", "count", "start", "warmup", "repeats",
                "min", "max", "against", "features", "resize", "weights", "subsets", "subset_size", "degree",
                "net", "pretrained", "mode", "fullgraph", "name"]

@@ -47,7 +47,8 @@ class LoadedModel(Protocol):
 class Backend(Protocol):
     name: str
 
-    def load(self, model: str, knobs: Knobs, device: str) -> LoadedModel: ...
+    def load(self, model: str, knobs: Knobs, device: str, *, trust_remote_code: bool = False) -> LoadedModel:
+        """Load ``model``; run code shipped with it only when ``trust_remote_code`` (the suite says so)."""
 
 
 BACKENDS: Registry[Callable[[], Backend]] = Registry("backend")

@@ -25,7 +25,8 @@ class LocalExecutor:
     def execute(self, plan: RunPlan, sink: ResultSink) -> None:
         """A user error in one group (a model that cannot be found) fails that group; the others
         still run, and the errors are raised together at the end."""
-        worker = Worker(BACKENDS.get(plan.backend)(), plan.device, plan.timing)
+        worker = Worker(BACKENDS.get(plan.backend)(), plan.device, plan.timing,
+                        trust_remote_code=plan.trust_remote_code)
         problems: list[str] = []
         for group in plan.groups:
             try:

@@ -38,6 +38,7 @@ class RunPlan:
     device: str
     backend: str = "torch"
     skipped_done: int = 0  # cells already in the store
+    trust_remote_code: bool = False  # the suite's trust_remote_code: passed to hub/folder pipeline loads
 
     @property
     def n_cells(self) -> int:
@@ -45,7 +46,7 @@ class RunPlan:
 
 
 def make_plan(configs: list[Config], prompts: list[Prompt], seeds: list[int], done: dict[str, set],
-              timing: Timing, device: str, backend: str = "torch") -> RunPlan:
+              timing: Timing, device: str, backend: str = "torch", trust_remote_code: bool = False) -> RunPlan:
     """Group the configs by load key (in order of first appearance) and list their missing cells."""
     groups: dict[tuple, list[ConfigTask]] = {}
     skipped = 0
@@ -57,5 +58,5 @@ def make_plan(configs: list[Config], prompts: list[Prompt], seeds: list[int], do
             groups.setdefault(config.load_key(), []).append(ConfigTask(config, cells))
     return RunPlan(
         groups=tuple(GroupTask(k, tuple(v)) for k, v in groups.items()),
-        timing=timing, device=device, backend=backend, skipped_done=skipped,
+        timing=timing, device=device, backend=backend, skipped_done=skipped, trust_remote_code=trust_remote_code,
     )

@@ -40,16 +40,18 @@ def batches(cells: tuple[CellTask, ...], size: int) -> list[list[CellTask]]:
 
 
 class Worker:
-    def __init__(self, backend: Backend, device: str, timing: Timing):
+    def __init__(self, backend: Backend, device: str, timing: Timing, trust_remote_code: bool = False):
         self.backend = backend
         self.device = device
         self.timing = timing
+        self.trust_remote_code = trust_remote_code
 
     def run_group(self, group: GroupTask, sink: ResultSink) -> None:
         first = group.configs[0].config
         t0 = time.perf_counter()
         try:
-            model = self.backend.load(first.model, first.knobs, self.device)
+            model = self.backend.load(first.model, first.knobs, self.device,
+                                      trust_remote_code=self.trust_remote_code)
         except (SkipConfig, UserError) as e:
             status = "skipped" if isinstance(e, SkipConfig) else "failed"
             for task in group.configs:

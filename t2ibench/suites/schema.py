@@ -17,6 +17,7 @@ from pydantic import (
     Discriminator,
     Field,
     PrivateAttr,
+    StrictBool,
     Tag,
     ValidationInfo,
     field_validator,
@@ -156,6 +157,7 @@ class Suite(Frozen):
     objectives: dict[str, Literal["min", "max"]] = Field(default_factory=dict)
     constraints: dict[str, Bound] = Field(default_factory=dict)
     gates: dict[str, Union[float, str]] = Field(default_factory=dict)
+    trust_remote_code: StrictBool = False  # run a hub/folder model's own Python code: only when the suite says so
     source_path: Optional[Path] = Field(None, exclude=True)
 
     _configs: Optional[list[Config]] = PrivateAttr(default=None)
@@ -201,8 +203,12 @@ class Suite(Frozen):
     # --- identity --------------------------------------------------------------------------
 
     def raw(self) -> dict:
-        """The fields as plain data (what a YAML file would hold), without ``source_path``."""
-        return self.model_dump(mode="json", exclude={"source_path"})
+        """The fields as plain data (what a YAML file would hold), without ``source_path``.
+
+        ``trust_remote_code`` appears only when true, so suites that never set it keep their hash.
+        """
+        exclude = {"source_path"} if self.trust_remote_code else {"source_path", "trust_remote_code"}
+        return self.model_dump(mode="json", exclude=exclude)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Suite):
