@@ -80,9 +80,11 @@ def _write_prompt_files(folder: Path) -> None:
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
 
 
-def validate(folder: Path, content: bytes) -> int:
-    """Run ``validate`` on ``content`` and check the exit code and output; returns the exit code."""
+def validate(folder: Path, content: bytes, files: dict[str, bytes] | None = None) -> int:
+    """Run ``validate`` on ``content`` (with ``files`` beside it) and check the exit code and output."""
     _write_prompt_files(folder)
+    for name, data in (files or {}).items():
+        (folder / name).write_bytes(data)
     path = folder / "suite.yaml"
     path.write_bytes(content)
     out, err = io.StringIO(), io.StringIO()
@@ -264,6 +266,31 @@ RANDOM_YAML = VALUES.map(_dump_any).map(lambda t: t.encode("utf-8"))
 RANDOM_TEXT = st.text(max_size=300).map(lambda t: t.encode("utf-8", errors="surrogatepass"))
 RANDOM_BYTES = st.one_of(st.binary(max_size=300), st.sampled_from([b"", b"\n", b"\xef\xbb\xbf", b"---\n",
                                                                    b"--- a\n--- b\n", b"\x00" * 10, b"~\n"]))
+PROMPT_SNIPPETS = [
+    "prompt\n", "Prompt\tCategory\n", "prompt,category\n", '{"prompt": "a"}\n', '{"prompt": 5}\n', "[1]\n",
+    '{"prompt": "\\ud800"}\n', '{"prompt": "a", "category": NaN}\n', "{" * 3000 + "\n", "[" * 3000 + "\n",
+    '"unterminated\n', 'a,"b""c"\n', "a" * 140_000 + "\n", "\x00\n", "\r\n", "\ufeff", "#\n", "\u2028",
+    "col\n", "a,b,c,d\n", "\t\t\n",
+]
+
+
+@st.composite
+def prompt_files(draw) -> tuple[bytes, dict[str, bytes]]:
+    """A good suite whose prompts come from a fuzzed .txt/.csv/.tsv/.jsonl file."""
+    suffix = draw(st.sampled_from([".txt", ".csv", ".tsv", ".jsonl"]))
+    parts = draw(st.lists(st.one_of(st.sampled_from(PROMPT_SNIPPETS), st.text(max_size=40)), max_size=6))
+    data = "".join(parts).encode("utf-8", errors="surrogatepass")
+    if draw(st.booleans()):
+        data = draw(st.binary(max_size=200))
+    source: dict[str, Any] = {"source": f"fuzzed{suffix}"}
+    for key, values in (("column", ["prompt", "Prompt", "caption", "col"]), ("categories", [["Animals"], ["a"]]),
+                        ("sample", [1, 2, 10**6]), ("seed", [0, 2**70])):
+        if draw(st.booleans()):
+            source[key] = draw(st.sampled_from(values))
+    suite = yaml.safe_dump(suite_dict(prompts=source)).encode()
+    return suite, {f"fuzzed{suffix}": data}
+
+
 EVERYTHING = st.one_of(mutated_suites(), mutated_suites(), RANDOM_YAML, RANDOM_TEXT, RANDOM_BYTES)
 
 
@@ -288,11 +315,17 @@ def test_random_files(tmp_path, content):
     validate(tmp_path, content)
 
 
+@settings(FUZZ, max_examples=60)
+@given(case=prompt_files())
+def test_fuzzed_prompt_files(tmp_path, case):
+    validate(tmp_path, *case)
+
+
 @pytest.mark.slow
 @settings(SLOW, max_examples=2000)
-@given(content=EVERYTHING)
-def test_fuzz_slow(tmp_path, content):
-    validate(tmp_path, content)
+@given(content=EVERYTHING, prompts=st.one_of(st.none(), prompt_files()))
+def test_fuzz_slow(tmp_path, content, prompts):
+    validate(tmp_path, *(prompts or (content,)))
 
 
 # --- the crashes the fuzz found, one each ---------------------------------------------------
@@ -342,3 +375,25 @@ def test_found_crashes_are_file_line_errors(tmp_path, capsys, case):
     assert f"t2ibench: error: {path}:" in err
     assert expected in err, err
     assert "Traceback" not in err
+
+
+FOUND_IN_PROMPT_FILES = {  # case → (prompt file, its content, the error expected)
+    "csv field over the csv limit": ("p.csv", "prompt\n" + "a" * 140_000 + "\n",
+                                     "p.csv:2: cannot read as csv: field larger than field limit"),
+    "tsv field over the csv limit": ("p.tsv", "Prompt\n" + "a" * 140_000 + "\n", "p.tsv:2: cannot read as tsv"),
+    "deeply nested JSON line": ("p.jsonl", '{"prompt": "a"}\n' + "[" * 100_000 + "\n", "p.jsonl:2: JSON nested too deeply"),
+    "lone surrogate in JSON": ("p.jsonl", '{"prompt": "a"}\n{"prompt": "b\\ud800"}\n',
+                               "p.jsonl: prompt 2 holds the escape \\ud800, half of a UTF-16 pair"),
+}
+
+
+@pytest.mark.parametrize("case", FOUND_IN_PROMPT_FILES)
+def test_found_prompt_file_crashes_are_errors(tmp_path, capsys, case):
+    name, content, expected = FOUND_IN_PROMPT_FILES[case]
+    (tmp_path / name).write_text(content)
+    path = tmp_path / "suite.yaml"
+    path.write_text(f"name: t\nmodel: random:tiny-sd\nprompts: {{source: {name}}}\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"t2ibench: error: {path}:3: prompts.source: ") and expected in err, err
+    assert len(err.splitlines()) == 1

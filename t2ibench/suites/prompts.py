@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -110,11 +111,14 @@ def _read_table(path: Path, spec: PromptSource, delimiter: str, quoting: int) ->
     col = _pick(fieldnames, spec.column, ("prompt", "Prompt"), path, "prompt")
     cat = _pick(fieldnames, None, ("category", "Category"), path, "category")
     rows: list[Row] = []
-    for record in reader:
-        text = (record.get(col) or "").strip()
-        if text:
-            category = (record.get(cat) or "").strip() or None if cat else None
-            rows.append((text, category))
+    try:
+        for record in reader:
+            text = (record.get(col) or "").strip()
+            if text:
+                category = (record.get(cat) or "").strip() or None if cat else None
+                rows.append((text, category))
+    except csv.Error as e:  # a field over csv's size limit, a stray quote
+        raise _fail(_SRC, f"{path}:{reader.line_num + 1}: cannot read as {path.suffix[1:]}: {e}") from None
     return rows
 
 
@@ -142,6 +146,8 @@ def read_jsonl(path: Path, spec: PromptSource) -> list[Row]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise _fail(_SRC, f"{path}:{number}: invalid JSON: {e.msg}") from None
+        except RecursionError:
+            raise _fail(_SRC, f"{path}:{number}: JSON nested too deeply") from None
         if not isinstance(obj, dict) or not isinstance(obj.get(key), str):
             raise _fail(_SRC, f"{path}:{number}: expected an object with a string '{key}'")
         text = obj[key].strip()
@@ -235,6 +241,17 @@ def stratified_sample(rows: list[Row], n: int, seed: int) -> list[Row]:
     return [rows[i] for i in sorted(chosen)]
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode_problems(rows: list[Row], loc_of: Callable[[int], tuple], where: Callable[[int], str]) -> list[Problem]:
+    """Prompts or categories holding a lone surrogate (from a ``\\ud800`` escape): not text, cannot be hashed."""
+    return [Problem(loc_of(i), f"{where(i)}holds the escape \\u{ord(bad.group()):x}, half of a UTF-16 pair, "
+                               "not a character; write the character itself")
+            for i, row in enumerate(rows)
+            for bad in [_SURROGATE.search(row[0]) or _SURROGATE.search(row[1] or "")] if bad]
+
+
 def prompt_id(text: str) -> str:
     return "p" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
 
@@ -255,6 +272,7 @@ def resolve_prompts(prompts: Union[list[str], PromptSource], base_dir: Optional[
     """Resolve a suite's ``prompts`` value into prompts; raises :class:`PromptSourceError`."""
     if isinstance(prompts, list):
         problems = [Problem(("prompts", i), "empty prompt") for i, t in enumerate(prompts) if not t.strip()]
+        problems += _unicode_problems([(t, None) for t in prompts], lambda i: ("prompts", i), lambda i: "")
         if not prompts:
             problems.append(Problem(("prompts",), "no prompts; give a list of strings or {source: ...}"))
         if problems:
@@ -265,6 +283,9 @@ def resolve_prompts(prompts: Union[list[str], PromptSource], base_dir: Optional[
     rows = read_source(spec, base_dir)
     if not rows:
         raise _fail(_SRC, f"no prompts in {spec.source}")
+    bad = _unicode_problems(rows, lambda i: _SRC, lambda i: f"{spec.source}: prompt {i + 1} ")
+    if bad:
+        raise PromptSourceError(bad[:1])
     if spec.categories is not None:
         available = sorted({c for _, c in rows if c is not None})
         if not available:
