@@ -7,8 +7,8 @@ Each case runs ``t2ibench.cli.main(["validate", path])`` in-process under a 10 s
 must print only ``t2ibench: error: FILE:LINE: ...`` lines with a line inside the file; exit 0
 must give a suite whose manifest data is plain JSON (no NaN, no lone surrogate).
 
-The default run uses a derandomized profile (the same >= 300 examples each run); the
-``slow`` test draws 2,000 fresh ones.
+The default run uses a derandomized profile (the same 370 examples each run, ~15 s); the
+``slow`` test draws 2,000 fresh ones (``-m slow`` or ``T2IBENCH_FUZZ_SLOW=1``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import signal
 from datetime import timedelta
@@ -321,10 +322,17 @@ def test_fuzzed_prompt_files(tmp_path, case):
     validate(tmp_path, *case)
 
 
+@pytest.fixture
+def asked_for_slow(request):
+    """The 2,000-example fuzz runs when asked for: ``-m slow`` (or any -m naming slow) or T2IBENCH_FUZZ_SLOW=1."""
+    if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("T2IBENCH_FUZZ_SLOW"):
+        pytest.skip("2,000 fresh examples (~1 min): run with -m slow or T2IBENCH_FUZZ_SLOW=1")
+
+
 @pytest.mark.slow
 @settings(SLOW, max_examples=2000)
 @given(content=EVERYTHING, prompts=st.one_of(st.none(), prompt_files()))
-def test_fuzz_slow(tmp_path, content, prompts):
+def test_fuzz_slow(tmp_path, asked_for_slow, content, prompts):
     validate(tmp_path, *(prompts or (content,)))
 
 
@@ -351,7 +359,9 @@ FOUND = {  # case → (suite text, the error expected, as "LINE: message fragmen
                                for p, k in zip([None, *"abcdef"], "abcdefg")) + HEAD + "description: *g\n",
                        "the suite holds more than 100000 values"),
     "set of prompts": ("name: t\nmodel: random:tiny-sd\nprompts: !!set {a, b}\n",
-                       "3: prompts: YAML tag !!set is not supported"),
+                       "3: prompts: YAML tag !!set is not supported in a suite; use a plain list"),
+    "binary prompt": ("name: t\nmodel: random:tiny-sd\nprompts: [!!binary aGVsbG8=]\n",
+                      "3: prompts[0]: YAML tag !!binary is not supported in a suite; use plain text"),
     "lone surrogate": ('name: t\nmodel: random:tiny-sd\nprompts: ["\\ud800 cat"]\n',
                        "3: prompts[0]: the escape \\ud800 is half of a UTF-16 pair"),
     "non-string key": (HEAD + "defaults: {2024-01-01: 3}\n",

@@ -46,7 +46,8 @@ MAX_NODES = 100_000
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _TYPED_SCALARS = {f"tag:yaml.org,2002:{t}": name for t, name in
                   (("int", "integer"), ("float", "number"), ("bool", "boolean"), ("timestamp", "date"))}
-_UNSUPPORTED_TAGS = {f"tag:yaml.org,2002:{t}": t for t in ("set", "omap", "pairs")}
+_UNSUPPORTED_TAGS = {f"tag:yaml.org,2002:{t}": (t, instead) for t, instead in (
+    ("set", "a plain list"), ("omap", "a plain mapping"), ("pairs", "a plain mapping"), ("binary", "plain text"))}
 
 
 class _Shape(Exception):
@@ -76,8 +77,9 @@ class _Walk:
         if id(node) in self.active:
             raise _Shape("an alias refers to a value that contains it (a recursive structure)", line)
         if node.tag in _UNSUPPORTED_TAGS:
-            self.problems.append(Problem(path, f"YAML tag !!{_UNSUPPORTED_TAGS[node.tag]} is not supported "
-                                               "in a suite; use a plain list or mapping", line=line))
+            tag, instead = _UNSUPPORTED_TAGS[node.tag]
+            self.problems.append(Problem(path, f"YAML tag !!{tag} is not supported in a suite; use {instead}",
+                                         line=line))
             return
         if isinstance(node, yaml.ScalarNode):
             self._scalar(node, path, line)
