@@ -391,6 +391,7 @@ FOUND_IN_PROMPT_FILES = {  # case → (prompt file, its content, the error expec
     "csv field over the csv limit": ("p.csv", "prompt\n" + "a" * 140_000 + "\n",
                                      "p.csv:2: cannot read as csv: field larger than field limit"),
     "tsv field over the csv limit": ("p.tsv", "Prompt\n" + "a" * 140_000 + "\n", "p.tsv:2: cannot read as tsv"),
+    "header over the csv limit": ("p.csv", "a" * 140_000 + "\nx\n", "p.csv:1: cannot read as csv"),
     "deeply nested JSON line": ("p.jsonl", '{"prompt": "a"}\n' + "[" * 100_000 + "\n", "p.jsonl:2: JSON nested too deeply"),
     "lone surrogate in JSON": ("p.jsonl", '{"prompt": "a"}\n{"prompt": "b\\ud800"}\n',
                                "p.jsonl: prompt 2 holds the escape \\ud800, half of a UTF-16 pair"),

@@ -107,17 +107,17 @@ def _pick(fieldnames: Sequence[str], wanted: Optional[str], defaults: Sequence[s
 
 def _read_table(path: Path, spec: PromptSource, delimiter: str, quoting: int) -> list[Row]:
     reader = csv.DictReader(io.StringIO(_text(path), newline=""), delimiter=delimiter, quoting=quoting)
-    fieldnames = [f for f in (reader.fieldnames or []) if f is not None]
-    col = _pick(fieldnames, spec.column, ("prompt", "Prompt"), path, "prompt")
-    cat = _pick(fieldnames, None, ("category", "Category"), path, "category")
-    rows: list[Row] = []
     try:
+        fieldnames = [f for f in (reader.fieldnames or []) if f is not None]
+        col = _pick(fieldnames, spec.column, ("prompt", "Prompt"), path, "prompt")
+        cat = _pick(fieldnames, None, ("category", "Category"), path, "category")
+        rows: list[Row] = []
         for record in reader:
             text = (record.get(col) or "").strip()
             if text:
                 category = (record.get(cat) or "").strip() or None if cat else None
                 rows.append((text, category))
-    except csv.Error as e:  # a field over csv's size limit, a stray quote
+    except csv.Error as e:  # a field over csv's size limit
         raise _fail(_SRC, f"{path}:{reader.line_num + 1}: cannot read as {path.suffix[1:]}: {e}") from None
     return rows
 
