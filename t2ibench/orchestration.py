@@ -157,7 +157,8 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         for position, config in enumerate(configs):
             store.add_config(position, config)
         done = {c.config_id: store.done_cells(c.config_id) for c in configs}
-        plan = make_plan(configs, prompts, seeds, done, suite.timing, (device,))
+        plan = make_plan(configs, prompts, seeds, done, suite.timing, (device,),
+                         trust_remote_code=suite.trust_remote_code)
         log(f"{'resuming' if why == 'resume' else 'writing'} {run_dir}: {plan.n_cells} cells to generate"
             + (f", {plan.skipped_done} already done" if plan.skipped_done else ""))
         write_manifest(store, suite, "running", _counts(store))

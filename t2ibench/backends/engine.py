@@ -52,4 +52,5 @@ class LoadedModel(Protocol):
 class Engine(Protocol):
     """What a :class:`~t2ibench.backends.BackendSpec`'s ``engine`` factory returns."""
 
-    def load(self, model: str, knobs: Knobs, device: str) -> LoadedModel: ...
+    def load(self, model: str, knobs: "Knobs", device: str, *, trust_remote_code: bool = False) -> LoadedModel:
+        """Load ``model``; run code shipped with it only when ``trust_remote_code`` (the suite says so)."""

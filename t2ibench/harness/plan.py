@@ -37,6 +37,7 @@ class RunPlan:
     timing: Timing
     devices: tuple[str, ...]  # where the executor may run groups (one for the local executor)
     skipped_done: int = 0  # cells already in the store
+    trust_remote_code: bool = False  # the suite's trust_remote_code: passed to hub/folder pipeline loads
 
     @property
     def n_cells(self) -> int:
@@ -44,7 +45,7 @@ class RunPlan:
 
 
 def make_plan(configs: list[Config], prompts: list[Prompt], seeds: list[int], done: dict[str, set],
-              timing: Timing, devices: tuple[str, ...]) -> RunPlan:
+              timing: Timing, devices: tuple[str, ...], trust_remote_code: bool = False) -> RunPlan:
     """Group the configs by load key (in order of first appearance) and list their missing cells."""
     groups: dict[tuple, list[ConfigTask]] = {}
     skipped = 0
@@ -55,4 +56,4 @@ def make_plan(configs: list[Config], prompts: list[Prompt], seeds: list[int], do
         if cells:
             groups.setdefault(config.load_key(), []).append(ConfigTask(config, cells))
     return RunPlan(groups=tuple(GroupTask(k, tuple(v)) for k, v in groups.items()),
-                   timing=timing, devices=tuple(devices), skipped_done=skipped)
+                   timing=timing, devices=tuple(devices), skipped_done=skipped, trust_remote_code=trust_remote_code)

@@ -61,9 +61,10 @@ def batches(cells: tuple[CellTask, ...], size: int) -> list[list[CellTask]]:
 class Worker:
     """Runs load groups on one device; it knows backends only through their specs and engines."""
 
-    def __init__(self, device: str, timing: Timing):
+    def __init__(self, device: str, timing: Timing, trust_remote_code: bool = False):
         self.device = device
         self.timing = timing
+        self.trust_remote_code = trust_remote_code  # the suite's: code shipped with a model may run
         self._engines: dict[str, Engine] = {}
 
     def engine(self, spec: BackendSpec) -> Engine:
@@ -76,7 +77,8 @@ class Worker:
         spec = BACKENDS.get(first.knobs.backend)
         t0 = time.perf_counter()
         try:
-            model = self.engine(spec).load(first.model, first.knobs, self.device)
+            model = self.engine(spec).load(first.model, first.knobs, self.device,
+                                           trust_remote_code=self.trust_remote_code)
         except (SkipConfig, UserError) as e:
             status = "skipped" if isinstance(e, SkipConfig) else "failed"
             for task in group.configs:

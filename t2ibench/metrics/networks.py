@@ -117,7 +117,7 @@ def _inception_model(path: Path | None, ident: str) -> nn.Module:
     if path is None:
         model.init_random(RANDOM_SEED)
     else:
-        model.load_fid_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_fid_state_dict(w.load_state_dict_file(path))
     return model
 
 
@@ -182,7 +182,7 @@ def _lpips_model(net: str, path: Path | None) -> nn.Module:
         model = _seeded(lambda: lpips.LPIPS(net=net, pnet_rand=True, verbose=False))
     if path is not None:
         backbone = getattr(torchvision.models, _TV_MODELS[net])(weights=None)
-        backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        backbone.load_state_dict(w.load_state_dict_file(path))
         src = backbone.state_dict()
         # lpips splits torchvision's `features` into slices that keep the layer indices.
         model.net.load_state_dict({k: src["features." + k.split(".", 1)[1]] for k in model.net.state_dict()})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import pickle
+import re
 from pathlib import Path
 
 from t2ibench.errors import UserError
@@ -73,6 +75,31 @@ def file_identity(path: Path) -> str:
     """Content hash of a weights file (memoised by path, size and mtime), for cache keys."""
     st = path.stat()
     return _sha(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def load_state_dict_file(path: Path) -> dict:
+    """The tensors of a weights file: ``.safetensors`` (no code at all), or a torch file read with
+    ``torch.load(weights_only=True)``, which refuses any pickled object but tensors and plain containers.
+
+    A refused or unreadable file is a UserError; nothing in it runs.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's weights-only unpickler said no
+        needs = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f": it asks for the Python object {needs.group(1)}" if needs else ""
+        raise UserError(f"refused weights file {path}: not a plain state dict of tensors{what}; "
+                        "use a .safetensors file or tensors saved with torch.save") from None
+    except Exception as e:  # a truncated, foreign or corrupt file
+        lines = str(e).strip().splitlines()
+        raise UserError(f"cannot read weights file {path}: {lines[0] if lines else type(e).__name__}") from None
 
 
 OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")

@@ -17,7 +17,8 @@ def _fmt(v) -> str:
         return "✓" if v else ""
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
-    return str(v).replace("|", "\\|").replace("\n", " ")
+    text = str(v).replace("\\", "\\\\").replace("|", "\\|")  # backslash first: "\\|" must not unescape a pipe
+    return " ".join(text.splitlines())
 
 
 def render_markdown(ctx: ReportContext) -> str:

@@ -7,6 +7,7 @@ of them, one per line, in file order.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -38,40 +39,122 @@ def builtin_suites() -> dict[str, Path]:
 
 # --- YAML with line numbers ----------------------------------------------------------------
 
-def _walk(node: yaml.Node, path: tuple, lines: Lines, problems: list[Problem]) -> None:
-    if isinstance(node, yaml.MappingNode):
+MAX_DEPTH = 32
+"""Deepest nesting a suite may have (real suites need about 5)."""
+MAX_NODES = 100_000
+"""Most values a suite may hold once its aliases are expanded (stops "billion laughs")."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_TYPED_SCALARS = {f"tag:yaml.org,2002:{t}": name for t, name in
+                  (("int", "integer"), ("float", "number"), ("bool", "boolean"), ("timestamp", "date"))}
+_UNSUPPORTED_TAGS = {f"tag:yaml.org,2002:{t}": (t, instead) for t, instead in (
+    ("set", "a plain list"), ("omap", "a plain mapping"), ("pairs", "a plain mapping"), ("binary", "plain text"))}
+
+
+class _Shape(Exception):
+    """A document too deep, too large or recursive: fatal, it is not constructed."""
+
+    def __init__(self, msg: str, line: int):
+        super().__init__(msg)
+        self.msg, self.line = msg, line
+
+
+class _Walk:
+    """Walks the node tree once, recording each key path's line and the problems found."""
+
+    def __init__(self, loader: yaml.SafeLoader, lines: Lines, problems: list[Problem]):
+        self.loader, self.lines, self.problems = loader, lines, problems
+        self.count = 0
+        self.active: set[int] = set()  # ids of the nodes being walked (an alias back to one is a cycle)
+
+    def __call__(self, node: yaml.Node, path: tuple) -> None:
+        line = node.start_mark.line + 1
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _Shape(f"the suite holds more than {MAX_NODES} values (anchors and aliases expanded); "
+                         "a suite needs far fewer", line)
+        if len(path) > MAX_DEPTH:
+            raise _Shape(f"nested more than {MAX_DEPTH} levels deep", line)
+        if id(node) in self.active:
+            raise _Shape("an alias refers to a value that contains it (a recursive structure)", line)
+        if node.tag in _UNSUPPORTED_TAGS:
+            tag, instead = _UNSUPPORTED_TAGS[node.tag]
+            self.problems.append(Problem(path, f"YAML tag !!{tag} is not supported in a suite; use {instead}",
+                                         line=line))
+            return
+        if isinstance(node, yaml.ScalarNode):
+            self._scalar(node, path, line)
+            return
+        if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            return
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                self._mapping(node, path)
+            else:
+                for i, item in enumerate(node.value):
+                    self.lines.setdefault(path + (i,), item.start_mark.line + 1)
+                    self(item, path + (i,))
+        finally:
+            self.active.discard(id(node))
+
+    def _scalar(self, node: yaml.ScalarNode, path: tuple, line: int) -> None:
+        bad = _SURROGATE.search(node.value)
+        if bad:
+            self.problems.append(Problem(path, f"the escape \\u{ord(bad.group()):x} is half of a UTF-16 pair, "
+                                               "not a character; write the character itself", line=line))
+        elif node.tag in _TYPED_SCALARS:  # PyYAML raises plain ValueErrors on "!!int x", "0x_", "2001-13-45"
+            try:
+                yaml.SafeLoader.yaml_constructors[node.tag](self.loader, node)
+            except Exception:  # noqa: BLE001 - any failure is a bad value
+                self.problems.append(Problem(path, f"invalid {_TYPED_SCALARS[node.tag]} {node.value!r}; "
+                                                   "quote it if it is meant as text", line=line))
+
+    def _mapping(self, node: yaml.MappingNode, path: tuple) -> None:
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                _walk(value_node, path, lines, problems)
+                self(value_node, path)
                 continue
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
             line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode):
+                before = len(self.problems)
+                self._scalar(key_node, path, line)
+                if len(self.problems) > before:
+                    continue
             if key in seen:
-                problems.append(Problem(path + (key,), f"duplicate key '{key}' (first at line {seen[key]})",
-                                        line=line))
+                self.problems.append(Problem(path + (key,), f"duplicate key '{key}' (first at line {seen[key]})",
+                                             line=line))
                 continue
             seen[key] = line
-            lines.setdefault(path + (key,), line)
-            _walk(value_node, path + (key,), lines, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines.setdefault(path + (i,), item.start_mark.line + 1)
-            _walk(item, path + (i,), lines, problems)
+            self.lines.setdefault(path + (key,), line)
+            self(value_node, path + (key,))
 
 
 def parse_yaml(text: str) -> tuple[Any, Lines, list[Problem]]:
-    """``yaml.safe_load`` plus a map from key paths to line numbers; duplicate keys are problems."""
-    loader = yaml.SafeLoader(text)
+    """``yaml.safe_load`` plus a map from key paths to line numbers; duplicate keys are problems.
+
+    Documents nested deeper than :data:`MAX_DEPTH`, larger than :data:`MAX_NODES` values or
+    recursive (an alias inside its own anchor) are refused before they are constructed.
+    """
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # checks the characters first
         node = loader.get_single_node()
         lines: Lines = {(): 1}
         problems: list[Problem] = []
         if node is None:
             return None, lines, problems
         lines[()] = node.start_mark.line + 1
-        _walk(node, (), lines, problems)
+        _Walk(loader, lines, problems)(node, ())
+        if problems:  # the document would not construct, or not as written
+            return None, lines, problems
         data = loader.construct_document(node)
+    except _Shape as e:
+        return None, {(): 1}, [Problem((), e.msg, line=e.line)]
+    except RecursionError:
+        return None, {(): 1}, [Problem((), f"nested too deeply (a suite may nest at most {MAX_DEPTH} levels)",
+                                       line=1)]
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -81,10 +164,16 @@ def parse_yaml(text: str) -> tuple[Any, Lines, list[Problem]]:
             at = f" at line {where.line + 1}" if where is not None and where.line != mark.line else ""
             what = f"{e.problem} ({e.context}{at})"
         return None, {(): 1}, [Problem((), f"YAML syntax error: {what}", line=line)]
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, max(e.position, 0)) + 1
+        what = f"character #x{e.character:04x}" if isinstance(e.character, int) else "a character"
+        return None, {(): 1}, [Problem((), f"YAML error: {what} is not allowed in YAML text ({e.reason})",
+                                       line=line)]
     except yaml.YAMLError as e:
-        return None, {(): 1}, [Problem((), f"YAML error: {e}", line=1)]
+        return None, {(): 1}, [Problem((), f"YAML error: {' '.join(str(e).split())}", line=1)]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, lines, problems
 
 
@@ -150,9 +239,13 @@ def suite_from_data(data: Any, file: str = "<suite>", lines: Optional[Lines] = N
 def load_suite(path_or_builtin_name: Union[str, Path]) -> Suite:
     """Load a suite from a YAML path, or a builtin suite by name (``smoke``)."""
     arg = path_or_builtin_name
-    path = Path(arg).expanduser()
     file = str(arg)
-    if not path.is_file():
+    try:
+        path = Path(arg).expanduser()
+        is_file = path.is_file()
+    except (RuntimeError, OSError) as e:  # "~nobody/x.yaml", a name too long for the file system
+        raise UserError(f"cannot open suite {file}: {getattr(e, 'strerror', None) or e}") from None
+    if not is_file:
         builtins = builtin_suites()
         name = str(arg)
         if isinstance(arg, str) and name in builtins:

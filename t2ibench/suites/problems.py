@@ -28,7 +28,15 @@ class Problem:
         if file is not None:
             head = f"{file}:{line}: " if line is not None else f"{file}: "
         path = keypath(self.loc)
-        return f"{head}{path}: {self.msg}" if path else f"{head}{self.msg}"
+        return one_line(f"{head}{path}: {self.msg}" if path else f"{head}{self.msg}")
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks, control and bidi characters written as escapes (``\\n``, ``\\u202e``)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class SuiteError(UserError):
@@ -115,6 +123,16 @@ def error_message(err: dict, allowed_keys: Optional[Sequence[str]] = None) -> st
     return msg
 
 
+def _key_error(err: dict) -> Optional[tuple[Loc, str]]:
+    """A mapping key that is not a string (YAML ``1:``, ``null:``, ``2024-01-01:``): (parent loc, message)."""
+    loc = tuple(err.get("loc", ()))
+    if err.get("type") == "invalid_key":
+        return loc[:-1], f"key {_short(err.get('input'))} is not a string; quote it"
+    if loc and loc[-1] == "[key]":
+        return loc[:-2], f"key {_short(err.get('input'))} is not a string; quote it"
+    return None
+
+
 def from_validation_error(
     exc: ValidationError,
     data: Any,
@@ -128,6 +146,11 @@ def from_validation_error(
     """
     merged: dict[Loc, list[str]] = {}
     for err in exc.errors(include_url=False):
+        key_error = _key_error(err)
+        if key_error is not None:
+            loc, msg = key_error
+            merged.setdefault(prefix + _clean_loc(loc, data), []).append(msg)
+            continue
         loc = _clean_loc(tuple(err["loc"]), data)
         allowed = None
         if err["type"] == "extra_forbidden" and allowed_keys_at is not None:

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -106,15 +107,18 @@ def _pick(fieldnames: Sequence[str], wanted: Optional[str], defaults: Sequence[s
 
 def _read_table(path: Path, spec: PromptSource, delimiter: str, quoting: int) -> list[Row]:
     reader = csv.DictReader(io.StringIO(_text(path), newline=""), delimiter=delimiter, quoting=quoting)
-    fieldnames = [f for f in (reader.fieldnames or []) if f is not None]
-    col = _pick(fieldnames, spec.column, ("prompt", "Prompt"), path, "prompt")
-    cat = _pick(fieldnames, None, ("category", "Category"), path, "category")
-    rows: list[Row] = []
-    for record in reader:
-        text = (record.get(col) or "").strip()
-        if text:
-            category = (record.get(cat) or "").strip() or None if cat else None
-            rows.append((text, category))
+    try:
+        fieldnames = [f for f in (reader.fieldnames or []) if f is not None]
+        col = _pick(fieldnames, spec.column, ("prompt", "Prompt"), path, "prompt")
+        cat = _pick(fieldnames, None, ("category", "Category"), path, "category")
+        rows: list[Row] = []
+        for record in reader:
+            text = (record.get(col) or "").strip()
+            if text:
+                category = (record.get(cat) or "").strip() or None if cat else None
+                rows.append((text, category))
+    except csv.Error as e:  # a field over csv's size limit
+        raise _fail(_SRC, f"{path}:{reader.line_num + 1}: cannot read as {path.suffix[1:]}: {e}") from None
     return rows
 
 
@@ -142,6 +146,8 @@ def read_jsonl(path: Path, spec: PromptSource) -> list[Row]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise _fail(_SRC, f"{path}:{number}: invalid JSON: {e.msg}") from None
+        except RecursionError:
+            raise _fail(_SRC, f"{path}:{number}: JSON nested too deeply") from None
         if not isinstance(obj, dict) or not isinstance(obj.get(key), str):
             raise _fail(_SRC, f"{path}:{number}: expected an object with a string '{key}'")
         text = obj[key].strip()
@@ -167,19 +173,25 @@ def read_source(spec: PromptSource, base_dir: Optional[Path]) -> list[Row]:
     name = spec.source
     if name in NAMED_SOURCES:
         return PROMPT_SOURCES.get(name)(Path(name), spec)
-    path = Path(name).expanduser()
+    try:
+        path = Path(name).expanduser()
+    except RuntimeError as e:  # "~someone/..." with no such user
+        raise _fail(_SRC, f"cannot expand '{name}': {e}") from None
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     suffix = path.suffix.lower()
-    if suffix not in PROMPT_SOURCES:
-        if not suffix and "/" not in name and "\\" not in name and not path.exists():
-            raise _fail(_SRC, f"unknown prompt source '{name}'{did_you_mean(name, list(NAMED_SOURCES))}; "
-                              f"use {', '.join(NAMED_SOURCES)} or a .txt/.csv/.tsv/.jsonl file")
-        raise _fail(_SRC, f"unsupported prompt file type '{suffix or name}'; "
-                          "use .txt, .csv, .tsv or .jsonl")
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "not found"
-        raise _fail(_SRC, f"prompt file {what}: {path}")
+    try:
+        if suffix not in PROMPT_SOURCES:
+            if not suffix and "/" not in name and "\\" not in name and not path.exists():
+                raise _fail(_SRC, f"unknown prompt source '{name}'{did_you_mean(name, list(NAMED_SOURCES))}; "
+                                  f"use {', '.join(NAMED_SOURCES)} or a .txt/.csv/.tsv/.jsonl file")
+            raise _fail(_SRC, f"unsupported prompt file type '{suffix or name}'; "
+                              "use .txt, .csv, .tsv or .jsonl")
+        if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "not found"
+            raise _fail(_SRC, f"prompt file {what}: {path}")
+    except OSError as e:  # a name too long for the file system, a permission denied on a folder
+        raise _fail(_SRC, f"cannot access prompt file {path}: {e.strerror or e}") from None
     return PROMPT_SOURCES.get(suffix)(path, spec)
 
 
@@ -229,6 +241,17 @@ def stratified_sample(rows: list[Row], n: int, seed: int) -> list[Row]:
     return [rows[i] for i in sorted(chosen)]
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode_problems(rows: list[Row], loc_of: Callable[[int], tuple], where: Callable[[int], str]) -> list[Problem]:
+    """Prompts or categories holding a lone surrogate (from a ``\\ud800`` escape): not text, cannot be hashed."""
+    return [Problem(loc_of(i), f"{where(i)}holds the escape \\u{ord(bad.group()):x}, half of a UTF-16 pair, "
+                               "not a character; write the character itself")
+            for i, row in enumerate(rows)
+            for bad in [_SURROGATE.search(row[0]) or _SURROGATE.search(row[1] or "")] if bad]
+
+
 def prompt_id(text: str) -> str:
     return "p" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
 
@@ -249,6 +272,7 @@ def resolve_prompts(prompts: Union[list[str], PromptSource], base_dir: Optional[
     """Resolve a suite's ``prompts`` value into prompts; raises :class:`PromptSourceError`."""
     if isinstance(prompts, list):
         problems = [Problem(("prompts", i), "empty prompt") for i, t in enumerate(prompts) if not t.strip()]
+        problems += _unicode_problems([(t, None) for t in prompts], lambda i: ("prompts", i), lambda i: "")
         if not prompts:
             problems.append(Problem(("prompts",), "no prompts; give a list of strings or {source: ...}"))
         if problems:
@@ -259,6 +283,9 @@ def resolve_prompts(prompts: Union[list[str], PromptSource], base_dir: Optional[
     rows = read_source(spec, base_dir)
     if not rows:
         raise _fail(_SRC, f"no prompts in {spec.source}")
+    bad = _unicode_problems(rows, lambda i: _SRC, lambda i: f"{spec.source}: prompt {i + 1} ")
+    if bad:
+        raise PromptSourceError(bad[:1])
     if spec.categories is not None:
         available = sorted({c for _, c in rows if c is not None})
         if not available:

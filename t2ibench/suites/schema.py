@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SerializeAsAny,
+    StrictBool,
     Tag,
     ValidationInfo,
     field_validator,
@@ -32,13 +33,21 @@ from t2ibench.suites.prompts import Prompt, PromptSource
 __all__ = ["Suite", "Config", "Prompt", "PromptSource", "SeedRange", "Timing", "Bound", "config_id"]
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
+MAX_SEED = 2**63 - 1
+"""Seeds are signed 64-bit integers (the store's INTEGER column, torch generators)."""
 
 
 class SeedRange(Frozen):
     """``seeds: {count: 4, start: 0}`` → seeds ``start .. start+count-1``."""
 
     count: int = Field(ge=1, le=100_000)
-    start: int = Field(0, ge=0)
+    start: int = Field(0, ge=0, le=MAX_SEED)
+
+    @model_validator(mode="after")
+    def _last_seed(self) -> "SeedRange":
+        if self.start + self.count - 1 > MAX_SEED:
+            raise ValueError(f"the last seed, start + count - 1, must be at most {MAX_SEED}")
+        return self
 
 
 class Timing(Frozen):
@@ -125,7 +134,7 @@ PromptsField = Annotated[
 ]
 SeedsField = Annotated[
     Union[
-        Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1), Tag("list")],
+        Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=1), Tag("list")],
         Annotated[SeedRange, Tag("SeedRange")],
     ],
     Discriminator(_seeds_tag),
@@ -154,6 +163,7 @@ class Suite(Frozen):
     constraints: dict[str, Bound] = Field(default_factory=dict)
     gates: dict[str, Union[float, str]] = Field(default_factory=dict)
     executor: ExecutorChoice = Field(default_factory=ExecutorChoice)
+    trust_remote_code: StrictBool = False  # run a hub/folder model's own Python code: only when the suite says so
     source_path: Optional[Path] = Field(None, exclude=True)
 
     _configs: Optional[list[Config]] = PrivateAttr(default=None)
@@ -205,8 +215,12 @@ class Suite(Frozen):
     # --- identity --------------------------------------------------------------------------
 
     def raw(self) -> dict:
-        """The fields as plain data (what a YAML file would hold), without ``source_path``."""
-        return self.model_dump(mode="json", exclude={"source_path"})
+        """The fields as plain data (what a YAML file would hold), without ``source_path``.
+
+        ``trust_remote_code`` appears only when true, so suites that never set it keep their hash.
+        """
+        exclude = {"source_path"} if self.trust_remote_code else {"source_path", "trust_remote_code"}
+        return self.model_dump(mode="json", exclude=exclude)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Suite):

@@ -309,6 +309,7 @@ class TorchBackend:
 
     name = "torch"
 
-    def load(self, model: str, knobs: Knobs, device: str) -> TorchModel:
-        pipe = load_pipeline(model, precision=knobs.precision, vae=knobs.vae, offload=knobs.offload, device=device)
+    def load(self, model: str, knobs: Knobs, device: str, *, trust_remote_code: bool = False) -> TorchModel:
+        pipe = load_pipeline(model, precision=knobs.precision, vae=knobs.vae, offload=knobs.offload, device=device,
+                             trust_remote_code=trust_remote_code)
         return TorchModel(pipe, ModelSpec.parse(model), device, knobs.precision)

@@ -60,14 +60,16 @@ def torch_dtype(precision: str):
     return getattr(torch, DTYPES[precision])
 
 
-def _from_pretrained(location: str, dtype, hub: bool):
+def _from_pretrained(location: str, dtype, hub: bool, trust_remote_code: bool = False):
+    """A hub or folder pipeline; ``trust_remote_code=True`` is passed only when the suite sets it."""
     from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
+    extra = {"trust_remote_code": True} if trust_remote_code is True else {}
     try:
         try:
-            return AutoPipelineForText2Image.from_pretrained(location, dtype=dtype)
+            return AutoPipelineForText2Image.from_pretrained(location, dtype=dtype, **extra)
         except ValueError:  # a pipeline class the auto mapping does not know
-            return DiffusionPipeline.from_pretrained(location, dtype=dtype)
+            return DiffusionPipeline.from_pretrained(location, dtype=dtype, **extra)
     except OSError as e:
         if hub:
             offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
@@ -122,8 +124,12 @@ def _load_vae(spec_str: str, dtype):
     raise UserError(f"cannot load vae '{spec_str}': {str(last).splitlines()[0]}")
 
 
-def load_pipeline(model: str, *, precision: str, vae: str = "default", offload: str = "none", device: str = "cpu"):
-    """Load the pipeline for one load key and place it on ``device`` (or set up offloading)."""
+def load_pipeline(model: str, *, precision: str, vae: str = "default", offload: str = "none", device: str = "cpu",
+                  trust_remote_code: bool = False):
+    """Load the pipeline for one load key and place it on ``device`` (or set up offloading).
+
+    Code shipped with a model (a custom pipeline) runs only with ``trust_remote_code=True``.
+    """
     from t2ibench.backends.torch.random_models import RANDOM_PIPELINES
 
     spec = ModelSpec.parse(model)
@@ -146,7 +152,7 @@ def load_pipeline(model: str, *, precision: str, vae: str = "default", offload: 
     elif spec.kind == "file":
         pipe = _from_single_file(spec.value, dtype)
     else:
-        pipe = _from_pretrained(spec.value, dtype, hub=spec.kind == "hub")
+        pipe = _from_pretrained(spec.value, dtype, hub=spec.kind == "hub", trust_remote_code=trust_remote_code)
     if vae == "tiny":
         pipe.vae = _tiny_vae(pipe, spec, dtype)
     elif vae != "default":
