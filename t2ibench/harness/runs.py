@@ -12,7 +12,7 @@ from typing import Callable
 
 from t2ibench.errors import UserError
 from t2ibench.harness.executors import EXECUTORS
-from t2ibench.harness.loading import check_model_spec
+from t2ibench.harness.loading import check_suite_models
 from t2ibench.harness.plan import make_plan
 from t2ibench.harness.recorder import Observer, StoreRecorder
 from t2ibench.harness.store import SCHEMA_VERSION, RunStore
@@ -108,8 +108,7 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
     device = resolve_device(device)
     run_dir, why = choose_run_dir(suite, out, fresh)
     configs, prompts, seeds = suite.configs(), suite.prompt_list(), suite.seed_list()
-    for model in dict.fromkeys(c.model for c in configs):
-        check_model_spec(model)
+    check_suite_models(suite)
     with RunStore.open(run_dir, write=True) as store:
         previous = store.get_meta("suite")
         if previous and previous.get("name") != suite.name:
@@ -151,6 +150,9 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
                 score_run(store, suite, device, log=log)
             except UserError as e:
                 deferred.append(e)
+            except Exception:
+                write_reports(store)  # a bug in scoring must not also lose the reports of what was generated
+                raise
         write_reports(store)
         counts = _counts(store)
         complete = counts.get("ok", 0) + counts.get("nan", 0) == len(configs) * len(prompts) * len(seeds)

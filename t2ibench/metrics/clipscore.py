@@ -18,6 +18,8 @@ from t2ibench.metrics.cache import FeatureCache
 from t2ibench.metrics.features import extract
 from t2ibench.metrics.networks import load_clip
 
+MIN_IMAGES = 1  # a per-image score
+
 
 def cosine_scores(image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
     """Row-wise 100 · cos in float64."""

@@ -9,6 +9,7 @@ from t2ibench.metrics._arrays import FeatureSet
 
 SIGMA = 10.0
 SCALE = 1000.0
+MIN_IMAGES = 2  # per side: with one image a set has no spread, and the biased MMD is meaningless
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -29,6 +30,8 @@ def mean_rbf(x: np.ndarray, y: np.ndarray, sigma: float = SIGMA, block: int = 20
 
 def cmmd(x: np.ndarray, y: np.ndarray, sigma: float = SIGMA) -> float:
     """1000 · (E k(x,x′) + E k(y,y′) − 2 E k(x,y)) on normalised embeddings, float64."""
+    if min(len(x), len(y)) < MIN_IMAGES:
+        raise ValueError(f"CMMD needs at least {MIN_IMAGES} images on each side, got {len(x)} and {len(y)}")
     x, y = l2_normalise(np.asarray(x, np.float64)), l2_normalise(np.asarray(y, np.float64))
     return SCALE * (mean_rbf(x, x, sigma) + mean_rbf(y, y, sigma) - 2 * mean_rbf(x, y, sigma))
 

@@ -18,15 +18,19 @@ from t2ibench.errors import UserError
 from t2ibench.metrics import bootstrap as bs
 from t2ibench.metrics.cache import FeatureCache
 from t2ibench.metrics.clipscore import cosine_scores
+from t2ibench.metrics import cmmd as cmmd_math
+from t2ibench.metrics import fid as fid_math
+from t2ibench.metrics import kid as kid_math
 from t2ibench.metrics.cmmd import SCALE, l2_normalise, mean_rbf, rbf_kernel
 from t2ibench.metrics.features import extract, resolve_device
-from t2ibench.metrics.fid import (MIN_UNBIASED_N, bias_note, load_stats, psd_sqrt, trace_sqrt_cross,
+from t2ibench.metrics.fid import (MIN_UNBIASED_N, bias_note, check_dims, load_stats, psd_sqrt, trace_sqrt_cross,
                                   trace_sqrt_product)
-from t2ibench.metrics.images import list_images
-from t2ibench.metrics.kid import kid
+from t2ibench.metrics.images import image_sizes, list_images
+from t2ibench.metrics.kid import kid, negative_note, subset_note
+from t2ibench.metrics.minimums import too_few
 from t2ibench.metrics.networks import Extractor, load_clip, load_features, load_lpips
 from t2ibench.metrics.options import METRIC_OPTIONS
-from t2ibench.metrics.perceptual import diversity, pair_distances
+from t2ibench.metrics.perceptual import diversity, pair_distances, resize_note, too_small, too_small_note
 from t2ibench.registry import did_you_mean
 
 RANDOM_NOTE = "not meaningful (random weights)"
@@ -77,6 +81,23 @@ def _result(cfg: str, metric: str, value: float, ci: tuple[float, float], random
     return MetricResult(cfg, metric, float(value), *_ci(ci), random_weights=random, n=n, extra=extra)
 
 
+def _unscored(cfg: str, metric: str, n: int, notes: list[str], random: bool) -> MetricResult:
+    """A row whose value is NaN, with notes saying why the metric could not be computed."""
+    return _result(cfg, metric, math.nan, (math.nan, math.nan), random, n, notes)
+
+
+def _short(metric: str, against: str, minimum: int, n_ref: int | None, ctx: _Ctx,
+           random: bool) -> tuple[list[MetricResult], list[str]]:
+    """NaN rows for the candidates below ``minimum`` images (all of them, when the reference is); the others."""
+    ref_note = too_few(n_ref, minimum, "reference images") if n_ref is not None else None
+    rows, ok = [], []
+    for cfg in _candidates(against, ctx):
+        n = len(ctx.configs[cfg])
+        notes = [note for note in (too_few(n, minimum), ref_note) if note]
+        rows.append(_unscored(cfg, metric, n, notes, random)) if notes else ok.append(cfg)
+    return rows, ok
+
+
 def per_image(recs: list[ImageRecord], values: np.ndarray) -> dict[str, float]:
     """``extra['per_image']``: each image's value keyed ``"prompt_id:seed"`` (paired comparisons need them)."""
     return {f"{r.prompt_id}:{r.seed}": float(v) for r, v in zip(recs, values)}
@@ -90,9 +111,7 @@ def _reference_paths(metric: str, against: str, ctx: _Ctx) -> list[Path]:
     if against == "reference":
         if ctx.reference_id is None:
             raise UserError(f"metric {metric}: 'against: reference' but the suite has no reference config")
-        if ctx.reference_id not in ctx.configs:
-            raise UserError(f"metric {metric}: the reference config '{ctx.reference_id}' has no images")
-        return [r.path for r in ctx.configs[ctx.reference_id]]
+        return [r.path for r in ctx.configs.get(ctx.reference_id, [])]  # none when all its cells failed
     return list_images(against)
 
 
@@ -114,8 +133,13 @@ def _fid(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
         if not Path(o.against).is_file():
             raise UserError(f"metric fid: statistics file '{o.against}' does not exist")
         mu_r, sig_r = load_stats(o.against)
+        out, todo = _short("fid", o.against, fid_math.MIN_IMAGES, None, ctx, ext.random_weights)
     else:
-        y = _features(ext, _reference_paths("fid", o.against, ctx), ctx)
+        ref_paths = _reference_paths("fid", o.against, ctx)
+        out, todo = _short("fid", o.against, fid_math.MIN_IMAGES, len(ref_paths), ctx, ext.random_weights)
+        if not todo:
+            return out
+        y = _features(ext, ref_paths, ctx)
         mu_r, sig_r = y.mean(0), np.cov(y, rowvar=False)
     if y is not None and len(y) < y.shape[1]:
         def trace_term(xb: np.ndarray) -> float:
@@ -126,10 +150,10 @@ def _fid(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
         def trace_term(xb: np.ndarray) -> float:
             return trace_sqrt_product(xb @ root)
     trace_r = float(np.trace(sig_r))
-    out = []
-    for cfg in _candidates(o.against, ctx):
+    for cfg in todo:
         recs = ctx.configs[cfg]
         x = _features(ext, [r.path for r in recs], ctx)
+        check_dims(o.against, len(mu_r), f"the '{o.features}' features", x.shape[1])
 
         def fid_of(ix: np.ndarray) -> float:
             xb = x[ix]
@@ -146,25 +170,32 @@ def _fid(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
 
 def _kid(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
     ext = load_features(o.features, o.resize, o.weights)
-    y = _features(ext, _reference_paths("kid", o.against, ctx), ctx)
-    out = []
-    for cfg in _candidates(o.against, ctx):
+    ref_paths = _reference_paths("kid", o.against, ctx)
+    out, todo = _short("kid", o.against, kid_math.MIN_IMAGES, len(ref_paths), ctx, ext.random_weights)
+    if not todo:
+        return out
+    y = _features(ext, ref_paths, ctx)
+    for cfg in todo:
         recs = ctx.configs[cfg]
         x = _features(ext, [r.path for r in recs], ctx)
         mean, std = kid(x, y, o.subsets, o.subset_size, o.degree, ctx.seed)
+        notes = [n for n in (subset_note(o.subset_size, len(x), len(y)), negative_note(mean)) if n]
         boot_subsets = min(o.subsets, KID_BOOT_SUBSETS)
         ci = bs.stat_ci(lambda ix: kid(x[ix], y, boot_subsets, o.subset_size, o.degree, ctx.seed)[0],
                         [r.prompt_id for r in recs], seed=ctx.seed)
-        out.append(_result(cfg, "kid", mean, ci, ext.random_weights, len(x), kid_std=std))
+        out.append(_result(cfg, "kid", mean, ci, ext.random_weights, len(x), notes, kid_std=std))
     return out
 
 
 def _cmmd(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
     ext = load_clip(o.model, o.pretrained).image
-    y = l2_normalise(_features(ext, _reference_paths("cmmd", o.against, ctx), ctx))
+    ref_paths = _reference_paths("cmmd", o.against, ctx)
+    out, todo = _short("cmmd", o.against, cmmd_math.MIN_IMAGES, len(ref_paths), ctx, ext.random_weights)
+    if not todo:
+        return out
+    y = l2_normalise(_features(ext, ref_paths, ctx))
     kyy = mean_rbf(y, y)
-    out = []
-    for cfg in _candidates(o.against, ctx):
+    for cfg in todo:
         recs = ctx.configs[cfg]
         x = l2_normalise(_features(ext, [r.path for r in recs], ctx))
         kxx, kxy_rows = rbf_kernel(x, x), rbf_kernel(x, y).mean(1)  # resamples index into these
@@ -191,10 +222,12 @@ def _clip_score(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
 
 
 def _lpips(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
+    """Paired LPIPS and per-prompt diversity. A pair is compared at its second image's size, so images
+    below the network's minimum there give a NaN row that says so; a pair of two sizes gets a note."""
     net = load_lpips(o.net).to(ctx.device)
     if o.against == "reference":
         _reference_paths("lpips", "reference", ctx)
-        ref = {(r.prompt_id, r.seed): r.path for r in ctx.configs[ctx.reference_id]}
+        ref = {(r.prompt_id, r.seed): r.path for r in ctx.configs.get(ctx.reference_id, [])}
         partner = lambda r: ref.get((r.prompt_id, r.seed))  # noqa: E731
     else:
         by_name = {p.name: p for p in list_images(o.against)}
@@ -202,6 +235,12 @@ def _lpips(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
     div: dict[str, tuple[float, tuple[float, float], int]] = {}
     out = []
     for cfg, recs in ctx.configs.items():
+        sizes = image_sizes([r.path for r in recs])
+        small, side = too_small(net, sizes)
+        if small:
+            out.append(_unscored(cfg, "lpips_diversity", len(recs), [too_small_note(small, side, sizes)],
+                                 net.random_weights))
+            continue
         prompts = list(dict.fromkeys(r.prompt_id for r in recs))
         per_prompt = np.array([diversity(net, [r.path for r in recs if r.prompt_id == p], ctx.cache) for p in prompts])
         if np.isfinite(per_prompt).any():
@@ -210,12 +249,24 @@ def _lpips(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
     for cfg in _candidates(o.against, ctx):
         pairs = [(r, partner(r)) for r in ctx.configs[cfg]]
         paired = [(r, p) for r, p in pairs if p is not None]
+        if not paired and o.against == "reference":
+            out.append(_unscored(cfg, "lpips", 0, ["no reference image to pair with (the reference config has "
+                                  "no ok image of these prompts and seeds)"], net.random_weights))
+            continue
         if not paired:
             raise UserError(f"metric lpips: config '{cfg}' has no image paired with '{o.against}' "
                             "(pairs are matched by prompt and seed, or by file name for a folder)")
-        d = pair_distances(net, [(r.path, p) for r, p in paired], ctx.cache)
+        files = [(r.path, p) for r, p in paired]
+        sizes = image_sizes(list(dict.fromkeys(f for pair in files for f in pair)))
+        small, side = too_small(net, {p: sizes[p] for _, p in files})
+        if small:
+            out.append(_unscored(cfg, "lpips", len(paired), [too_small_note(small, side, sizes)],
+                                 net.random_weights))
+            continue
+        d = pair_distances(net, files, ctx.cache)
         ci = bs.mean_ci(d, [r.prompt_id for r, _ in paired], seed=ctx.seed)
         notes = [f"{len(pairs) - len(paired)} images without a partner were skipped"] if len(paired) < len(pairs) else []
+        notes += [n for n in (resize_note(files, sizes),) if n]
         extra = {"diversity": div[cfg][0]} if cfg in div else {}
         extra["per_image"] = per_image([r for r, _ in paired], d)
         out.append(_result(cfg, "lpips", d.mean(), ci, net.random_weights, len(d), notes, **extra))

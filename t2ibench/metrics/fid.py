@@ -12,6 +12,7 @@ from scipy import linalg
 from t2ibench.errors import UserError
 from t2ibench.metrics._arrays import Featurizer, as_features
 
+MIN_IMAGES = 2  # per side: a covariance needs two samples
 MIN_UNBIASED_N = 2048
 Stats = tuple[np.ndarray, np.ndarray]
 
@@ -46,12 +47,25 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def load_stats(path: str | Path) -> Stats:
-    """``mu``, ``sigma`` from a pytorch-fid ``.npz``."""
+    """``mu``, ``sigma`` from a pytorch-fid ``.npz``: a d-vector and a finite d×d matrix, or a UserError."""
     try:
         with np.load(path) as f:
-            return np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
-    except (OSError, KeyError, ValueError) as e:
+            mu, sigma = np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
+    except (OSError, KeyError, ValueError, TypeError, EOFError) as e:
         raise UserError(f"{path}: not a FID statistics file with 'mu' and 'sigma' ({e})") from None
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)) or len(mu) == 0:
+        raise UserError(f"{path}: 'mu' must hold d values and 'sigma' a d×d matrix, got mu of shape "
+                        f"{mu.shape} and sigma of shape {sigma.shape}")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise UserError(f"{path}: 'mu' or 'sigma' holds NaN or infinite values")
+    return mu, sigma
+
+
+def check_dims(a: str, d_a: int, b: str, d_b: int) -> None:
+    """Both sides of a FID must come from the same feature layer."""
+    if d_a != d_b:
+        raise UserError(f"{a}: statistics of dimension {d_a}, but {b} has dimension {d_b}; "
+                        "compute both with the same feature network")
 
 
 def save_stats(path: str | Path, stats: Stats) -> None:
@@ -98,8 +112,8 @@ class FID:
 
     def stats(self) -> Stats:
         """(μ, Σ) with Σ the unbiased covariance (``np.cov``, ddof=1)."""
-        if self.n < 2:
-            raise ValueError(f"FID needs at least 2 images, got {self.n}")
+        if self.n < MIN_IMAGES:
+            raise ValueError(f"FID needs at least {MIN_IMAGES} images, got {self.n}")
         return self._mean.copy(), self._m2 / (self.n - 1)
 
     def compute(self, reference: Union["FID", Stats, None] = None) -> float:

@@ -15,6 +15,56 @@ from t2ibench.metrics import images as im
 from t2ibench.metrics.cache import FeatureCache, content_hash
 from t2ibench.metrics.networks import LPIPSNet, load_lpips
 
+MIN_PAIRS = 1  # a per-pair distance
+SAFE_SIDE = 64  # alex, vgg and squeeze all accept 64×64 (their minimum sides are 31, 16 and 17)
+_MIN_SIDE: dict[str, int] = {}
+
+
+def min_side(net: LPIPSNet, limit: int = 512) -> int:
+    """The smallest image side (pixels) the network's pooling layers accept, found by trying (once per net)."""
+    if net.key not in _MIN_SIDE:
+        def fits(side: int) -> bool:
+            x = torch.zeros(1, 3, side, side)
+            try:
+                net.distance(x, x)
+                return True
+            except RuntimeError:
+                return False
+
+        hi = 1  # double up to a side that fits (small probes are cheap), then bisect below it:
+        while hi < limit and not fits(hi):  # conv nets accept every side above their minimum
+            hi *= 2
+        lo = hi // 2 + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+        _MIN_SIDE[net.key] = lo
+    return _MIN_SIDE[net.key]
+
+
+def too_small(net: LPIPSNet, sizes: dict[Path, tuple[int, int]]) -> tuple[list[Path], int]:
+    """The images (of ``sizes``: path → (w, h)) smaller than the network accepts, and its minimum side."""
+    if not sizes or min(min(wh) for wh in sizes.values()) >= SAFE_SIDE:
+        return [], 0  # no need to probe the network
+    side = min_side(net)
+    return [p for p, wh in sizes.items() if min(wh) < side], side
+
+
+def too_small_note(small: list[Path], side: int, sizes: dict[Path, tuple[int, int]]) -> str:
+    w, h = sizes[small[0]]
+    return f"images too small for LPIPS ({len(small)} below {side}×{side} pixels, e.g. {small[0].name} {w}×{h})"
+
+
+def resize_note(pairs: Sequence[tuple[Path, Path]], sizes: dict[Path, tuple[int, int]]) -> str | None:
+    """Say how many pairs differ in size: the first image of each is resized to its partner's (None if none)."""
+    differ = [(a, b) for a, b in pairs if sizes[a] != sizes[b]]
+    if not differ:
+        return None
+    a, b = differ[0]
+    (wa, ha), (wb, hb) = sizes[a], sizes[b]
+    return (f"{len(differ)} of {len(pairs)} pairs differ in size; the first image of each was resized (bilinear) "
+            f"to its partner's size before LPIPS, e.g. {a.name} {wa}×{ha} → {wb}×{hb}")
+
 
 def _pair_tensors(a: Path, b: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Both in [-1, 1]; ``a`` is resized (bilinear) to ``b``'s size when they differ."""
