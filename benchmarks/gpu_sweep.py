@@ -69,8 +69,8 @@ def call_timings(run_dir: Path) -> dict[str, dict]:
     """
     import numpy as np
 
-    from t2ibench.harness.store import RunStore
-    from t2ibench.reports.tables import cell_records
+    from t2ibench.store import RunStore
+    from t2ibench.store import cell_records
 
     with RunStore.open(run_dir) as store:
         records = cell_records(store)

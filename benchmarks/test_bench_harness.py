@@ -47,7 +47,7 @@ def bare_loop(out_dir) -> tuple[float, list[float]]:
 
 def harness_sweep(suite_path, out_dir) -> tuple[float, list[float]]:
     import t2ibench
-    from t2ibench.harness.store import RunStore
+    from t2ibench.store import RunStore
 
     run = t2ibench.run(suite_path, out=out_dir, device="cpu", metrics=False, fresh=True)
     with RunStore.open(run.run_dir) as store:

@@ -21,11 +21,11 @@ def __getattr__(name: str):
 
         return load_suite
     if name == "run":
-        from t2ibench.harness.api import run
+        from t2ibench.orchestration import run
 
         return run
     if name == "open_run":
-        from t2ibench.harness.api import open_run
+        from t2ibench.orchestration import open_run
 
         return open_run
     if name == "metrics":

@@ -38,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: t2ibench-runs/<suite>-<UTC time>, "
                                  "or the latest unfinished run of the same suite)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
-    p.add_argument("--executor", default="local", help="local | ray (default: local)")
+    p.add_argument("--executor", default=None, metavar="NAME",
+                   help="how cells are distributed: local | ray (default: the suite's executor:, else local)")
+    p.add_argument("--executor-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="an executor option, e.g. address=auto, max_actors=8 (repeatable)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     p.add_argument("--no-metrics", action="store_true", help="skip quality metrics (timing and images only)")
     p.add_argument("--baseline", metavar="DIR", help="then compare with this run directory or results.json "
@@ -89,7 +92,8 @@ def _console(stderr: bool = False):
 
 
 def _run(args) -> int:
-    from t2ibench.harness.runs import execute
+    from t2ibench.executors import parse_cli_options
+    from t2ibench.orchestration import execute
     from t2ibench.progress import RichObserver
     from t2ibench.suites import load_suite
 
@@ -100,7 +104,8 @@ def _run(args) -> int:
         baseline = load_summary(args.baseline)
     err = _console(stderr=True)
     with RichObserver(err) as observer:
-        run = execute(suite, out=args.out, device=args.device, executor=args.executor, fresh=args.fresh,
+        run = execute(suite, out=args.out, device=args.device, executor=args.executor,
+                      executor_options=parse_cli_options(args.executor_opt), fresh=args.fresh,
                       observer=observer, metrics=not args.no_metrics,
                       log=lambda msg: observer.progress.console.print(msg))
     _print_summary(run)
@@ -115,29 +120,15 @@ def _run(args) -> int:
 
 
 def _print_summary(run) -> None:
-    import math
-
-    from rich.table import Table
+    from t2ibench.reports.summary import summary_table
 
     results = run.results()
-    table = Table(title=f"results: {run.run_dir}")
     metric_cols = [c[:-3] for c in results.columns if c.endswith("_lo")]
-    for col in ["config", "config_id", "status", "n_ok", "p50 ms", "p95 ms", "img/s", "peak MB", *metric_cols,
-                "pareto"]:
-        table.add_column(col, justify="left" if col in ("config", "config_id", "status") else "right",
-                         no_wrap=col != "config", min_width=min(28, max(len(str(n)) for n in results["config"]))
-                         if col == "config" and len(results) else None)
-
-    def fmt(v) -> str:
-        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    for _, r in results.iterrows():
-        peak = r["peak_vram_mb"] if not math.isnan(r["peak_vram_mb"]) else r["peak_rss_mb"]
-        table.add_row(str(r["config"]), r["config_id"], r["status"], str(r["n_ok"]), fmt(r["latency_ms_p50"]),
-                      fmt(r["latency_ms_p95"]), fmt(r["images_per_s"]), fmt(peak),
-                      *[fmt(r[m]) for m in metric_cols], "✓" if r["pareto"] else "")
     console = _console()
+    table, dropped = summary_table(results.to_dict("records"), metric_cols, console.width, f"results: {run.run_dir}")
     console.print(table)
+    if dropped:
+        console.print(f"[dim]not shown (terminal too narrow): {', '.join(dropped)}; all columns in results.csv[/dim]")
     random_cols = sorted({m for v in results.get("random_weights", []) for m in str(v).split(",") if m})
     if random_cols:
         console.print(f"[yellow]{', '.join(random_cols)}: random weights, values not meaningful[/yellow]")
@@ -148,7 +139,7 @@ def _print_summary(run) -> None:
 
 
 def _report(args) -> int:
-    from t2ibench.harness.store import RunStore
+    from t2ibench.store import RunStore
     from t2ibench.reports import write_reports
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
@@ -171,14 +162,14 @@ def _parse_objectives(text: str) -> dict[str, str]:
 
 
 def _validate(args) -> int:
-    from t2ibench.harness.loading import check_suite_models
+    from t2ibench.orchestration import check_models
     from t2ibench.suites import load_suite
 
     problems: list[str] = []
     for path in args.suites:
         try:
             suite = load_suite(path)
-            check_suite_models(suite)
+            check_models(suite)
             print(f"{path}: ok ({len(suite.configs())} configs × {len(suite.prompt_list())} prompts "
                   f"× {len(suite.seed_list())} seeds)")
         except UserError as e:

@@ -20,18 +20,17 @@ def _attention_backends(torch) -> list[str]:
 
 
 def _weights() -> Iterator[str]:
-    from t2ibench.metrics.weights import resolve_file, resolve_open_clip
+    """The networks every registered metric needs with its default options: found, or where to put them."""
+    from t2ibench.metrics.registry import METRICS
 
-    checks = [
-        ("FID Inception", lambda: resolve_file("pt_inception-2015-12-05-6726825d.pth", what="FID Inception")),
-        ("LPIPS alex backbone", lambda: resolve_file("alexnet-owt-7be5be79.pth", what="AlexNet")),
-        ("CLIP ViT-B-32/openai", lambda: resolve_open_clip("ViT-B-32", "openai")[0]),
-        ("CLIP ViT-L-14-336/openai", lambda: resolve_open_clip("ViT-L-14-336", "openai")[0]),
-    ]
+    checks = {}
+    for _, spec in METRICS.items():
+        for check in spec.networks(spec.options()):
+            checks.setdefault(check.label, check.find)
     saved = os.environ.get("T2IBENCH_OFFLINE")
     os.environ["T2IBENCH_OFFLINE"] = "1"  # look, never download
     try:
-        for name, find in checks:
+        for name, find in checks.items():
             try:
                 yield f"  {name:26} found: {find()}"
             except UserError as e:
@@ -55,6 +54,11 @@ def report() -> Iterator[str]:
             yield f"  {key:20} {value}"
     yield f"attention backends: {', '.join(_attention_backends(torch))}"
     yield f"torchsde (dpmpp_sde): {'yes' if importlib.util.find_spec('torchsde') else 'no (pip install torchsde)'}"
+    from t2ibench.backends import BACKENDS
+    from t2ibench.executors import EXECUTORS
+
+    yield f"backends: {', '.join(BACKENDS.names())}"
+    yield f"executors: {', '.join(EXECUTORS.names())}"
     yield f"ray executor: {'installed' if importlib.util.find_spec('ray') else 'not installed'}"
     yield f"T2IBENCH_WEIGHTS: {os.environ.get('T2IBENCH_WEIGHTS', '(unset)')}"
     yield "metric weights:"

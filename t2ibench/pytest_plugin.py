@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Union
 import pytest
 
 if TYPE_CHECKING:
-    from t2ibench.harness.api import Run
+    from t2ibench.orchestration import Run
     from t2ibench.reports.compare import Comparison
     from t2ibench.suites import Suite
 
@@ -58,7 +58,7 @@ class RegressionCheck:
 
     def __call__(self, suite: SuiteLike, config: str | None = None, *, gates: dict[str, str | float] | None = None,
                  device: str = "cpu", metrics: bool = True) -> Comparison | None:
-        from t2ibench.harness.runs import execute
+        from t2ibench.orchestration import execute
         from t2ibench.reports.compare import compare, parse_gate_options
         from t2ibench.reports.compare_cli import render_markdown
         from t2ibench.reports.export import load_summary, summarize, write_summary
@@ -96,7 +96,7 @@ def benchmark_config(benchmark, suite: SuiteLike, config: str | None, out: Path,
     advances by the next call time t2ibench measured, so its statistics are t2ibench's.
     """
     from t2ibench.errors import UserError
-    from t2ibench.harness.runs import execute
+    from t2ibench.orchestration import execute
     from t2ibench.reports.export import summarize
 
     suite = select_config(suite, config, keep_reference=False)

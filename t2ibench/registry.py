@@ -30,10 +30,15 @@ class Registry(Generic[T]):
 
         return deco
 
-    def add(self, name: str, obj: T) -> None:
+    def add(self, name: str, obj: T) -> T:
         if name in self._items:
             raise ValueError(f"{self.kind} '{name}' is registered twice")
         self._items[name] = obj
+        return obj
+
+    def remove(self, name: str) -> None:
+        """Unregister (tests register toy extensions and remove them after)."""
+        self._items.pop(name, None)
 
     def get(self, name: str) -> T:
         try:
@@ -52,3 +57,6 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return list(self._items)
+
+    def items(self) -> list[tuple[str, T]]:
+        return list(self._items.items())

@@ -13,7 +13,7 @@ import numpy as np
 
 import t2ibench
 from t2ibench.cli import main
-from t2ibench.harness.store import RunStore
+from t2ibench.store import RunStore
 
 
 def _ok_cells(run_dir) -> int:
@@ -136,7 +136,7 @@ def test_resumed_calls_keep_distinct_call_indices(write_suite, tmp_path):
 def test_a_store_written_before_compile_ms_gains_the_column_when_reopened(tmp_path):
     import sqlite3
 
-    from t2ibench.harness.store import RunStore
+    from t2ibench.store import RunStore
 
     with RunStore.open(tmp_path / "run", write=True):
         pass

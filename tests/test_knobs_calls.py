@@ -189,7 +189,7 @@ def test_compile_recompiles_are_counted_and_warmup_is_excluded(write_suite, tmp_
     assert compiled["pareto_note"] == ""
 
     # a config that recompiles in its timed calls is flagged: excluded from the frontier, named in the summary
-    from t2ibench.harness.store import RunStore
+    from t2ibench.store import RunStore
 
     with RunStore.open(run.run_dir, write=True) as store:
         store.update_config(compiled["config_id"], recompiles=3)

@@ -13,7 +13,11 @@ from t2ibench.errors import UserError
 from t2ibench.metrics.evaluate import ImageRecord, evaluate
 from t2ibench.metrics.cli import add_score_parser, main
 from t2ibench.metrics.inception import FID_WEIGHTS_FILE, FIDInceptionV3
-from t2ibench.metrics.options import ClipScoreOptions, CMMDOptions, FIDOptions, KIDOptions, LPIPSOptions
+from t2ibench.metrics.clipscore import ClipScoreOptions
+from t2ibench.metrics.cmmd import CMMDOptions
+from t2ibench.metrics.fid import FIDOptions
+from t2ibench.metrics.kid import KIDOptions
+from t2ibench.metrics.perceptual import LPIPSOptions
 
 N = 12
 

@@ -12,7 +12,8 @@ from t2ibench.metrics import CMMD, FID, HIGHER_IS_BETTER, KID, METRIC_OPTIONS, f
 from t2ibench.metrics.bootstrap import mean_ci, stat_ci
 from t2ibench.metrics.fid import FIDBiasWarning, psd_sqrt, trace_sqrt_product
 from t2ibench.metrics.kid import kid, mmd2_unbiased
-from t2ibench.metrics.options import FIDOptions, KIDOptions
+from t2ibench.metrics.fid import FIDOptions
+from t2ibench.metrics.kid import KIDOptions
 
 rng = np.random.default_rng(0)
 

@@ -1,4 +1,6 @@
-"""The HTML report in headless Chromium: rows, images, sorting, console errors, XSS, banners."""
+"""The HTML report in headless Chromium: rows, images, sorting, console errors, XSS, banners, and the
+layout rules measured on the page at 1,400 px (and narrower): nothing wider than the viewport outside a
+scroll container, images at their natural aspect ratio, one seed at a time, a pinned config column."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ import t2ibench
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 XSS = "<script>alert(1)</script>"
+ATTR = 'quotes " and & ampersands"><img src=x onerror=alert(3)>'  # breaks out of an unescaped attribute
+FRAC = "<b>bold</b> & $\\frac$ | co"  # HTML and matplotlib mathtext in a config name
+WIDTH, HEIGHT = 64, 96  # non-square, so a stretched image shows
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 
@@ -22,9 +27,10 @@ def report(tmp_path_factory):
     from tests.conftest import suite_dict
 
     suite = suite_dict(
-        prompts=["a red cube on a table", XSS, 'quotes " and & ampersands'],
+        prompts=["a red cube on a table", XSS, ATTR],
+        defaults={"steps": 3, "width": WIDTH, "height": HEIGHT, "guidance_scale": 5.0},
         matrix={"steps": [2, 3], "scheduler": ["euler", "ddim"]},
-        include=[{"name": "<b>bold</b> & co", "steps": 4}],
+        include=[{"name": FRAC, "steps": 4}],
         reference={"steps": 5},
         metrics={"clip_score": {"model": "random:ViT-B-32"}, "lpips": {"net": "random:alex"}},
         objectives={"latency_ms_p50": "min", "clip_score": "max"},
@@ -57,7 +63,7 @@ def page(report):
 
 def test_one_row_per_config(page):
     names = page.locator("#results tbody tr td:first-child").all_inner_texts()
-    assert len(names) == 6 and "reference" in names and "<b>bold</b> & co" in names
+    assert len(names) == 6 and "reference" in names and FRAC in names
 
 
 def test_every_image_loads(page):
@@ -106,3 +112,111 @@ def test_banner_and_recommendation_on_top(page, report):
     page.select_option("#seed", "1")
     shown = page.eval_on_selector_all(".grid img:not(.hidden)", "imgs => imgs.map(i => i.dataset.seed)")
     assert shown and set(shown) == {"1"}
+
+
+# -- layout, measured in the page ------------------------------------------------------------------------------
+
+OVERFLOW_JS = """() => {
+  const vw = document.documentElement.clientWidth;
+  const scroller = el => { for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+      const o = getComputedStyle(a).overflowX; if (o === 'auto' || o === 'scroll') return a; } return null; };
+  const inside = r => r.left >= -0.5 && r.right <= vw + 0.5;
+  const bad = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if ((r.width === 0 && r.height === 0) || inside(r)) continue;
+    const box = scroller(el);
+    if (!box || !inside(box.getBoundingClientRect()))
+      bad.push(`${el.tagName}.${el.className} [${Math.round(r.left)}, ${Math.round(r.right)}]`);
+  }
+  return {vw, page: document.documentElement.scrollWidth, bad};
+}"""
+
+ASPECT_JS = """imgs => imgs.filter(i => i.getBoundingClientRect().height > 0).map(i => {
+  const r = i.getBoundingClientRect();
+  return {src: i.currentSrc.slice(-40), complete: i.complete, nw: i.naturalWidth, nh: i.naturalHeight,
+          w: r.width, h: r.height};
+})"""
+
+CELLS_JS = """tds => tds.map(td => Array.from(td.children).filter(c => c.getBoundingClientRect().height > 0)
+  .map(c => c.dataset.seed + ' ' + (c.currentSrc || c.textContent)))"""
+
+
+@pytest.fixture
+def sized(page):
+    """Resize the page for one test, then put it back to 1,400 × 1,000."""
+    def resize(width: int, height: int = 1000):
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(50)
+        return page
+    yield resize
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+@pytest.mark.parametrize("width", [1400, 900])
+def test_nothing_wider_than_the_viewport_outside_a_scroll_container(sized, width, tmp_path):
+    from PIL import Image
+
+    pg = sized(width)
+    found = pg.evaluate(OVERFLOW_JS)
+    assert found["bad"] == [] and found["page"] <= found["vw"], found
+    shot = tmp_path / f"report-{width}.png"
+    pg.screenshot(path=str(shot), full_page=True)
+    assert Image.open(shot).size[0] == width  # a full-page screenshot widens when the page overflows
+
+
+def test_every_image_at_its_natural_aspect_ratio(page):
+    shown = page.eval_on_selector_all("img", ASPECT_JS)
+    grid = [i for i in shown if i["src"].endswith(".png") and not i["src"].startswith("data:")]
+    assert len(shown) > 18 and grid, shown  # the plots (data: URLs) and one seed of the grid
+    for i in shown:
+        assert i["complete"] and i["nw"] > 0, i
+        assert abs((i["w"] / i["h"]) / (i["nw"] / i["nh"]) - 1) < 0.02, i
+    assert {(i["nw"], i["nh"]) for i in page.eval_on_selector_all(".grid img", ASPECT_JS)} == {(WIDTH, HEIGHT)}
+
+
+def test_seed_selector_shows_one_seed_at_a_time_and_switches_it(page):
+    page.select_option("#seed", "0")
+    cells = page.locator(".grid tbody td:not(.prompt)")
+    first = page.eval_on_selector_all(".grid tbody td:not(.prompt)", CELLS_JS)
+    assert len(first) == cells.count() == 6 * 3
+    assert all(len(c) == 1 and c[0].startswith("0 ") for c in first), first
+    page.select_option("#seed", "1")
+    second = page.eval_on_selector_all(".grid tbody td:not(.prompt)", CELLS_JS)
+    assert all(len(c) == 1 and c[0].startswith("1 ") for c in second), second
+    assert all(a[0].split(" ", 1)[1] != b[0].split(" ", 1)[1] for a, b in zip(first, second))  # other images
+    page.select_option("#seed", "0")
+
+
+def test_results_table_scrolls_in_its_box_with_the_config_column_pinned(sized):
+    pg = sized(900)
+    box = pg.locator("#results").locator("xpath=..")
+    assert pg.evaluate("() => { const b = document.getElementById('results').parentElement;"
+                       " return b.scrollWidth > b.clientWidth; }")  # narrow enough that it must scroll
+    assert pg.locator("#results-hint").is_visible()
+    box.evaluate("b => { b.scrollLeft = b.scrollWidth; }")
+    pg.wait_for_timeout(50)
+    b = box.bounding_box()
+    name = pg.locator("#results tbody tr:not(.hidden) td.pin").first
+    n = name.bounding_box()
+    assert abs(n["x"] - b["x"]) <= 2, (n, b)  # still at the left edge after scrolling right
+    hit = pg.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('td')?.classList.contains('pin')",
+                      [n["x"] + n["width"] / 2, n["y"] + n["height"] / 2])
+    assert hit  # not covered by the cells scrolled under it
+    last = pg.locator("#results th").last.bounding_box()
+    assert last["x"] + last["width"] <= b["x"] + b["width"] + 1  # the last column is reachable
+    box.evaluate("b => { b.scrollLeft = 0; }")
+
+
+def test_small_multiples_one_knob_per_row_at_readable_size(page):
+    figs = page.eval_on_selector_all(".plots figure", """fs => fs.map(f => {
+      const r = f.getBoundingClientRect(), i = f.querySelector('img');
+      return {wide: f.classList.contains('wide'), top: r.top, bottom: r.bottom, w: i.getBoundingClientRect().width,
+              nw: i.naturalWidth, alt: i.alt};
+    })""")
+    wide = [f for f in figs if f["wide"]]
+    assert sorted(f["alt"].split(" (")[0] for f in wide) == ["effect of scheduler", "effect of steps"]
+    for f in wide:
+        others = [o for o in figs if o is not f]
+        assert all(o["bottom"] <= f["top"] + 1 or o["top"] >= f["bottom"] - 1 for o in others)  # alone on its row
+        assert f["w"] >= 0.95 * f["nw"] and f["w"] >= 900, f  # shown at (about) its natural size, page-wide

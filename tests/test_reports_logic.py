@@ -33,6 +33,12 @@ def test_pareto_duplicates_are_all_kept_and_nan_never_on_front():
     assert pareto_front(pts, ["min", "min"]) == [True, True, False, False, False]
 
 
+def test_pareto_ties_on_leading_objectives_are_settled_by_the_last():
+    pts = [[1, 2, 5], [1, 2, 3], [1, 2, 4], [1, 2, 3]]
+    assert pareto_front(pts, ["min", "min", "min"]) == [False, True, False, True]
+    assert pareto_front(pts, ["min", "min", "max"]) == [True, False, False, False]
+
+
 def test_pareto_nan_does_not_dominate():
     assert pareto_front([[NAN, NAN], [5, 5]], ["min", "max"]) == [False, True]
 
@@ -57,6 +63,22 @@ def test_recommendation_ties_broken_by_next_objective():
     rows = [dict(ROWS[0], clip_score=32.5), ROWS[1]]
     rec = recommend(rows, {"clip_score": "max", "latency_ms_p95": "min"}, {})
     assert rec.config == "fast"
+
+
+def test_every_later_objective_breaks_ties_whatever_the_row_order():
+    # a and b tie on clip_score; b, c tie on clip and latency; the third objective (VRAM, min) decides
+    rows = [
+        {"config": "a", "config_id": "1", "clip_score": 32.0, "latency_ms_p95": 900, "peak_vram_mb": 8000},
+        {"config": "b", "config_id": "2", "clip_score": 32.0, "latency_ms_p95": 700, "peak_vram_mb": 9000},
+        {"config": "c", "config_id": "3", "clip_score": 32.0, "latency_ms_p95": 700, "peak_vram_mb": 7000},
+        {"config": "d", "config_id": "4", "clip_score": 31.0, "latency_ms_p95": 100, "peak_vram_mb": 1000},
+    ]
+    objectives = {"clip_score": "max", "latency_ms_p95": "min", "peak_vram_mb": "min"}
+    for order in (rows, rows[::-1], [rows[1], rows[0], rows[3], rows[2]]):
+        assert recommend(order, objectives, {}).config == "c"
+    # the second objective alone decides when it differs; a max tie-break picks the larger value
+    assert recommend(rows[:2], {"clip_score": "max", "latency_ms_p95": "min"}, {}).config == "b"
+    assert recommend(rows[:2][::-1], {"clip_score": "max", "latency_ms_p95": "max"}, {}).config == "a"
 
 
 def test_nothing_satisfies_constraints_is_a_clear_message():

@@ -17,7 +17,10 @@ from PIL import Image
 import t2ibench
 from t2ibench.cli import main
 from t2ibench.metrics.evaluate import ImageRecord, evaluate
-from t2ibench.metrics.options import CMMDOptions, FIDOptions, KIDOptions, LPIPSOptions
+from t2ibench.metrics.cmmd import CMMDOptions
+from t2ibench.metrics.fid import FIDOptions
+from t2ibench.metrics.kid import KIDOptions
+from t2ibench.metrics.perceptual import LPIPSOptions
 
 INCEPTION = ("--features", "random:inception")
 CLIP = ("--model", "random:ViT-B-32")
@@ -59,6 +62,7 @@ def d(tmp_path_factory) -> Path:
     np.savez(root / "wrongdim.npz", mu=np.zeros(10), sigma=np.eye(10))
     np.savez(root / "flat_sigma.npz", mu=np.zeros(2048), sigma=np.zeros(2048))
     np.savez(root / "no_sigma.npz", mu=np.zeros(2048))
+    np.savez(root / "dim4.npz", mu=np.zeros(4), sigma=np.eye(4))
     np.savez(root / "nan.npz", mu=np.full(4, np.nan), sigma=np.eye(4))
     (root / "prompts.txt").write_text("a\nb\nc\n")
     return root
@@ -108,7 +112,11 @@ BAD = {
     "two problems, two lines": (["fid", "{d}/one", "{d}/corrupt", *INCEPTION],
                                 [r"one: FID needs at least 2", r"corrupt/003\.png: cannot read image"]),
     "npz of another dimension": (["fid", "{d}/wrongdim.npz", "{d}/two", *INCEPTION],
-                                 [r"wrongdim\.npz: statistics of dimension 10, but .*two has dimension 2048"]),
+                                 [r"wrongdim\.npz: statistics of dimension 10 do not match the 'random:inception' "
+                                  r"features \(dimension 2048\)"]),
+    "two npz of different dimensions": (["fid", "{d}/wrongdim.npz", "{d}/dim4.npz"],
+                                        [r"wrongdim\.npz: statistics of dimension 10 do not match .*dim4\.npz "
+                                         r"\(dimension 4\)"]),
     "npz sigma not d×d": (["fid", "{d}/two", "{d}/flat_sigma.npz", *INCEPTION],
                           [r"flat_sigma\.npz: 'mu' must hold d values and 'sigma' a d×d matrix, got mu of shape "
                            r"\(2048,\) and sigma of shape \(2048,\)"]),
@@ -119,13 +127,17 @@ BAD = {
     "stats into a missing folder": (["stats", "{d}/two", "-o", "{d}/no/dir/out.npz", *INCEPTION],
                                     [r"out\.npz: its folder .*no/dir does not exist"]),
     "lpips images too small": (["lpips", "{d}/tiny_a", "{d}/tiny_b", *ALEX],
-                               [r"tiny_b: 2 images are smaller than the 31×31 pixels LPIPS 'random:alex' needs .*"
-                                r"000\.png, 001\.png; 000\.png is 16×16$"]),
+                               [r"^lpips not computed: images too small for LPIPS \(2 below 31×31 pixels, "
+                                r"e\.g\. tiny_b/000\.png 16×16\)$"]),
     "lpips unpaired names": (["lpips", "{d}/six", "{d}/four", *ALEX],
-                             [r"six: 2 images have no same-named image in .*four \(LPIPS pairs files by name\): "
-                              r"004\.png, 005\.png$"]),
+                             [r"six: 2 images have no same-named image in .*four \(images are paired by file "
+                              r"name\): 004\.png, 005\.png$"]),
     "lpips unpaired in the second folder": (["lpips", "{d}/one", "{d}/other_size", *ALEX],
-                                     [r"other_size: 1 images have no same-named image in .*one.*: 001\.png$"]),
+                                            [r"other_size: 1 images have no same-named image in .*one.*: 001\.png$"]),
+    "kid no subsets": (["kid", "{d}/two", "{d}/three", *INCEPTION, "--subsets", "0"],
+                       [r"kid: subsets: Input should be greater than 0"]),
+    "kid subsets of one image": (["kid", "{d}/two", "{d}/three", *INCEPTION, "--subset-size", "1"],
+                                 [r"kid: subset_size: Input should be greater than 1"]),
 }
 
 
@@ -146,8 +158,7 @@ def test_decode_errors_in_loader_workers_name_each_file(d, cache, capsys):
                      f"{d}/truncated/002.png: cannot read image (image file is truncated)"]
 
 
-@pytest.mark.parametrize("flag, value", [("--subsets", "0"), ("--subset-size", "1"), ("--batch-size", "0"),
-                                         ("--num-workers", "-1")])
+@pytest.mark.parametrize("flag, value", [("--batch-size", "0"), ("--num-workers", "-1")])
 def test_score_rejects_impossible_counts(flag, value, d, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["score", "kid", f"{d}/two", f"{d}/three", flag, value])
@@ -175,7 +186,7 @@ def test_kid_says_when_the_subset_size_is_cut(d, cache, capsys):
 def test_lpips_notes_pairs_of_different_sizes(d, cache, capsys):
     """other_size/001.png is 40×24 against big/001.png at 32×32: scored at the partner's size, with a note."""
     out = _score_json(capsys, cache, "lpips", f"{d}/other_size", f"{d}/big", *ALEX)
-    assert out["n"] == 2
+    assert (out["n_a"], out["n_b"]) == (2, 2)
     assert out["notes"] == ["1 of 2 pairs differ in size; the first image of each was resized (bilinear) to its "
                             "partner's size before LPIPS, e.g. 001.png 40×24 → 32×32"]
     same = _score_json(capsys, cache, "lpips", f"{d}/big", f"{d}/big", *ALEX)
@@ -200,7 +211,7 @@ def test_evaluate_gives_nan_rows_that_say_why_below_the_minimum(d, cache):
     for metric in SET_METRICS:
         single = rows["single", metric]
         assert math.isnan(single.value) and single.lo is None and single.hi is None and single.n == 1
-        assert "too few images (1 < 2)" in single.extra["notes"]
+        assert any(n.startswith("too few images (1 < 2)") for n in single.extra["notes"]), single.extra
         assert math.isfinite(rows["ok", metric].value)
     assert "KID subset size cut from 1000 to 2 (the smaller set's size)" in rows["ok", "kid"].extra["notes"]
 
@@ -212,7 +223,8 @@ def test_evaluate_with_too_few_reference_images(d, cache):
         rows = evaluate(SET_METRICS, images, "ref", cache_dir=Path(cache))
         assert {r.metric for r in rows} == set(SET_METRICS)
         for r in rows:
-            assert math.isnan(r.value) and f"too few reference images ({len(ref)} < 2)" in r.extra["notes"]
+            assert math.isnan(r.value)
+            assert any(n.startswith(f"too few reference images ({len(ref)} < 2)") for n in r.extra["notes"]), r
 
 
 def test_evaluate_lpips_images_too_small(d, cache):
@@ -222,8 +234,8 @@ def test_evaluate_lpips_images_too_small(d, cache):
     assert set(rows) == {("ref", "lpips_diversity"), ("cand", "lpips_diversity"), ("cand", "lpips")}
     for r in rows.values():
         assert math.isnan(r.value)
-        assert any(n.startswith("images too small for LPIPS (2 below 31×31 pixels, e.g. 000.png 16×16)")
-                   for n in r.extra["notes"])
+        assert any(re.fullmatch(r"images too small for LPIPS \(2 below 31×31 pixels, e\.g\. tiny_[ab]/000\.png "
+                                r"16×16\)", n) for n in r.extra["notes"]), r.extra
 
 
 def test_run_with_a_single_ok_image_still_writes_reports(write_suite, tmp_path, monkeypatch):
@@ -247,14 +259,14 @@ def test_run_with_a_single_ok_image_still_writes_reports(write_suite, tmp_path, 
     assert (run.run_dir / "results.csv").is_file() and (run.run_dir / "report.html").is_file()
     results = run.results().set_index("config")
     assert results.loc["steps=1", "n_ok"] == 1 and results.loc["reference", "n_ok"] == 4
-    from t2ibench.harness.store import RunStore
+    from t2ibench.store import RunStore
 
     with RunStore.open(run.run_dir) as store:
         rows = {m["metric"]: m for m in store.metrics()}
     assert set(rows) == {"fid", "kid", "cmmd"}
     for metric, row in rows.items():
         assert row["value"] is None or math.isnan(row["value"]), metric  # NaN, never a bare number
-        assert "too few images (1 < 2)" in row["extra"]["notes"], metric
+        assert any(n.startswith("too few images (1 < 2)") for n in row["extra"]["notes"]), metric
         assert math.isnan(results.loc["steps=1", metric])
 
 

@@ -121,7 +121,7 @@ def test_config_rejects_wrong_id():
 def test_load_key_groups_runtime_knobs():
     configs = make(matrix={"steps": [2, 4], "scheduler": ["euler", "ddim"], "precision": ["fp32", "fp16"]}).configs()
     keys = {c.load_key() for c in configs}
-    assert keys == {("random:tiny-sd", "fp32", "default", "none"), ("random:tiny-sd", "fp16", "default", "none")}
+    assert keys == {("random:tiny-sd", "fp32", "default", "none", "torch"), ("random:tiny-sd", "fp16", "default", "none", "torch")}
 
 
 def test_include_can_override_model():
@@ -141,7 +141,7 @@ def test_seed_range_and_duplicates():
 
 
 def test_metrics_list_and_mapping_forms():
-    from t2ibench.metrics.options import METRIC_OPTIONS
+    from t2ibench.metrics import METRIC_OPTIONS
 
     a = make(metrics=["clip_score", "fid"], reference={"steps": 8})
     b = make(metrics={"clip_score": None, "fid": {"against": "reference"}}, reference={"steps": 8})

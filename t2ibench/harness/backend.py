@@ -1,12 +1,11 @@
-"""The backend protocol: what a runner needs from an inference engine (PyTorch now, ONNX Runtime later)."""
+"""The engine protocol: what the worker needs from a backend's engine (declared in :mod:`t2ibench.backends`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from t2ibench.harness.timing import CallTiming
-from t2ibench.registry import Registry
 from t2ibench.suites.knobs import Knobs
 
 
@@ -27,12 +26,13 @@ class CallOutcome:
 
 
 class LoadedModel(Protocol):
-    """A model loaded for one load key; runtime knobs are applied per config."""
+    """A model loaded for one load key; runtime knobs are applied per config and undone for the next."""
 
     def configure(self, knobs: Knobs) -> dict:
-        """Apply the config's runtime knobs (raises SkipConfig); returns facts such as compile_ms."""
+        """Apply the config's runtime knobs (raises SkipConfig); returns facts to record."""
 
-    def warmup(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> None: ...
+    def warmup(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> float:
+        """One untimed call; returns its wall time in ms."""
 
     def generate(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> CallOutcome: ...
 
@@ -41,20 +41,13 @@ class LoadedModel(Protocol):
 
     def reset_peak_memory(self) -> None: ...
 
+    def recover(self) -> None:
+        """Free what a failed call left on the device, so that the next call can run."""
+
     def close(self) -> None: ...
 
 
-class Backend(Protocol):
-    name: str
+class Engine(Protocol):
+    """What a :class:`~t2ibench.backends.BackendSpec`'s ``engine`` factory returns."""
 
     def load(self, model: str, knobs: Knobs, device: str) -> LoadedModel: ...
-
-
-BACKENDS: Registry[Callable[[], Backend]] = Registry("backend")
-
-
-@BACKENDS.register("torch")
-def _torch_backend() -> Backend:
-    from t2ibench.harness.torch_backend import TorchBackend
-
-    return TorchBackend()

@@ -54,24 +54,6 @@ def check_model_spec(model: str) -> ModelSpec:
     return spec
 
 
-def check_suite_models(suite) -> None:
-    """:func:`check_model_spec` for every model of ``suite``'s configs; all problems in one UserError,
-    each ``file:line: model: ...`` as the suite's schema errors read."""
-    from t2ibench.suites.loader import model_problem
-
-    problems = []
-    for model in dict.fromkeys(c.model for c in suite.configs()):
-        try:
-            check_model_spec(model)
-        except UserError as e:
-            relative = not model.startswith("random:") and not Path(model).expanduser().is_absolute()
-            where = f" (relative model paths are resolved from the current folder, {Path.cwd()})" \
-                if relative and "does not exist" in str(e) else ""
-            problems.append(model_problem(suite, model, f"{e}{where}"))
-    if problems:
-        raise UserError(problems[0], problems=problems)
-
-
 def torch_dtype(precision: str):
     import torch
 

@@ -21,7 +21,7 @@ class ConfigTask:
 
 @dataclass(frozen=True)
 class GroupTask:
-    """Configs sharing one loaded pipeline: (model, precision, vae, offload)."""
+    """Configs sharing one loaded model: the same load key (decided by their backend)."""
 
     load_key: tuple
     configs: tuple[ConfigTask, ...]
@@ -35,8 +35,7 @@ class GroupTask:
 class RunPlan:
     groups: tuple[GroupTask, ...]
     timing: Timing
-    device: str
-    backend: str = "torch"
+    devices: tuple[str, ...]  # where the executor may run groups (one for the local executor)
     skipped_done: int = 0  # cells already in the store
 
     @property
@@ -45,7 +44,7 @@ class RunPlan:
 
 
 def make_plan(configs: list[Config], prompts: list[Prompt], seeds: list[int], done: dict[str, set],
-              timing: Timing, device: str, backend: str = "torch") -> RunPlan:
+              timing: Timing, devices: tuple[str, ...]) -> RunPlan:
     """Group the configs by load key (in order of first appearance) and list their missing cells."""
     groups: dict[tuple, list[ConfigTask]] = {}
     skipped = 0
@@ -55,7 +54,5 @@ def make_plan(configs: list[Config], prompts: list[Prompt], seeds: list[int], do
         skipped += len(prompts) * len(seeds) - len(cells)
         if cells:
             groups.setdefault(config.load_key(), []).append(ConfigTask(config, cells))
-    return RunPlan(
-        groups=tuple(GroupTask(k, tuple(v)) for k, v in groups.items()),
-        timing=timing, device=device, backend=backend, skipped_done=skipped,
-    )
+    return RunPlan(groups=tuple(GroupTask(k, tuple(v)) for k, v in groups.items()),
+                   timing=timing, devices=tuple(devices), skipped_done=skipped)

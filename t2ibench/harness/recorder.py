@@ -14,7 +14,8 @@ from typing import Protocol
 
 from t2ibench.harness.backend import CallOutcome
 from t2ibench.harness.plan import CellTask
-from t2ibench.harness.store import CellRow, RunStore, image_relpath, write_png_atomic
+from t2ibench.harness.worker import GroupReport
+from t2ibench.store import CallRow, CellRow, RunStore, image_relpath, write_png_atomic
 from t2ibench.suites import Config
 
 
@@ -45,7 +46,8 @@ class StoreRecorder:
         self.store = store
         self.observer = observer or NullObserver()
         self._call_base: dict[str, int] = {}  # per config: offset making this session's call indices unique
-        self.model_lifecycle_ms = 0.0  # load + unload, summed over groups
+        self.groups: list[GroupReport] = []
+        self.stop = False  # set (by a signal handler) to stop after the current call
         self._queue: queue.Queue = queue.Queue(maxsize=32)
         self._error: BaseException | None = None
         self._thread = None
@@ -63,13 +65,20 @@ class StoreRecorder:
     def cells_done(self, config: Config, cells: list[CellTask], outcome: CallOutcome | None, error: str,
                    peak: tuple[float | None, float], call_index: int, samples: list[float]) -> None:
         vram, rss = peak
-        base = dict(config_id=config.config_id, peak_vram_mb=vram, peak_rss_mb=rss,
-                    call_index=self._call_base.get(config.config_id, 0) + call_index,
+        index = self._call_base.get(config.config_id, 0) + call_index
+        base = dict(config_id=config.config_id, peak_vram_mb=vram, peak_rss_mb=rss, call_index=index,
                     batch_size=config.knobs.batch_size, created_at=time.time())
+        call = CallRow(config_id=config.config_id, call_index=index, status="failed", error=error,
+                       batch_size=config.knobs.batch_size, n_images=len(cells), peak_vram_mb=vram, peak_rss_mb=rss,
+                       created_at=base["created_at"])
         if outcome is None:
             items = [(self._row(cell, base, status="failed", error=error), None) for cell in cells]
         else:
             t = outcome.timing
+            statuses = {image.status for image in outcome.images[:len(cells)]}
+            call = CallRow(**{**call.__dict__, "status": "ok" if "ok" in statuses else "nan", "samples": samples,
+                              "latency_ms": t.latency_ms, "encode_ms": t.encode_ms, "denoise_ms": t.denoise_ms,
+                              "decode_ms": t.decode_ms, "step_ms": t.step_ms, "recompiles": outcome.recompiles})
             items = []
             for cell, image in zip(cells, outcome.images):
                 row = self._row(
@@ -80,7 +89,7 @@ class StoreRecorder:
                     if image.status == "ok" else None,
                 )
                 items.append((row, image.pixels))
-        self._put(items)
+        self._put((call, items))
         self.observer.cells_advanced(config, len(cells))
 
     def config_ended(self, config: Config, status: str, reason: str, cells: tuple[CellTask, ...],
@@ -88,7 +97,7 @@ class StoreRecorder:
         if cells:
             now = time.time()
             base = dict(config_id=config.config_id, batch_size=config.knobs.batch_size, created_at=now)
-            self._put([(self._row(c, base, status=status, error=reason), None) for c in cells])
+            self._put((None, [(self._row(c, base, status=status, error=reason), None) for c in cells]))
             self.observer.cells_advanced(config, len(cells))
         self.flush()
         self.store.update_config(
@@ -98,8 +107,11 @@ class StoreRecorder:
         )
         self.observer.config_ended(config, status, reason)
 
-    def group_ended(self, load_ms: float, unload_ms: float) -> None:
-        self.model_lifecycle_ms += load_ms + unload_ms
+    def group_ended(self, report: GroupReport) -> None:
+        self.groups.append(report)
+
+    def stop_requested(self) -> bool:
+        return self.stop
 
     # -- writing ---------------------------------------------------------------------------------
     @staticmethod
@@ -107,21 +119,22 @@ class StoreRecorder:
         return CellRow(prompt_id=cell.prompt.prompt_id, seed=cell.seed, prompt=cell.prompt.text,
                        category=cell.prompt.category, **base, **fields)
 
-    def _put(self, items: list) -> None:
+    def _put(self, items: tuple[CallRow | None, list]) -> None:
         self._raise_if_failed()
         if self._thread is None:
             self._write(items)
         else:
             self._queue.put(items)
 
-    def _write(self, items: list) -> None:
+    def _write(self, work: tuple[CallRow | None, list]) -> None:
+        call, items = work
         rows = []
         for row, pixels in items:
             if pixels is not None:  # the image lands before its row commits
                 sha = write_png_atomic(self.store.run_dir / row.image_path, pixels)
                 row = CellRow(**{**row.__dict__, "image_sha256": sha})
             rows.append(row)
-        self.store.put_cells(rows)
+        self.store.put_cells(rows, call)
 
     def _write_loop(self) -> None:
         while True:

@@ -261,6 +261,16 @@ class TorchModel:
     def reset_peak_memory(self) -> None:
         self.memory.reset()
 
+    def recover(self) -> None:
+        """After a failed call (CUDA OOM, say): return the cached blocks so the next call has room."""
+        import gc
+
+        import torch
+
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+
     def peak_memory(self) -> tuple[float | None, float]:
         return self.memory.peak_vram_mb(), self.memory.peak_rss_mb()
 
@@ -293,6 +303,8 @@ def _dynamo_graph_count() -> int:
 
 
 class TorchBackend:
+    """The engine of the ``torch`` backend (declared in ``t2ibench.backends.torch``)."""
+
     name = "torch"
 
     def load(self, model: str, knobs: Knobs, device: str) -> TorchModel:

@@ -8,12 +8,27 @@ from __future__ import annotations
 
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Protocol
 
+from t2ibench.backends import BACKENDS, BackendSpec
 from t2ibench.errors import SkipConfig, UserError
-from t2ibench.harness.backend import Backend, CallOutcome, LoadedModel
+from t2ibench.harness.backend import CallOutcome, Engine, LoadedModel
 from t2ibench.harness.plan import CellTask, ConfigTask, GroupTask
 from t2ibench.suites import Config, Timing
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    """How one load group went: model lifecycle times and the wall-clock span of its generation
+    (epoch seconds, so that spans from several workers can be merged)."""
+
+    load_key: tuple
+    device: str
+    load_ms: float
+    unload_ms: float
+    generate_start: float
+    generate_end: float
 
 
 class ResultSink(Protocol):
@@ -21,13 +36,17 @@ class ResultSink(Protocol):
 
     def config_ended(self, config: Config, status: str, reason: str, cells: tuple[CellTask, ...],
                      facts: dict) -> None:
-        """status: done | skipped | failed; for skipped/failed, ``cells`` get that status and ``reason``."""
+        """status: done | interrupted | skipped | failed; for skipped/failed, ``cells`` get that status and
+        ``reason``."""
 
     def cells_done(self, config: Config, cells: list[CellTask], outcome: CallOutcome | None, error: str,
                    peak: tuple[float | None, float], call_index: int, samples: list[float]) -> None: ...
 
-    def group_ended(self, load_ms: float, unload_ms: float) -> None:
-        """Model lifecycle time of one group (excluded from the sweep's measured time)."""
+    def group_ended(self, report: GroupReport) -> None:
+        """One group is done: its load/unload times and generation span (the sweep's time is their union)."""
+
+    def stop_requested(self) -> bool:
+        """True when the run should stop after the current call (Ctrl-C)."""
 
 
 def short_error(exc: BaseException) -> str:
@@ -40,16 +59,24 @@ def batches(cells: tuple[CellTask, ...], size: int) -> list[list[CellTask]]:
 
 
 class Worker:
-    def __init__(self, backend: Backend, device: str, timing: Timing):
-        self.backend = backend
+    """Runs load groups on one device; it knows backends only through their specs and engines."""
+
+    def __init__(self, device: str, timing: Timing):
         self.device = device
         self.timing = timing
+        self._engines: dict[str, Engine] = {}
+
+    def engine(self, spec: BackendSpec) -> Engine:
+        if spec.name not in self._engines:
+            self._engines[spec.name] = spec.make_engine()
+        return self._engines[spec.name]
 
     def run_group(self, group: GroupTask, sink: ResultSink) -> None:
         first = group.configs[0].config
+        spec = BACKENDS.get(first.knobs.backend)
         t0 = time.perf_counter()
         try:
-            model = self.backend.load(first.model, first.knobs, self.device)
+            model = self.engine(spec).load(first.model, first.knobs, self.device)
         except (SkipConfig, UserError) as e:
             status = "skipped" if isinstance(e, SkipConfig) else "failed"
             for task in group.configs:
@@ -63,20 +90,26 @@ class Worker:
                                   {"traceback": traceback.format_exc()})
             return
         load_ms = (time.perf_counter() - t0) * 1000.0
+        generate_start = time.time()
         try:
             for task in group.configs:
-                self.run_config(model, task, sink, {"load_ms": load_ms})
+                if sink.stop_requested():
+                    break
+                self.run_config(model, spec, task, sink, {"load_ms": load_ms})
         finally:
+            generate_end = time.time()
             t0 = time.perf_counter()
             model.close()
-            sink.group_ended(load_ms, (time.perf_counter() - t0) * 1000.0)
+            sink.group_ended(GroupReport(group.load_key, self.device, load_ms, (time.perf_counter() - t0) * 1000.0,
+                                         generate_start, generate_end))
 
-    def run_config(self, model: LoadedModel, task: ConfigTask, sink: ResultSink, facts: dict) -> None:
+    def run_config(self, model: LoadedModel, spec: BackendSpec, task: ConfigTask, sink: ResultSink,
+                   facts: dict) -> None:
         config, knobs = task.config, task.config.knobs
         sink.config_started(config, len(task.cells))
         groups = batches(task.cells, knobs.batch_size)
-        # a compiled denoiser compiles in its first call: that call is always a warm-up, never timed
-        n_warmup = max(self.timing.warmup, 1) if knobs.compile_options is not None else self.timing.warmup
+        # a compiling config compiles in its first call: that call is always a warm-up, never timed
+        n_warmup = spec.warmup_calls(knobs, self.timing.warmup)
         try:
             model.configure(knobs)
             model.reset_peak_memory()
@@ -91,8 +124,11 @@ class Worker:
                               {"traceback": traceback.format_exc()})
             return
         facts = dict(facts, warmup_ms=sum(warmup_ms))
-        recompiles, timed_ms = 0, []
+        recompiles, timed_ms, status = 0, [], "done"
         for index, cells in enumerate(groups):
+            if sink.stop_requested():
+                status = "interrupted"
+                break
             padded = _padded(cells, knobs.batch_size)  # a constant batch shape: no recompiles, fair per-call latency
             prompts, seeds = [c.prompt.text for c in padded], [c.seed for c in padded]
             try:
@@ -101,7 +137,7 @@ class Worker:
                 sink.config_ended(config, "skipped", str(e), tuple(c for rest in groups[index:] for c in rest), {})
                 return
             except Exception as e:
-                _free_cuda_cache()
+                model.recover()
                 sink.cells_done(config, cells, None, short_error(e), model.peak_memory(), index, [])
                 continue
             samples = [o.timing.latency_ms for o in outcomes]
@@ -109,9 +145,9 @@ class Worker:
             median = sorted(outcomes, key=lambda o: o.timing.latency_ms)[(len(outcomes) - 1) // 2]
             recompiles += sum(o.recompiles for o in outcomes)
             sink.cells_done(config, cells, median, "", model.peak_memory(), index, samples)
-        if knobs.compile_options is not None and warmup_ms and timed_ms:
+        if spec.compiles(knobs) and warmup_ms and timed_ms:
             facts["compile_ms"] = compile_ms(warmup_ms[0], timed_ms)
-        sink.config_ended(config, "done", "", (), dict(facts, recompiles=recompiles))
+        sink.config_ended(config, status, "", (), dict(facts, recompiles=recompiles))
 
 
 def compile_ms(first_call_ms: float, timed_ms: list[float]) -> float:
@@ -123,12 +159,3 @@ def compile_ms(first_call_ms: float, timed_ms: list[float]) -> float:
 
 def _padded(cells: list[CellTask], size: int) -> list[CellTask]:
     return cells + [cells[-1]] * (size - len(cells))
-
-
-def _free_cuda_cache() -> None:
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import numpy as np
 
@@ -37,57 +38,47 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _inception_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", default="inception", help="inception | random:inception")
-    p.add_argument("--resize", default="bilinear", choices=["bilinear", "clean"])
-    p.add_argument("--weights", default=None, help="path to pt_inception-2015-12-05-6726825d.pth")
-
-
-def _clip_args(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument("--model", default=default, help="open_clip architecture or random:<arch>")
-    p.add_argument("--pretrained", default="openai", help="open_clip pretrained tag or a weights file")
+def _option_flags(p: argparse.ArgumentParser, options: type) -> None:
+    """One ``--flag`` per field of a metric's options model (except ``against``, given as a folder)."""
+    for name, field in options.model_fields.items():
+        if name == "against":
+            continue
+        flag = "--" + name.replace("_", "-")
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
+        kind = field.annotation if field.annotation in (int, float) else None
+        help_text = " | ".join(choices) if choices else f"{options.__name__}.{name}"
+        p.add_argument(flag, dest=name, default=field.default, type=kind, choices=choices, help=help_text)
 
 
 def add_score_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``score`` and its sub-verbs; each sets ``func`` to a handler returning an exit code."""
-    score = subparsers.add_parser("score", help="FID/KID/CMMD/CLIP/LPIPS on image folders or .npz stats")
+    """Add ``score`` and one sub-verb per registered metric (plus ``stats``); each sets ``func``."""
+    from t2ibench.metrics.registry import METRICS
+
+    score = subparsers.add_parser("score", help="metrics on image folders or .npz stats: "
+                                                + ", ".join(METRICS.names()))
     verbs = score.add_subparsers(dest="score_verb", required=True, metavar="METRIC")
-
-    p = verbs.add_parser("fid", help="Fréchet Inception Distance between two folders or .npz files")
-    p.add_argument("a"), p.add_argument("b")
-    _inception_args(p), _common(p)
-    p.set_defaults(func=_fid)
-
-    p = verbs.add_parser("kid", help="Kernel Inception Distance (mean ± std over subsets)")
-    p.add_argument("a"), p.add_argument("b")
-    _inception_args(p), _common(p)
-    p.add_argument("--subsets", type=_at_least(1), default=100)
-    p.add_argument("--subset-size", type=_at_least(2), default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_kid)
-
-    p = verbs.add_parser("cmmd", help="CLIP-embedding MMD between two folders")
-    p.add_argument("a"), p.add_argument("b")
-    _clip_args(p, "ViT-L-14-336"), _common(p)
-    p.set_defaults(func=_cmmd)
-
-    p = verbs.add_parser("clip", help="CLIP score of a folder against its prompts")
-    p.add_argument("dir")
-    p.add_argument("--prompts", required=True, type=Path,
-                   help=".txt (one prompt per line, in sorted file-name order) or .jsonl/.csv with file,prompt")
-    _clip_args(p, "ViT-B-32"), _common(p)
-    p.set_defaults(func=_clip)
-
-    p = verbs.add_parser("lpips", help="mean LPIPS between same-named images of two folders")
-    p.add_argument("a"), p.add_argument("b")
-    p.add_argument("--net", default="alex", help="alex | vgg | squeeze | random:<net>")
-    _common(p)
-    p.set_defaults(func=_lpips)
+    for name, spec in METRICS.items():
+        p = verbs.add_parser(name, aliases=list(spec.cli_aliases), help=spec.summary,
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("a", help="folder of images" + (" (or .npz statistics)" if spec.stats_files else ""))
+        if spec.against:
+            p.add_argument("b", help="reference folder" + (" or .npz statistics" if spec.stats_files else ""))
+        if spec.prompts:
+            p.add_argument("--prompts", required=True, type=Path,
+                           help=".txt (one prompt per line, in sorted file-name order) or .jsonl/.csv with file,prompt")
+        _option_flags(p, spec.options)
+        p.add_argument("--seed", type=int, default=0, help="seed of subsets and resampling")
+        p.add_argument("--ci", action="store_true", help="also compute a 95%% confidence interval")
+        _common(p)
+        p.set_defaults(func=lambda args, spec=spec: _score(args, spec))
 
     p = verbs.add_parser("stats", help="save pytorch-fid compatible mu/sigma of a folder")
     p.add_argument("dir")
     p.add_argument("-o", "--output", required=True, type=Path)
-    _inception_args(p), _common(p)
+    p.add_argument("--features", default="inception", help="inception | random:inception")
+    p.add_argument("--resize", default="bilinear", choices=["bilinear", "clean"])
+    p.add_argument("--weights", default=None, help="path to pt_inception-2015-12-05-6726825d.pth")
+    _common(p)
     p.set_defaults(func=_stats)
     return score
 
@@ -98,35 +89,50 @@ def _cache(args: argparse.Namespace):
     return FeatureCache(args.cache_dir)
 
 
-def _images(problems: list[str], folder: str, metric: str, minimum: int) -> tuple[list[Path], dict]:
-    """A folder's images and their (w, h); what is wrong (no folder, too few, unreadable) goes to ``problems``."""
+def _extract(args: argparse.Namespace, ext, files: list[Path]) -> np.ndarray:
+    from t2ibench.metrics.features import extract, resolve_device
+
+    ext.to(resolve_device(args.device))
+    return extract(files, ext, _cache(args), batch_size=args.batch_size, num_workers=args.num_workers)
+
+
+# --- bad input: every problem of both sides, one line each, before any network loads ----------
+
+def _raise(problems: list[str]) -> None:
+    problems = list(dict.fromkeys(problems))
+    if problems:
+        raise UserError(problems[0], problems=problems)
+
+
+def _images(problems: list[str], folder: str, metric: str, minimum: int) -> list[Path]:
+    """A folder's images; what is wrong (no folder, too few, not images) goes to ``problems``."""
     from t2ibench.metrics.images import image_sizes, list_images
-    from t2ibench.metrics.minimums import require
 
     try:
         files = list_images(folder)
-        sizes = image_sizes(files)  # headers only: names every non-image before a network loads
+        image_sizes(files)  # headers only: names every non-image before a network loads
     except UserError as e:
         problems.extend(e.problems)
-        return [], {}
-    require(problems, folder, metric, len(files), minimum)
-    return files, sizes
+        return []
+    if len(files) < minimum:
+        problems.append(f"{folder}: {metric} needs at least {minimum} images, found {len(files)}")
+    return files
 
 
-def _extract(args: argparse.Namespace, ext, *file_lists: list[Path]) -> list[np.ndarray]:
-    """Features of each list; the unreadable files of all of them are raised together."""
-    from t2ibench.metrics.features import extract, resolve_device
-    from t2ibench.metrics.minimums import raise_all
+def _reference(problems: list[str], path: str, spec) -> list[Path]:
+    """The second side: a folder's images, or (FID) a statistics file checked for shape."""
+    from t2ibench.metrics.fid import load_stats
 
-    ext.to(resolve_device(args.device))
-    out, problems = [], []
-    for files in file_lists:
+    if not path.lower().endswith(".npz"):
+        return _images(problems, path, spec.label, spec.min_images)
+    if not Path(path).is_file():
+        problems.append(f"{path}: no such file")
+    else:
         try:
-            out.append(extract(files, ext, _cache(args), batch_size=args.batch_size, num_workers=args.num_workers))
+            load_stats(path)
         except UserError as e:
             problems.extend(e.problems)
-    raise_all(problems)
-    return out
+    return []
 
 
 def _names(paths: list[Path], shown: int = 5) -> str:
@@ -134,16 +140,14 @@ def _names(paths: list[Path], shown: int = 5) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-def _inception(args: argparse.Namespace):
-    from t2ibench.metrics.networks import load_features
-
-    return load_features(args.features, args.resize, args.weights)
-
-
-def _no_npz(*paths: str) -> None:
-    for p in paths:
-        if p.lower().endswith(".npz"):
-            raise UserError(f"{p}: an .npz holds only FID statistics; this metric needs a folder of images")
+def _unpaired(problems: list[str], a: str, files_a: list[Path], b: str, files_b: list[Path]) -> None:
+    """Images are paired by file name: each folder's images without a same-named partner are a problem."""
+    for folder, files, other, names in ((a, files_a, b, {p.name for p in files_b}),
+                                        (b, files_b, a, {p.name for p in files_a})):
+        alone = [p for p in files if p.name not in names]
+        if alone:
+            problems.append(f"{folder}: {len(alone)} images have no same-named image in {other} "
+                            f"(images are paired by file name): {_names(alone)}")
 
 
 def _emit(args: argparse.Namespace, metric: str, value: float, random: bool, notes: list[str] | None = None,
@@ -160,75 +164,69 @@ def _emit(args: argparse.Namespace, metric: str, value: float, random: bool, not
     return 0
 
 
-def _fid_input(problems: list[str], path: str):
-    """An .npz's (mu, sigma), or a folder's image files; what is wrong goes to ``problems``."""
-    from t2ibench.metrics.fid import MIN_IMAGES, load_stats
+def _options(args: argparse.Namespace, spec) -> Any:
+    from pydantic import ValidationError
 
-    if not path.lower().endswith(".npz"):
-        return _images(problems, path, "FID", MIN_IMAGES)[0]
-    if not Path(path).is_file():
-        problems.append(f"{path}: no such file")
-        return None
+    values = {k: getattr(args, k) for k in spec.options.model_fields if k != "against"}
+    if spec.against:
+        values["against"] = args.b
     try:
-        return load_stats(path)
-    except UserError as e:
-        problems.extend(e.problems)
-        return None
+        return spec.options.model_validate(values)
+    except ValidationError as e:
+        problems = [f"{spec.name}: {'.'.join(map(str, err['loc'])) or 'options'}: {err['msg'].removeprefix('Value error, ')}"
+                    for err in e.errors()]
+        raise UserError(problems[0], problems=problems) from None
 
 
-def _fid(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.fid import FID, MIN_UNBIASED_N, bias_note, check_dims, frechet_distance
-    from t2ibench.metrics.minimums import raise_all
+def _fid_of_two_stats(args: argparse.Namespace, spec) -> int:
+    from t2ibench.metrics.fid import check_dims, frechet_distance, load_stats
 
     problems: list[str] = []
-    inputs = [_fid_input(problems, args.a), _fid_input(problems, args.b)]
-    raise_all(problems)
-    folders = [i for i in inputs if isinstance(i, list)]
-    ext = _inception(args) if folders else None
-    feats = iter(_extract(args, ext, *folders))
-    stats, ns = [], []
-    for i in inputs:
-        if isinstance(i, list):
-            f = FID()
-            f.update(next(feats))
-            stats.append(f.stats()), ns.append(f.n)
-        else:
-            stats.append(i), ns.append(None)
-    check_dims(args.a, len(stats[0][0]), args.b, len(stats[1][0]))
-    notes = [bias_note(n) for n in sorted({n for n in ns if n is not None and n < MIN_UNBIASED_N})]
-    value = frechet_distance(*stats[0], *stats[1])
-    return _emit(args, "fid", value, bool(ext and ext.random_weights), notes, n_a=ns[0], n_b=ns[1])
+    for p in (args.a, args.b):
+        _reference(problems, p, spec)
+    _raise(problems)
+    (mu1, s1), (mu2, s2) = load_stats(args.a), load_stats(args.b)
+    check_dims(args.a, len(mu1), args.b, len(mu2))
+    return _emit(args, "fid", frechet_distance(mu1, s1, mu2, s2), False, n_a=None, n_b=None)
 
 
-def _two_folders(args: argparse.Namespace, metric: str, minimum: int) -> tuple[list[Path], list[Path]]:
-    from t2ibench.metrics.minimums import raise_all
+def _score(args: argparse.Namespace, spec) -> int:
+    """Any registered metric on a folder (against a second folder or .npz): the same evaluation as in a run."""
+    from t2ibench.metrics.evaluate import ImageRecord, evaluate
 
-    _no_npz(args.a, args.b)
+    a = args.a
+    if a.lower().endswith(".npz"):
+        if not spec.stats_files:
+            raise UserError(f"{a}: an .npz holds only FID statistics; this metric needs a folder of images")
+        if args.b.lower().endswith(".npz"):
+            return _fid_of_two_stats(args, spec)
+        args.a, args.b = args.b, a  # FID is symmetric: score the folder against the statistics
+    options = _options(args, spec)
     problems: list[str] = []
-    a, b = _images(problems, args.a, metric, minimum)[0], _images(problems, args.b, metric, minimum)[0]
-    raise_all(problems)
-    return a, b
-
-
-def _kid(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.kid import MIN_IMAGES, kid, negative_note, subset_note
-
-    a, b = _two_folders(args, "KID", MIN_IMAGES)
-    ext = _inception(args)
-    x, y = (f.astype(np.float64) for f in _extract(args, ext, a, b))
-    mean, std = kid(x, y, args.subsets, args.subset_size, seed=args.seed)
-    notes = [n for n in (subset_note(args.subset_size, len(x), len(y)), negative_note(mean)) if n]
-    return _emit(args, "kid", mean, ext.random_weights, notes, kid_std=std, n_a=len(x), n_b=len(y))
-
-
-def _cmmd(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.cmmd import MIN_IMAGES, cmmd
-    from t2ibench.metrics.networks import load_clip
-
-    a, b = _two_folders(args, "CMMD", MIN_IMAGES)
-    ext = load_clip(args.model, args.pretrained).image
-    x, y = _extract(args, ext, a, b)
-    return _emit(args, "cmmd", cmmd(x, y), ext.random_weights, n_a=len(x), n_b=len(y))
+    files = _images(problems, args.a, spec.label, spec.min_images)
+    if spec.against:
+        ref_files = _reference(problems, args.b, spec)
+        if spec.per_image and files and ref_files:  # a per-image metric against a folder pairs by file name
+            _unpaired(problems, args.a, files, args.b, ref_files)
+    _raise(problems)
+    prompts = read_prompts(args.prompts, files) if spec.prompts else [f.name for f in files]
+    records = [ImageRecord("a", f.name, prompt, 0, f) for f, prompt in zip(files, prompts)]
+    rows = evaluate({spec.name: options}, records, None, device=args.device, cache_dir=args.cache_dir,
+                    seed=args.seed, batch_size=args.batch_size, num_workers=args.num_workers, ci=args.ci)
+    row = next(r for r in rows if r.metric == spec.name)
+    notes = [n for n in row.extra.get("notes", []) if n != RANDOM_LABEL]
+    if math.isnan(row.value) and notes:  # the metric could not be computed on this input: say why, exit 2
+        _raise([f"{spec.name} not computed: {n}" for n in notes])
+    extra: dict[str, Any] = {}
+    if args.ci:
+        extra.update(lo=row.lo, hi=row.hi)
+    scalars = {k: v for k, v in row.extra.items() if isinstance(v, (int, float)) and k != "n_ref"}
+    if spec.against:
+        n_ref = row.extra.get("n_ref")
+        extra.update(n_a=row.n, n_b=n_ref) if a == args.a else extra.update(n_a=n_ref, n_b=row.n)
+    else:
+        extra["n"] = row.n
+    return _emit(args, spec.name, row.value, row.random_weights, notes, **scalars, **extra)
 
 
 def read_prompts(prompts: Path, files: list[Path]) -> list[str]:
@@ -268,73 +266,23 @@ def read_prompts(prompts: Path, files: list[Path]) -> list[str]:
     return [by_name[f.name] for f in files]
 
 
-def _clip(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.clipscore import MIN_IMAGES, clip_score
-    from t2ibench.metrics.features import resolve_device
-    from t2ibench.metrics.minimums import raise_all
-    from t2ibench.metrics.networks import load_clip
-
-    problems: list[str] = []
-    files = _images(problems, args.dir, "CLIP score", MIN_IMAGES)[0]
-    raise_all(problems)
-    prompts = read_prompts(args.prompts, files)
-    s = clip_score(files, prompts, args.model, args.pretrained, resolve_device(args.device), _cache(args),
-                   args.batch_size, args.num_workers)
-    random = load_clip(args.model, args.pretrained).image.random_weights
-    return _emit(args, "clip_score", float(s.mean()), random, std=float(s.std()), n=len(s))
-
-
-def _lpips(args: argparse.Namespace) -> int:
-    """Pairs are same-named files; every file must have its partner. A pair of different sizes is
-    compared at the second image's size (the first is resized), and a note says so."""
-    from t2ibench.metrics.features import resolve_device
-    from t2ibench.metrics.minimums import raise_all
-    from t2ibench.metrics.networks import load_lpips
-    from t2ibench.metrics.perceptual import MIN_PAIRS, pair_distances, resize_note, too_small
-
-    _no_npz(args.a, args.b)
-    problems: list[str] = []
-    (fa, sa), (fb, sb) = _images(problems, args.a, "LPIPS", MIN_PAIRS), _images(problems, args.b, "LPIPS", MIN_PAIRS)
-    if fa and fb:
-        names_a, names_b = {p.name for p in fa}, {p.name for p in fb}
-        for folder, files, other, names in ((args.a, fa, args.b, names_b), (args.b, fb, args.a, names_a)):
-            alone = [p for p in files if p.name not in names]
-            if alone:
-                problems.append(f"{folder}: {len(alone)} images have no same-named image in {other} "
-                                f"(LPIPS pairs files by name): {_names(alone)}")
-    raise_all(problems)
-    by_name = {p.name: p for p in fb}
-    pairs = [(p, by_name[p.name]) for p in fa]
-    net = load_lpips(args.net).to(resolve_device(args.device))
-    small, side = too_small(net, sb)  # pairs are compared at the second image's size
-    if small:
-        w, h = sb[small[0]]
-        raise UserError(f"{args.b}: {len(small)} images are smaller than the {side}×{side} pixels LPIPS "
-                        f"'{args.net}' needs (pairs are compared at this folder's sizes): {_names(small)}; "
-                        f"{small[0].name} is {w}×{h}")
-    sizes = {**sa, **sb}
-    d = pair_distances(net, pairs, _cache(args))
-    notes = [n for n in (resize_note(pairs, sizes),) if n]
-    return _emit(args, "lpips", float(d.mean()), net.random_weights, notes, std=float(d.std()), n=len(d))
-
-
 def _stats(args: argparse.Namespace) -> int:
     from t2ibench.metrics.fid import FID, MIN_IMAGES, save_stats
-    from t2ibench.metrics.minimums import raise_all
+    from t2ibench.metrics.networks import load_features
 
     problems: list[str] = []
-    files = _images(problems, args.dir, "FID statistics", MIN_IMAGES)[0]
+    files = _images(problems, args.dir, "FID statistics", MIN_IMAGES)
     if not args.output.parent.is_dir():
         problems.append(f"{args.output}: its folder {args.output.parent} does not exist")
-    raise_all(problems)
-    ext = _inception(args)
+    _raise(problems)
+    ext = load_features(args.features, args.resize, args.weights)
     f = FID()
-    f.update(_extract(args, ext, files)[0])
-    (mu, sigma), n = f.stats(), f.n
+    f.update(_extract(args, ext, files))
     try:
-        save_stats(args.output, (mu, sigma))
+        save_stats(args.output, f.stats())
     except OSError as e:
         raise UserError(f"{args.output}: cannot write statistics ({e.strerror or e})") from None
+    n = f.n
     if not args.json:
         print(f"saved mu/sigma of {n} images to {args.output}" + (f"  [{RANDOM_LABEL}]" if ext.random_weights else ""))
         return 0

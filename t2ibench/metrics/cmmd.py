@@ -9,7 +9,6 @@ from t2ibench.metrics._arrays import FeatureSet
 
 SIGMA = 10.0
 SCALE = 1000.0
-MIN_IMAGES = 2  # per side: with one image a set has no spread, and the biased MMD is meaningless
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -41,3 +40,69 @@ class CMMD(FeatureSet):
 
     def compute(self, reference: "CMMD | np.ndarray | None" = None) -> float:
         return cmmd(self.features(), self.reference_features(reference))
+
+
+# --- registration ------------------------------------------------------------------------------
+
+from pydantic import field_validator  # noqa: E402
+
+from t2ibench.base import Frozen  # noqa: E402
+from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck  # noqa: E402
+
+MIN_IMAGES = 2  # per side: with one image a set has no spread, and the biased MMD is meaningless
+
+
+class CMMDOptions(Frozen):
+    """``cmmd: {against: reference, model: ViT-L-14-336}``; ``model`` is open_clip or ``random:<arch>``."""
+
+    against: str = "reference"
+    model: str = "ViT-L-14-336"
+    pretrained: str = "openai"
+
+    @field_validator("against")
+    @classmethod
+    def _no_npz(cls, against: str) -> str:
+        from t2ibench.metrics.kid import no_npz
+
+        return no_npz(against)
+
+
+def score_cmmd(o: CMMDOptions, ctx) -> list:
+    from t2ibench.metrics import bootstrap as bs
+    from t2ibench.metrics.networks import load_clip
+    from t2ibench.metrics.scoring import result, too_few
+
+    ext = load_clip(o.model, o.pretrained).image
+    ref_paths = ctx.reference_paths("cmmd", o.against)  # none when every reference cell failed
+    if len(ref_paths) < MIN_IMAGES:
+        return [too_few(cfg, "cmmd", len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
+                for cfg in ctx.candidates(o.against)]
+    y = l2_normalise(ctx.features(ext, ref_paths))
+    kyy = mean_rbf(y, y)
+    out = []
+    for cfg in ctx.candidates(o.against):
+        recs = ctx.configs[cfg]
+        x = l2_normalise(ctx.features(ext, [r.path for r in recs]))
+        if min(len(x), len(y)) < MIN_IMAGES:
+            side = "reference" if len(y) < MIN_IMAGES else ""
+            out.append(too_few(cfg, "cmmd", min(len(x), len(y)), MIN_IMAGES, ext.random_weights, side))
+            continue
+        kxx, kxy_rows = rbf_kernel(x, x), rbf_kernel(x, y).mean(1)  # resamples index into these
+        value = SCALE * (kxx.mean() + kyy - 2 * kxy_rows.mean())
+        ci = bs.stat_ci(lambda ix: SCALE * (kxx[np.ix_(ix, ix)].mean() + kyy - 2 * kxy_rows[ix].mean()),
+                        [r.prompt_id for r in recs], seed=ctx.seed) if ctx.ci else None
+        out.append(result(cfg, "cmmd", value, ci, ext.random_weights, len(x), n_ref=len(y)))
+    return out
+
+
+def _cmmd_networks(o: CMMDOptions) -> list[NetworkCheck]:
+    from t2ibench.metrics.clipscore import clip_network
+
+    return clip_network(o.model, o.pretrained)
+
+
+METRICS.add("cmmd", MetricSpec(
+    name="cmmd", options=CMMDOptions, runner=score_cmmd, higher_is_better=False, against=True, per_image=False,
+    gate="5%", label="CMMD", summary="CLIP-embedding MMD between two folders", networks=_cmmd_networks,
+    min_images=MIN_IMAGES,
+))

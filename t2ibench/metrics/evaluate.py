@@ -1,4 +1,4 @@
-"""Score a run's images: a pure function from image records to metric rows.
+"""Score images: a pure function from image records to metric rows, through the metric registry.
 
 Against ``reference``, the reference config gets no FID/KID/CMMD/LPIPS row of its own (it would
 be ~0 by construction); it does get ``clip_score`` and ``lpips_diversity`` rows.
@@ -6,300 +6,32 @@ be ~0 by construction); it does get ``clip_score`` and ``lpips_diversity`` rows.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-from pydantic import BaseModel
+from t2ibench.metrics.registry import METRICS
+from t2ibench.metrics.scoring import ImageRecord, MetricResult, ScoringContext
 
-from t2ibench.errors import UserError
-from t2ibench.metrics import bootstrap as bs
-from t2ibench.metrics.cache import FeatureCache
-from t2ibench.metrics.clipscore import cosine_scores
-from t2ibench.metrics import cmmd as cmmd_math
-from t2ibench.metrics import fid as fid_math
-from t2ibench.metrics import kid as kid_math
-from t2ibench.metrics.cmmd import SCALE, l2_normalise, mean_rbf, rbf_kernel
-from t2ibench.metrics.features import extract, resolve_device
-from t2ibench.metrics.fid import (MIN_UNBIASED_N, bias_note, check_dims, load_stats, psd_sqrt, trace_sqrt_cross,
-                                  trace_sqrt_product)
-from t2ibench.metrics.images import image_sizes, list_images
-from t2ibench.metrics.kid import kid, negative_note, subset_note
-from t2ibench.metrics.minimums import too_few
-from t2ibench.metrics.networks import Extractor, load_clip, load_features, load_lpips
-from t2ibench.metrics.options import METRIC_OPTIONS
-from t2ibench.metrics.perceptual import diversity, pair_distances, resize_note, too_small, too_small_note
-from t2ibench.registry import did_you_mean
-
-RANDOM_NOTE = "not meaningful (random weights)"
-KID_BOOT_SUBSETS = 10  # subsets per bootstrap resample (the point estimate uses all `subsets`)
+__all__ = ["ImageRecord", "MetricResult", "evaluate"]
 
 
-@dataclass(frozen=True)
-class ImageRecord:
-    config_id: str
-    prompt_id: str
-    prompt: str
-    seed: int
-    path: Path
-
-
-@dataclass(frozen=True)
-class MetricResult:
-    config_id: str
-    metric: str
-    value: float
-    lo: float | None
-    hi: float | None
-    random_weights: bool
-    n: int
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass
-class _Ctx:
-    configs: dict[str, list[ImageRecord]]
-    reference_id: str | None
-    device: str
-    cache: FeatureCache
-    seed: int
-    progress: Callable[[str], None] | None
-
-
-def _ci(lo_hi: tuple[float, float]) -> tuple[float | None, float | None]:
-    lo, hi = lo_hi
-    return (None, None) if math.isnan(lo) or math.isnan(hi) else (lo, hi)
-
-
-def _result(cfg: str, metric: str, value: float, ci: tuple[float, float], random: bool, n: int,
-            notes: list[str] | None = None, **extra: Any) -> MetricResult:
-    notes = ([RANDOM_NOTE] if random else []) + (notes or [])
-    if notes:
-        extra["notes"] = notes
-    return MetricResult(cfg, metric, float(value), *_ci(ci), random_weights=random, n=n, extra=extra)
-
-
-def _unscored(cfg: str, metric: str, n: int, notes: list[str], random: bool) -> MetricResult:
-    """A row whose value is NaN, with notes saying why the metric could not be computed."""
-    return _result(cfg, metric, math.nan, (math.nan, math.nan), random, n, notes)
-
-
-def _short(metric: str, against: str, minimum: int, n_ref: int | None, ctx: _Ctx,
-           random: bool) -> tuple[list[MetricResult], list[str]]:
-    """NaN rows for the candidates below ``minimum`` images (all of them, when the reference is); the others."""
-    ref_note = too_few(n_ref, minimum, "reference images") if n_ref is not None else None
-    rows, ok = [], []
-    for cfg in _candidates(against, ctx):
-        n = len(ctx.configs[cfg])
-        notes = [note for note in (too_few(n, minimum), ref_note) if note]
-        rows.append(_unscored(cfg, metric, n, notes, random)) if notes else ok.append(cfg)
-    return rows, ok
-
-
-def per_image(recs: list[ImageRecord], values: np.ndarray) -> dict[str, float]:
-    """``extra['per_image']``: each image's value keyed ``"prompt_id:seed"`` (paired comparisons need them)."""
-    return {f"{r.prompt_id}:{r.seed}": float(v) for r, v in zip(recs, values)}
-
-
-def _candidates(against: str, ctx: _Ctx) -> list[str]:
-    return [c for c in ctx.configs if not (against == "reference" and c == ctx.reference_id)]
-
-
-def _reference_paths(metric: str, against: str, ctx: _Ctx) -> list[Path]:
-    if against == "reference":
-        if ctx.reference_id is None:
-            raise UserError(f"metric {metric}: 'against: reference' but the suite has no reference config")
-        return [r.path for r in ctx.configs.get(ctx.reference_id, [])]  # none when all its cells failed
-    return list_images(against)
-
-
-def _features(ext: Extractor, paths: list[Path], ctx: _Ctx) -> np.ndarray:
-    return extract(paths, ext.to(ctx.device), ctx.cache, progress=ctx.progress).astype(np.float64)
-
-
-def _fid(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
-    """FID per config with a bootstrap CI over prompts.
-
-    The trace term Tr sqrt(Σ_x Σ_ref) is computed exactly without a d×d ``sqrtm``: from both
-    feature sets (nuclear norm of the n×m cross matrix) while the reference has fewer samples
-    than dimensions, otherwise through one symmetric square root of Σ_ref. Both agree with
-    pytorch-fid's ``sqrtm`` form to ~1e-7 relative, at a fraction of the cost.
-    """
-    ext = load_features(o.features, o.resize, o.weights)
-    y = None
-    if o.against.lower().endswith(".npz"):
-        if not Path(o.against).is_file():
-            raise UserError(f"metric fid: statistics file '{o.against}' does not exist")
-        mu_r, sig_r = load_stats(o.against)
-        out, todo = _short("fid", o.against, fid_math.MIN_IMAGES, None, ctx, ext.random_weights)
-    else:
-        ref_paths = _reference_paths("fid", o.against, ctx)
-        out, todo = _short("fid", o.against, fid_math.MIN_IMAGES, len(ref_paths), ctx, ext.random_weights)
-        if not todo:
-            return out
-        y = _features(ext, ref_paths, ctx)
-        mu_r, sig_r = y.mean(0), np.cov(y, rowvar=False)
-    if y is not None and len(y) < y.shape[1]:
-        def trace_term(xb: np.ndarray) -> float:
-            return trace_sqrt_cross(xb, y)
-    else:
-        root = psd_sqrt(sig_r)
-
-        def trace_term(xb: np.ndarray) -> float:
-            return trace_sqrt_product(xb @ root)
-    trace_r = float(np.trace(sig_r))
-    for cfg in todo:
-        recs = ctx.configs[cfg]
-        x = _features(ext, [r.path for r in recs], ctx)
-        check_dims(o.against, len(mu_r), f"the '{o.features}' features", x.shape[1])
-
-        def fid_of(ix: np.ndarray) -> float:
-            xb = x[ix]
-            d = xb.mean(0) - mu_r
-            return float(d @ d + xb.var(0, ddof=1).sum() + trace_r - 2 * trace_term(xb))
-
-        value = fid_of(np.arange(len(x)))
-        n_ref = len(y) if y is not None else None
-        notes = [bias_note(n) for n in sorted({len(x), n_ref or len(x)}) if n < MIN_UNBIASED_N]
-        ci = bs.stat_ci(fid_of, [r.prompt_id for r in recs], seed=ctx.seed)
-        out.append(_result(cfg, "fid", value, ci, ext.random_weights, len(x), notes))
-    return out
-
-
-def _kid(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
-    ext = load_features(o.features, o.resize, o.weights)
-    ref_paths = _reference_paths("kid", o.against, ctx)
-    out, todo = _short("kid", o.against, kid_math.MIN_IMAGES, len(ref_paths), ctx, ext.random_weights)
-    if not todo:
-        return out
-    y = _features(ext, ref_paths, ctx)
-    for cfg in todo:
-        recs = ctx.configs[cfg]
-        x = _features(ext, [r.path for r in recs], ctx)
-        mean, std = kid(x, y, o.subsets, o.subset_size, o.degree, ctx.seed)
-        notes = [n for n in (subset_note(o.subset_size, len(x), len(y)), negative_note(mean)) if n]
-        boot_subsets = min(o.subsets, KID_BOOT_SUBSETS)
-        ci = bs.stat_ci(lambda ix: kid(x[ix], y, boot_subsets, o.subset_size, o.degree, ctx.seed)[0],
-                        [r.prompt_id for r in recs], seed=ctx.seed)
-        out.append(_result(cfg, "kid", mean, ci, ext.random_weights, len(x), notes, kid_std=std))
-    return out
-
-
-def _cmmd(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
-    ext = load_clip(o.model, o.pretrained).image
-    ref_paths = _reference_paths("cmmd", o.against, ctx)
-    out, todo = _short("cmmd", o.against, cmmd_math.MIN_IMAGES, len(ref_paths), ctx, ext.random_weights)
-    if not todo:
-        return out
-    y = l2_normalise(_features(ext, ref_paths, ctx))
-    kyy = mean_rbf(y, y)
-    for cfg in todo:
-        recs = ctx.configs[cfg]
-        x = l2_normalise(_features(ext, [r.path for r in recs], ctx))
-        kxx, kxy_rows = rbf_kernel(x, x), rbf_kernel(x, y).mean(1)  # resamples index into these
-        value = SCALE * (kxx.mean() + kyy - 2 * kxy_rows.mean())
-        ci = bs.stat_ci(lambda ix: SCALE * (kxx[np.ix_(ix, ix)].mean() + kyy - 2 * kxy_rows[ix].mean()),
-                        [r.prompt_id for r in recs], seed=ctx.seed)
-        out.append(_result(cfg, "cmmd", value, ci, ext.random_weights, len(x)))
-    return out
-
-
-def _clip_score(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
-    clip = load_clip(o.model, o.pretrained)
-    clip.image.to(ctx.device)
-    prompts = list(dict.fromkeys(r.prompt for recs in ctx.configs.values() for r in recs))
-    text = dict(zip(prompts, clip.encode_text(prompts)))
-    out = []
-    for cfg, recs in ctx.configs.items():
-        img = _features(clip.image, [r.path for r in recs], ctx)
-        s = cosine_scores(img, np.stack([text[r.prompt] for r in recs]))
-        ci = bs.mean_ci(s, [r.prompt_id for r in recs], seed=ctx.seed)
-        out.append(_result(cfg, "clip_score", s.mean(), ci, clip.image.random_weights, len(s),
-                           per_image=per_image(recs, s)))
-    return out
-
-
-def _lpips(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
-    """Paired LPIPS and per-prompt diversity. A pair is compared at its second image's size, so images
-    below the network's minimum there give a NaN row that says so; a pair of two sizes gets a note."""
-    net = load_lpips(o.net).to(ctx.device)
-    if o.against == "reference":
-        _reference_paths("lpips", "reference", ctx)
-        ref = {(r.prompt_id, r.seed): r.path for r in ctx.configs.get(ctx.reference_id, [])}
-        partner = lambda r: ref.get((r.prompt_id, r.seed))  # noqa: E731
-    else:
-        by_name = {p.name: p for p in list_images(o.against)}
-        partner = lambda r: by_name.get(r.path.name)  # noqa: E731
-    div: dict[str, tuple[float, tuple[float, float], int]] = {}
-    out = []
-    for cfg, recs in ctx.configs.items():
-        sizes = image_sizes([r.path for r in recs])
-        small, side = too_small(net, sizes)
-        if small:
-            out.append(_unscored(cfg, "lpips_diversity", len(recs), [too_small_note(small, side, sizes)],
-                                 net.random_weights))
-            continue
-        prompts = list(dict.fromkeys(r.prompt_id for r in recs))
-        per_prompt = np.array([diversity(net, [r.path for r in recs if r.prompt_id == p], ctx.cache) for p in prompts])
-        if np.isfinite(per_prompt).any():
-            div[cfg] = (float(np.nanmean(per_prompt)), bs.mean_ci(per_prompt, prompts, seed=ctx.seed), len(recs))
-            out.append(_result(cfg, "lpips_diversity", *div[cfg][:2], net.random_weights, len(recs)))
-    for cfg in _candidates(o.against, ctx):
-        pairs = [(r, partner(r)) for r in ctx.configs[cfg]]
-        paired = [(r, p) for r, p in pairs if p is not None]
-        if not paired and o.against == "reference":
-            out.append(_unscored(cfg, "lpips", 0, ["no reference image to pair with (the reference config has "
-                                  "no ok image of these prompts and seeds)"], net.random_weights))
-            continue
-        if not paired:
-            raise UserError(f"metric lpips: config '{cfg}' has no image paired with '{o.against}' "
-                            "(pairs are matched by prompt and seed, or by file name for a folder)")
-        files = [(r.path, p) for r, p in paired]
-        sizes = image_sizes(list(dict.fromkeys(f for pair in files for f in pair)))
-        small, side = too_small(net, {p: sizes[p] for _, p in files})
-        if small:
-            out.append(_unscored(cfg, "lpips", len(paired), [too_small_note(small, side, sizes)],
-                                 net.random_weights))
-            continue
-        d = pair_distances(net, files, ctx.cache)
-        ci = bs.mean_ci(d, [r.prompt_id for r, _ in paired], seed=ctx.seed)
-        notes = [f"{len(pairs) - len(paired)} images without a partner were skipped"] if len(paired) < len(pairs) else []
-        notes += [n for n in (resize_note(files, sizes),) if n]
-        extra = {"diversity": div[cfg][0]} if cfg in div else {}
-        extra["per_image"] = per_image([r for r, _ in paired], d)
-        out.append(_result(cfg, "lpips", d.mean(), ci, net.random_weights, len(d), notes, **extra))
-    return out
-
-
-_RUNNERS: dict[str, Callable[[BaseModel, _Ctx], list[MetricResult]]] = {
-    "fid": _fid, "kid": _kid, "cmmd": _cmmd, "clip_score": _clip_score, "lpips": _lpips,
-}
-
-
-def _options(name: str, opts: BaseModel | dict | None) -> BaseModel:
-    if name not in METRIC_OPTIONS:
-        raise UserError(f"unknown metric '{name}'{did_you_mean(name, list(METRIC_OPTIONS))}; "
-                        f"choose one of: {', '.join(METRIC_OPTIONS)}")
-    cls = METRIC_OPTIONS[name]
-    if isinstance(opts, cls):
-        return opts
-    data = opts.model_dump() if isinstance(opts, BaseModel) else (opts or {})
-    return cls.model_validate(data)
-
-
-def evaluate(metrics: dict[str, BaseModel], images: list[ImageRecord], reference_id: str | None, *,
+def evaluate(metrics: dict[str, Any], images: list[ImageRecord], reference_id: str | None, *,
              device: str = "cpu", cache_dir: Path | None, seed: int = 0,
-             progress: Callable[[str], None] | None = None) -> list[MetricResult]:
-    """Compute each metric for each config of ``images``; rows carry 95% bootstrap CIs over prompts."""
-    opts = {name: _options(name, o) for name, o in metrics.items()}
+             progress: Callable[[str], None] | None = None, batch_size: int = 50,
+             num_workers: int | None = None, ci: bool = True) -> list[MetricResult]:
+    """Compute each metric for each config of ``images``; rows carry 95% CIs over prompts when ``ci``."""
+    from t2ibench.metrics.cache import FeatureCache
+    from t2ibench.metrics.features import resolve_device
+
+    specs = {name: METRICS.get(name) for name in metrics}
+    opts = {name: specs[name].parse_options(o) for name, o in metrics.items()}
     configs: dict[str, list[ImageRecord]] = {}
     for r in images:
         configs.setdefault(r.config_id, []).append(r)
     cache = FeatureCache(cache_dir)
-    ctx = _Ctx(configs, reference_id, resolve_device(device), cache, seed, progress)
+    ctx = ScoringContext(configs, reference_id, resolve_device(device), cache, seed, progress,
+                         batch_size, num_workers, ci)
     try:
-        return [row for name, o in opts.items() for row in _RUNNERS[name](o, ctx)]
+        return [row for name, o in opts.items() for row in specs[name].runner(o, ctx)]
     finally:
         cache.close()

@@ -12,7 +12,6 @@ from scipy import linalg
 from t2ibench.errors import UserError
 from t2ibench.metrics._arrays import Featurizer, as_features
 
-MIN_IMAGES = 2  # per side: a covariance needs two samples
 MIN_UNBIASED_N = 2048
 Stats = tuple[np.ndarray, np.ndarray]
 
@@ -64,7 +63,7 @@ def load_stats(path: str | Path) -> Stats:
 def check_dims(a: str, d_a: int, b: str, d_b: int) -> None:
     """Both sides of a FID must come from the same feature layer."""
     if d_a != d_b:
-        raise UserError(f"{a}: statistics of dimension {d_a}, but {b} has dimension {d_b}; "
+        raise UserError(f"{a}: statistics of dimension {d_a} do not match {b} (dimension {d_b}); "
                         "compute both with the same feature network")
 
 
@@ -165,3 +164,101 @@ def psd_sqrt(sigma: np.ndarray) -> np.ndarray:
     """Symmetric square root of a PSD matrix (negative eigenvalues clipped)."""
     w, v = np.linalg.eigh(sigma)
     return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+# --- registration ------------------------------------------------------------------------------
+
+from typing import Literal, Optional  # noqa: E402
+
+from t2ibench.base import Frozen  # noqa: E402
+from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck  # noqa: E402
+
+MIN_IMAGES = 2  # a covariance needs two images
+
+
+class FIDOptions(Frozen):
+    """``fid: {against: reference, features: inception, resize: bilinear}``.
+
+    ``against``: ``reference`` (the suite's reference config), a folder of images, or an
+    ``.npz`` holding pytorch-fid ``mu``/``sigma``. ``features``: ``inception`` or
+    ``random:inception``. ``weights``: an explicit path to the Inception weights file.
+    """
+
+    against: str = "reference"
+    features: str = "inception"
+    resize: Literal["bilinear", "clean"] = "bilinear"
+    weights: Optional[str] = None
+
+
+def score_fid(o: FIDOptions, ctx) -> list:
+    """FID per config with a CI over prompts.
+
+    The trace term Tr sqrt(Σ_x Σ_ref) is computed exactly without a d×d ``sqrtm``: from both
+    feature sets (nuclear norm of the n×m cross matrix) while the reference has fewer samples
+    than dimensions, otherwise through one symmetric square root of Σ_ref. Both agree with
+    pytorch-fid's ``sqrtm`` form (a test checks it on rank-deficient and full-rank statistics).
+    """
+    from t2ibench.metrics import bootstrap as bs
+    from t2ibench.metrics.networks import load_features
+    from t2ibench.metrics.scoring import result, too_few
+
+    ext = load_features(o.features, o.resize, o.weights)
+    y = None
+    if o.against.lower().endswith(".npz"):
+        if not Path(o.against).is_file():
+            raise UserError(f"metric fid: statistics file '{o.against}' does not exist")
+        mu_r, sig_r = load_stats(o.against)
+    else:
+        ref_paths = ctx.reference_paths("fid", o.against)  # none when every reference cell failed
+        if len(ref_paths) < MIN_IMAGES:
+            return [too_few(cfg, "fid", len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
+                    for cfg in ctx.candidates(o.against)]
+        y = ctx.features(ext, ref_paths)
+        mu_r, sig_r = y.mean(0), np.cov(y, rowvar=False)
+    if y is not None and len(y) < y.shape[1]:
+        def trace_term(xb: np.ndarray) -> float:
+            return trace_sqrt_cross(xb, y)
+    else:
+        root = psd_sqrt(sig_r)
+
+        def trace_term(xb: np.ndarray) -> float:
+            return trace_sqrt_product(xb @ root)
+    trace_r = float(np.trace(sig_r))
+    out = []
+    for cfg in ctx.candidates(o.against):
+        recs = ctx.configs[cfg]
+        x = ctx.features(ext, [r.path for r in recs])
+        if len(x) < MIN_IMAGES:
+            out.append(too_few(cfg, "fid", len(x), MIN_IMAGES, ext.random_weights))
+            continue
+        check_dims(o.against, len(mu_r), f"the '{o.features}' features", x.shape[1])
+
+        def fid_of(ix: np.ndarray) -> float:
+            xb = x[ix]
+            d = xb.mean(0) - mu_r
+            return float(d @ d + xb.var(0, ddof=1).sum() + trace_r - 2 * trace_term(xb))
+
+        value = fid_of(np.arange(len(x)))
+        n_ref = len(y) if y is not None else None
+        notes = [bias_note(n) for n in sorted({len(x), n_ref or len(x)}) if n < MIN_UNBIASED_N]
+        ci = bs.stat_ci(fid_of, [r.prompt_id for r in recs], seed=ctx.seed) if ctx.ci else None
+        out.append(result(cfg, "fid", value, ci, ext.random_weights, len(x), notes,
+                          **({"n_ref": n_ref} if n_ref is not None else {})))
+    return out
+
+
+def _fid_networks(o: FIDOptions) -> list[NetworkCheck]:
+    from t2ibench.metrics.inception import FID_WEIGHTS_FILE
+    from t2ibench.metrics.weights import resolve_file
+
+    if o.features.startswith("random:"):
+        return []
+    return [NetworkCheck("FID Inception", lambda: str(resolve_file(FID_WEIGHTS_FILE, what="FID Inception",
+                                                                   explicit=o.weights)))]
+
+
+METRICS.add("fid", MetricSpec(
+    name="fid", options=FIDOptions, runner=score_fid, higher_is_better=False, against=True, per_image=False,
+    gate="5%", label="FID", summary="Fréchet Inception Distance between two folders or .npz files",
+    networks=_fid_networks, min_images=MIN_IMAGES, stats_files=True,
+))

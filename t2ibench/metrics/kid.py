@@ -7,8 +7,6 @@ import numpy as np
 
 from t2ibench.metrics._arrays import Featurizer, FeatureSet
 
-MIN_IMAGES = 2  # per side: the unbiased MMD² leaves out the diagonal, so a subset needs two images
-
 
 def subset_note(subset_size: int, n_x: int, n_y: int) -> str | None:
     """Say so when :func:`kid` cuts the subset size to the smaller set (None when it does not)."""
@@ -73,3 +71,80 @@ class KID(FeatureSet):
         """(KID mean, KID std)."""
         y = self.reference_features(reference)
         return kid(self.features(), y, self.subsets, self.subset_size, self.degree, self.seed)
+
+
+# --- registration ------------------------------------------------------------------------------
+
+from typing import Literal, Optional  # noqa: E402
+
+from pydantic import Field, field_validator  # noqa: E402
+
+from t2ibench.base import Frozen  # noqa: E402
+from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck  # noqa: E402
+
+MIN_IMAGES = 2  # the unbiased MMD² leaves out the diagonal: two images a side at least
+KID_BOOT_SUBSETS = 10  # subsets per CI resample (the point estimate uses all ``subsets``)
+
+
+def no_npz(against: str) -> str:
+    if against.lower().endswith(".npz"):
+        raise ValueError("an .npz holds only FID statistics (mu, sigma); this metric needs a "
+                         "folder of images or 'reference'")
+    return against
+
+
+class KIDOptions(Frozen):
+    """``kid: {against: reference, features: inception}``; ``against`` cannot be an ``.npz``."""
+
+    against: str = "reference"
+    features: str = "inception"
+    resize: Literal["bilinear", "clean"] = "bilinear"
+    weights: Optional[str] = None
+    subsets: int = Field(100, gt=0)
+    subset_size: int = Field(1000, gt=1)
+    degree: int = Field(3, gt=0)
+
+    _against = field_validator("against")(no_npz)
+
+
+def score_kid(o: KIDOptions, ctx) -> list:
+    from t2ibench.metrics import bootstrap as bs
+    from t2ibench.metrics.networks import load_features
+    from t2ibench.metrics.scoring import result, too_few
+
+    ext = load_features(o.features, o.resize, o.weights)
+    ref_paths = ctx.reference_paths("kid", o.against)  # none when every reference cell failed
+    if len(ref_paths) < MIN_IMAGES:
+        return [too_few(cfg, "kid", len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
+                for cfg in ctx.candidates(o.against)]
+    y = ctx.features(ext, ref_paths)
+    out = []
+    for cfg in ctx.candidates(o.against):
+        recs = ctx.configs[cfg]
+        x = ctx.features(ext, [r.path for r in recs])
+        if min(len(x), len(y)) < MIN_IMAGES:
+            side = "reference" if len(y) < MIN_IMAGES else ""
+            out.append(too_few(cfg, "kid", min(len(x), len(y)), MIN_IMAGES, ext.random_weights, side))
+            continue
+        mean, std = kid(x, y, o.subsets, o.subset_size, o.degree, ctx.seed)
+        notes = [n for n in (subset_note(o.subset_size, len(x), len(y)), negative_note(mean)) if n]
+        ci = None
+        if ctx.ci:
+            boot_subsets = min(o.subsets, KID_BOOT_SUBSETS)
+            ci = bs.stat_ci(lambda ix: kid(x[ix], y, boot_subsets, o.subset_size, o.degree, ctx.seed)[0],
+                            [r.prompt_id for r in recs], seed=ctx.seed)
+        out.append(result(cfg, "kid", mean, ci, ext.random_weights, len(x), notes, kid_std=std, n_ref=len(y)))
+    return out
+
+
+def _kid_networks(o: KIDOptions) -> list[NetworkCheck]:
+    from t2ibench.metrics.fid import FIDOptions, _fid_networks
+
+    return _fid_networks(FIDOptions(features=o.features, resize=o.resize, weights=o.weights))
+
+
+METRICS.add("kid", MetricSpec(
+    name="kid", options=KIDOptions, runner=score_kid, higher_is_better=False, against=True, per_image=False,
+    gate="10%", label="KID", summary="Kernel Inception Distance (mean ± std over subsets)",
+    networks=_kid_networks, min_images=MIN_IMAGES,
+))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from t2ibench.errors import UserError
-from t2ibench.harness.store import RunStore
+from t2ibench.store import RunStore
 
 FORMATS = ("html", "md", "csv", "latex")
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from t2ibench.errors import UserError
-from t2ibench.metrics.options import HIGHER_IS_BETTER
-from t2ibench.reports.export import LATENCY_FIGURES, MEMORY_FIGURES, ConfigSummary, MetricSummary, RunSummary
+from t2ibench.reports.export import MEMORY_FIGURES, ConfigSummary, MetricSummary, RunSummary
+from t2ibench.reports.latency import LATENCY_FIGURES, STATISTIC, scale
 
 N_RESAMPLES = 2000
 LEVEL = 0.95
@@ -32,17 +32,24 @@ LATENCY_LEVEL = 0.99  # timings on shared machines come in bursts; a stricter te
 MIN_SAMPLES_P95 = 20  # per side, to test a change in p95 latency
 ENVIRONMENT_KEYS = ("device", "gpu", "driver", "cuda", "cpu", "torch_threads", "torch", "diffusers", "transformers",
                     "t2ibench", "git_commit", "t2ibench_git_commit")
-DEFAULT_GATES: dict[str, float | str] = {
+FIGURE_GATES: dict[str, float | str] = {
     "latency_ms_p50": "5%", "latency_ms_p95": "10%", "latency_ms_mean": "5%", "images_per_s": "5%",
     "peak_vram_mb": "5%", "peak_rss_mb": "10%",
-    "clip_score": 0.5, "lpips": 0.02, "lpips_diversity": 0.02, "fid": "5%", "kid": "10%", "cmmd": "5%",
 }
-LATENCY_STAT: dict[str, Callable[..., np.ndarray]] = {
-    "latency_ms_p50": lambda x, axis: np.median(x, axis=axis),
-    "latency_ms_p95": lambda x, axis: np.percentile(x, 95, axis=axis),
-    "latency_ms_mean": lambda x, axis: np.mean(x, axis=axis),
-    "images_per_s": lambda x, axis: 1.0 / np.mean(x, axis=axis),
-}
+
+
+def default_gates() -> dict[str, float | str]:
+    """The figures' gates, then each registered metric column's own."""
+    from t2ibench.metrics.registry import columns
+
+    return {**FIGURE_GATES, **{name: c.gate for name, c in columns().items()}}
+
+
+def _higher_is_better(name: str) -> bool:
+    from t2ibench.metrics.registry import column
+
+    c = column(name)
+    return c.higher_is_better if c is not None else True
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,9 @@ class Gate:
 
 
 def gate_names() -> list[str]:
-    return [*LATENCY_FIGURES, *MEMORY_FIGURES, *HIGHER_IS_BETTER]
+    from t2ibench.metrics.registry import columns
+
+    return [*LATENCY_FIGURES, *MEMORY_FIGURES, *columns()]
 
 
 def parse_gate_options(specs: list[str]) -> dict[str, Gate]:
@@ -167,11 +176,11 @@ def _bootstrap_ci(data: tuple[np.ndarray, ...], statistic: Callable, seed: int,
 def latency_row(config: str, config_id: str, figure: str, base: ConfigSummary, cand: ConfigSummary, gate: Gate,
                 seed: int = 0) -> Row | None:
     """Point estimates and ratio CI from the latency samples (equal to results.csv when repeats = 1)."""
-    stat = LATENCY_STAT[figure]
+    stat = STATISTIC[figure]
     a, b = np.asarray(base.latency_samples, float), np.asarray(cand.latency_samples, float)
     if not len(a) or not len(b):
         return None
-    scale_a, scale_b = (1000.0 * base.batch_size, 1000.0 * cand.batch_size) if figure == "images_per_s" else (1, 1)
+    scale_a, scale_b = scale(figure, base.batch_size), scale(figure, cand.batch_size)
     test = f"bootstrap ratio ({len(a)} vs {len(b)} samples)"
     if figure == "latency_ms_p95" and min(len(a), len(b)) < MIN_SAMPLES_P95:
         # a 95th percentile of fewer than 20 samples is its largest value or so: its bootstrap CI is
@@ -202,7 +211,7 @@ def metric_row(config: str, config_id: str, name: str, base: MetricSummary, cand
         test = "95% CIs do not overlap" if significant else "95% CIs overlap"
     else:
         ci, significant, test = None, False, "no CI"
-    return Row(config, config_id, name, base.value, cand.value, HIGHER_IS_BETTER.get(name, True), gate, test, ci,
+    return Row(config, config_id, name, base.value, cand.value, _higher_is_better(name), gate, test, ci,
                significant)
 
 
@@ -241,7 +250,7 @@ def match_configs(base: RunSummary, cand: RunSummary, notes: list[str]) -> list[
 
 def compare(base: RunSummary, cand: RunSummary, gates: dict[str, Gate] | None = None, seed: int = 0) -> Comparison:
     """Compare every latency, memory and metric figure of the configs the two runs share."""
-    merged = {k: Gate.parse(v, "default gates") for k, v in DEFAULT_GATES.items()}
+    merged = {k: Gate.parse(v, "default gates") for k, v in default_gates().items()}
     for summary in (base, cand):
         merged.update({k: Gate.parse(v, f"suite '{summary.suite}' gates") for k, v in summary.gates.items()})
     merged.update(gates or {})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from t2ibench.harness.store import RunStore
+from t2ibench.store import RunStore
 from t2ibench.reports.recommend import Recommendation, recommend
-from t2ibench.reports.tables import cell_records, current_suite, metric_names, result_records
+from t2ibench.reports.tables import metric_names, result_records
+from t2ibench.store import cell_records, current_suite
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from t2ibench.errors import UserError
+from t2ibench.reports.latency import LATENCY_FIGURES
 
 RESULTS_SCHEMA_VERSION = 1
 RESULTS_KIND = "t2ibench-results"
-LATENCY_FIGURES = ("latency_ms_p50", "latency_ms_p95", "latency_ms_mean", "images_per_s")
 MEMORY_FIGURES = ("peak_vram_mb", "peak_rss_mb")
 
 
@@ -63,20 +63,20 @@ def _finite(v: Any) -> float | None:
 
 def summarize(run_dir: str | Path) -> RunSummary:
     """The summary of a run directory, read from its store."""
-    from t2ibench.harness.store import RunStore
-    from t2ibench.reports.tables import cell_records, current_suite, result_records
+    from t2ibench.reports import latency
+    from t2ibench.reports.tables import result_records
+    from t2ibench.store import RunStore, call_records, current_suite
 
     with RunStore.open(run_dir) as store:
         suite = current_suite(store)
         results = result_records(store)
-        cells = [c for c in cell_records(store) if c["status"] == "ok" and c["latency_ms"] is not None]
+        calls = call_records(store)
         metric_rows = store.metrics()
         environment = store.get_meta("environment", {}) or {}
         knobs = {c["config_id"]: (c["model"], c["knobs"]) for c in store.configs()}
     configs = []
     for r in results:
         cid = r["config_id"]
-        calls = {c["call_index"]: c["latency_samples"] or [c["latency_ms"]] for c in cells if c["config_id"] == cid}
         metrics = {
             m["metric"]: MetricSummary(_finite(m["value"]), _finite(m["lo"]), _finite(m["hi"]), m["n"],
                                        m["random_weights"], m["extra"].get("per_image", {}))
@@ -86,7 +86,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
         configs.append(ConfigSummary(
             cid, r["config"], model, config_knobs, r["status"],
             {f: _finite(r[f]) for f in ("n_ok", *LATENCY_FIGURES, *MEMORY_FIGURES)},
-            [float(x) for samples in calls.values() for x in samples], metrics,
+            latency.samples([c for c in calls if c["config_id"] == cid]), metrics,
         ))
     return RunSummary(str(run_dir), suite.get("name", "?"), dict(suite.get("gates") or {}), environment, configs)
 

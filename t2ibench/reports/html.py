@@ -12,24 +12,33 @@ from pathlib import Path
 
 from t2ibench.reports.plots import Plot
 from t2ibench.reports.recommend import Recommendation
+from t2ibench.reports.labels import label as column_label
 from t2ibench.suites.knobs import KNOB_NAMES
 
 LAZY_ABOVE = 400  # images; beyond this the grid loads lazily
 
 STYLE = """
+*,*::before,*::after{box-sizing:border-box}
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1400px;padding:0 20px 40px;color:#1d2330}
 h1{margin:20px 0 4px}h2{margin-top:32px;border-bottom:1px solid #dde;padding-bottom:4px}
 .meta{color:#667}.banner{background:#fff4e5;border:1px solid #f0b35a;padding:10px 14px;border-radius:6px;margin:14px 0}
-.rec{background:#eef7ee;border:1px solid #7cbf7c;padding:12px 16px;border-radius:6px;font-size:15px;margin:14px 0}
+.rec{background:#eef7ee;border:1px solid #7cbf7c;padding:12px 16px;border-radius:6px;font-size:15px;margin:14px 0;overflow-wrap:anywhere}
 .rec.none{background:#fdeeee;border-color:#d88}
-table{border-collapse:collapse;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #e4e6ee;text-align:right;white-space:nowrap}
-th{background:#f3f4f8;cursor:pointer;position:sticky;top:0}th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
-td.t,th.t{text-align:left}tr.front td{background:#f4fbf4}.ci{color:#889;font-size:11px}.note{color:#a55;text-align:left}
-#filter{margin:6px 0 10px;padding:5px 8px;width:320px}.scroll{overflow-x:auto}
-.plots{display:flex;flex-wrap:wrap;gap:16px}.plots figure{margin:0;border:1px solid #e4e6ee;padding:6px;border-radius:6px}
-.plots img{max-width:640px}.grid td{vertical-align:top;text-align:center}.grid td.prompt{text-align:left;max-width:260px;white-space:normal}
-.grid img{width:160px;height:auto;display:block;margin:auto}.grid .missing{color:#a55;font-size:11px;width:160px}
-.grid .ref{background:#f7f7fb}.hidden{display:none}
+table{border-collapse:separate;border-spacing:0;font-size:13px}
+th,td{padding:4px 8px;border-bottom:1px solid #e4e6ee;text-align:right;white-space:nowrap;background:#fff}
+th{background:#f3f4f8;cursor:pointer;position:sticky;top:0;z-index:2}th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
+td.t,th.t{text-align:left}tr.front td{background:#f4fbf4}.ci{display:block;color:#889;font-size:11px}.note{color:#a55;text-align:left}
+#filter{margin:6px 0 10px;padding:5px 8px;width:320px;max-width:100%}
+.scroll{overflow:auto;max-width:100%}.tablebox{max-height:80vh;border:1px solid #e4e6ee;border-radius:6px}
+.pin{position:sticky;left:0;z-index:1;box-shadow:inset -1px 0 0 #c9ccd8}th.pin{z-index:3}
+#results td.pin{max-width:320px;overflow:hidden;text-overflow:ellipsis}
+.hint{color:#667;font-size:12px;margin:4px 0}
+.plots{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.plots figure{margin:0;border:1px solid #e4e6ee;padding:6px;border-radius:6px;max-width:100%}
+.plots figure{flex:0 1 656px}.plots figure.wide{flex:1 1 100%}.plots img{display:block;max-width:100%;height:auto}
+.grid td{vertical-align:top;text-align:center}.grid th{text-align:center;white-space:normal;min-width:176px;max-width:240px;overflow-wrap:anywhere}
+.grid td.prompt,.grid th.prompt{text-align:left;min-width:200px;max-width:260px;white-space:normal;overflow-wrap:anywhere}
+.grid img{width:160px;height:auto;display:block;margin:auto}.grid .missing{color:#a55;font-size:11px;width:160px;margin:auto}
+.grid .ref,.grid th.ref{background:#f7f7fb}.seedbar{margin:6px 0 10px}.hidden{display:none!important}
 """
 
 SCRIPT = """
@@ -50,8 +59,11 @@ SCRIPT = """
   document.getElementById('filter').addEventListener('input',e=>{const q=e.target.value.toLowerCase();
     Array.from(body.rows).forEach(r=>r.classList.toggle('hidden',!r.textContent.toLowerCase().includes(q)));});
   const seed=document.getElementById('seed');
-  if(seed){const show=()=>document.querySelectorAll('[data-seed]').forEach(el=>
+  if(seed){const show=()=>document.querySelectorAll('.grid [data-seed]').forEach(el=>
       el.classList.toggle('hidden',el.dataset.seed!==seed.value));seed.addEventListener('change',show);show();}
+  const box=table.parentElement, hint=document.getElementById('results-hint');
+  const more=()=>hint.classList.toggle('hidden',box.scrollWidth<=box.clientWidth);
+  window.addEventListener('resize',more);more();
 })();
 """
 
@@ -73,14 +85,16 @@ def _results_table(rows: list[dict], metrics: list[str]) -> str:
     figures = [("n_ok", "ok"), ("n_failed", "failed"), ("n_nan", "NaN"), ("n_skipped", "skipped"),
                ("latency_ms_p50", "p50 ms"), ("latency_ms_p95", "p95 ms"), ("latency_ms_mean", "mean ms"),
                ("images_per_s", "img/s"), ("peak_vram_mb", "VRAM MB"), ("peak_rss_mb", "RSS MB")]
-    head = ['<th class="t" data-type="text">config</th>', '<th class="t" data-type="text">config_id</th>']
+    head = ['<th class="t pin" data-type="text">config</th>']
     head += [f'<th class="t" data-type="text">{escape(k)}</th>' for k in varying]
     head += [f'<th data-type="num">{escape(label)}</th>' for _, label in figures]
-    head += [f'<th data-type="num">{escape(m)}</th>' for m in metrics]
-    head += ['<th data-type="text">pareto</th>', '<th class="t" data-type="text">note</th>']
+    head += [f'<th data-type="num" title="{escape(m)}">{escape(column_label(m))}</th>' for m in metrics]
+    head += ['<th data-type="text">pareto</th>', '<th class="t" data-type="text">note</th>',
+             '<th class="t" data-type="text">config_id</th>']  # last: a hash is looked up, not read
     body = []
     for r in rows:
-        tds = [f'<td class="t">{escape(str(r["config"]))}</td>', f'<td class="t"><code>{escape(r["config_id"])}</code></td>']
+        name = escape(str(r["config"]), quote=True)
+        tds = [f'<td class="t pin" title="{name}">{name}</td>']
         tds += [f'<td class="t">{_num(r.get(k))}</td>' for k in varying]
         tds += [f'<td data-value="{_data_value(r.get(c))}">{_num(r.get(c))}</td>' for c, _ in figures]
         for m in metrics:
@@ -88,9 +102,12 @@ def _results_table(rows: list[dict], metrics: list[str]) -> str:
             ci = "" if lo is None or math.isnan(lo) else f' <span class="ci">[{_num(lo)}, {_num(hi)}]</span>'
             tds.append(f'<td data-value="{_data_value(r.get(m))}">{_num(r.get(m))}{ci}</td>')
         note = r.get("pareto_note") or (r.get("reason") or "")
-        tds += [f'<td>{"✓" if r["pareto"] else ""}</td>', f'<td class="note">{escape(note)}</td>']
+        tds += [f'<td>{"✓" if r["pareto"] else ""}</td>', f'<td class="note">{escape(note)}</td>',
+                f'<td class="t"><code>{escape(r["config_id"])}</code></td>']
         body.append(f'<tr class="{"front" if r["pareto"] else ""}">{"".join(tds)}</tr>')
-    return (f'<input id="filter" placeholder="filter configs…" aria-label="filter configs"><div class="scroll">'
+    return (f'<input id="filter" placeholder="filter configs…" aria-label="filter configs">'
+            '<p class="hint hidden" id="results-hint">More columns to the right: scroll the table sideways '
+            '(the config column stays put).</p><div class="scroll tablebox">'
             f'<table id="results"><thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
@@ -98,35 +115,50 @@ def _plots(plots: list[Plot]) -> str:
     figs = []
     for p in plots:
         data = base64.b64encode(p.png.read_bytes()).decode()
-        figs.append(f'<figure><img alt="{escape(p.title, quote=True)}" src="data:image/png;base64,{data}">'
+        wide = ' class="wide"' if p.wide else ""
+        figs.append(f'<figure{wide}><img alt="{escape(p.title, quote=True)}" src="data:image/png;base64,{data}">'
                     f'<figcaption>{escape(p.title)} · <a href="plots/{escape(p.svg.name)}">SVG</a></figcaption></figure>')
     return f'<div class="plots">{"".join(figs)}</div>' if figs else "<p>No plots (nothing measured).</p>"
 
 
-def _grid(rows: list[dict], cells: list[dict], seeds: list[int]) -> str:
-    order = sorted(rows, key=lambda r: not r["is_reference"])  # the reference beside the prompt
+def _size_attrs(row: dict) -> str:
+    """The image's pixel size as width/height attributes: the browser reserves the true aspect ratio
+    before the (lazy) image loads; CSS scales the width and keeps that ratio."""
+    w, h = row.get("width"), row.get("height")
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h))
+    return f' width="{w}" height="{h}"' if ok else ""
+
+
+def _grid(rows: list[dict], cells: list[dict], seeds: list[int], prompt_order: list[str] = ()) -> str:
+    """Prompts (in the suite's order) × configs, one seed at a time (the selector switches it); the
+    reference beside the prompt."""
+    order = sorted(rows, key=lambda r: not r["is_reference"])
     index = {(c["config_id"], c["prompt_id"], c["seed"]): c for c in cells}
-    prompts = list(dict.fromkeys((c["prompt_id"], c["prompt"]) for c in cells))
+    rank = {pid: i for i, pid in enumerate(prompt_order)}
+    prompts = sorted(dict.fromkeys((c["prompt_id"], c["prompt"]) for c in cells), key=lambda p: rank.get(p[0], len(rank)))
     lazy = ' loading="lazy"' if len(cells) > LAZY_ABOVE else ""
     head = "".join(f'<th class="{"ref" if r["is_reference"] else ""}">{escape(str(r["config"]))}</th>' for r in order)
     body = []
     for pid, text in prompts:
-        tds = [f'<td class="prompt">{escape(text)}</td>']
+        tds = [f'<td class="prompt pin">{escape(text)}</td>']
         for r in order:
             items = []
-            for s in seeds:
+            for i, s in enumerate(seeds):
+                hidden = "" if i == 0 else " hidden"  # seed 0 shows even before the script runs
                 c = index.get((r["config_id"], pid, s))
                 if c and c["status"] == "ok" and c["image_path"]:
-                    items.append(f'<img data-seed="{s}" src="{escape(c["image_path"], quote=True)}"{lazy} '
-                                 f'alt="{escape(text, quote=True)} ({escape(str(r["config"]), quote=True)}, seed {s})">')
+                    items.append(f'<img class="{hidden.strip()}" data-seed="{s}" src="{escape(c["image_path"], quote=True)}"'
+                                 f'{_size_attrs(r)}{lazy} alt="{escape(text, quote=True)} '
+                                 f'({escape(str(r["config"]), quote=True)}, seed {s})">')
                 else:
                     why = (c["status"] if c else "not run")
-                    items.append(f'<div class="missing" data-seed="{s}">{escape(why)}</div>')
+                    items.append(f'<div class="missing{hidden}" data-seed="{s}">{escape(why)}</div>')
             tds.append(f'<td class="{"ref" if r["is_reference"] else ""}">{"".join(items)}</td>')
         body.append(f"<tr>{''.join(tds)}</tr>")
     options = "".join(f'<option value="{s}">{s}</option>' for s in seeds)
-    return (f'<label>seed <select id="seed">{options}</select></label><div class="scroll">'
-            f'<table class="grid"><thead><tr><th class="t">prompt</th>{head}</tr></thead>'
+    return (f'<div class="seedbar"><label>seed <select id="seed">{options}</select></label> '
+            f'<span class="hint">one seed at a time; {len(seeds)} seed{"s" if len(seeds) != 1 else ""} in this run</span></div>'
+            f'<div class="scroll"><table class="grid"><thead><tr><th class="prompt pin">prompt</th>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
@@ -154,7 +186,7 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
 <div class="{rec_class}" id="recommendation">{escape(recommendation.message)}</div>
 <h2>Results</h2>{_results_table(rows, metrics)}
 <h2>Plots</h2>{_plots(plots)}
-<h2>Images</h2>{_grid(rows, cells, seeds)}
+<h2>Images</h2>{_grid(rows, cells, seeds, [p.get("prompt_id") for p in suite.get("prompts") or []])}
 <h2>Environment</h2><table class="env">{env_rows}</table>
 <script>{SCRIPT}</script></body></html>
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from t2ibench.metrics.options import HIGHER_IS_BETTER
+from t2ibench.reports.labels import higher_is_better, label
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -22,7 +22,7 @@ def _finite(v) -> bool:
 
 def render_latex(rows: list[dict], metrics: list[str], caption: str = "", random_metrics: list[str] = ()) -> str:
     columns = [(c, label, d) for c, label, d in FIGURES if any(_finite(r.get(c)) for r in rows)]
-    columns += [(m, m.replace("_", " "), "max" if HIGHER_IS_BETTER.get(m, True) else "min") for m in metrics]
+    columns += [(m, label(m), "max" if higher_is_better(m) else "min") for m in metrics]
     best = {}
     for col, _, direction in columns:
         values = [r[col] for r in rows if _finite(r.get(col)) and not r.get("is_reference")]

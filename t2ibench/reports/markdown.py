@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from t2ibench.reports.context import ReportContext
+from t2ibench.reports.labels import label
 
 SHOWN = ["latency_ms_p50", "latency_ms_p95", "images_per_s", "peak_vram_mb", "peak_rss_mb"]
 
@@ -29,7 +30,7 @@ def render_markdown(ctx: ReportContext) -> str:
     if str(model).startswith("random:"):
         lines += [f"> Model `{model}` has random weights: latency and memory are real, images are noise.", ""]
     lines += [f"**{_fmt(ctx.recommendation.message)}**", ""]
-    header = ["config", "config_id", "n_ok", *SHOWN, *metrics, "pareto"]
+    header = ["config", "config_id", "n_ok", *SHOWN, *[label(m) for m in metrics], "pareto"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [_fmt(r["config"]), f"`{r['config_id']}`", str(r["n_ok"])]

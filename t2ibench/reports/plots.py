@@ -7,9 +7,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from t2ibench.metrics.options import HIGHER_IS_BETTER
+from t2ibench.reports.labels import higher_is_better, label
 from t2ibench.reports.pareto import pareto_front
 from t2ibench.suites.knobs import KNOB_NAMES
+
+
+# user strings (config names, knob values) are never parsed as TeX; SVG keeps text as text
+LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False, "svg.fonttype": "none"}
 
 
 @dataclass(frozen=True)
@@ -17,13 +21,14 @@ class Plot:
     title: str
     png: Path
     svg: Path
+    wide: bool = False  # shown on a row of its own, at its natural size
 
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _save(fig, out_dir: Path, stem: str, title: str) -> Plot:
+def _save(fig, out_dir: Path, stem: str, title: str, wide: bool = False) -> Plot:
     out_dir.mkdir(parents=True, exist_ok=True)
     png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
     fig.savefig(png, dpi=110, bbox_inches="tight")
@@ -31,7 +36,7 @@ def _save(fig, out_dir: Path, stem: str, title: str) -> Plot:
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    return Plot(title, png, svg)
+    return Plot(title, png, svg, wide)
 
 
 def _quality_vs_latency(rows: list[dict], metric: str, out_dir: Path, random_weights: bool) -> Plot | None:
@@ -48,8 +53,8 @@ def _quality_vs_latency(rows: list[dict], metric: str, out_dir: Path, random_wei
         if _finite(r.get(f"{metric}_lo")) and _finite(r.get(f"{metric}_hi")):
             ax.vlines(xi, r[f"{metric}_lo"], r[f"{metric}_hi"], color="0.6")
     for xi, yi, r in zip(x, y, pts):
-        ax.annotate(str(r["config"])[:24], (xi, yi), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    direction = "max" if HIGHER_IS_BETTER.get(metric, True) else "min"
+        ax.annotate(_short(r["config"], 24), (xi, yi), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    direction = "max" if higher_is_better(metric) else "min"
     front = [p for p, on in zip(pts, pareto_front([[a, b] for a, b in zip(x, y)], ["min", direction])) if on]
     front.sort(key=lambda r: r["latency_ms_p50"])
     if len(front) > 1:
@@ -57,8 +62,8 @@ def _quality_vs_latency(rows: list[dict], metric: str, out_dir: Path, random_wei
                 color="tab:red", label="Pareto frontier")
         ax.legend(fontsize=8)
     ax.set_xlabel("latency p50 (ms)")
-    ax.set_ylabel(f"{metric} ({'higher' if direction == 'max' else 'lower'} is better)")
-    title = f"{metric} vs latency" + (" — random weights, not meaningful" if random_weights else "")
+    ax.set_ylabel(f"{label(metric)} ({'higher' if direction == 'max' else 'lower'} is better)")
+    title = f"{label(metric)} vs latency" + (" — random weights, not meaningful" if random_weights else "")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, out_dir, f"{metric}_vs_latency", title)
@@ -68,40 +73,71 @@ def _varying(rows: list[dict]) -> list[str]:
     return [k for k in KNOB_NAMES if len({str(r.get(k)) for r in rows}) > 1]
 
 
+PANELS_PER_ROW = 4  # per-knob small multiples: one knob per figure (a full-width row of the report)
+
+
+def _short(text, n: int) -> str:
+    text = str(text)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _axis_label(column: str) -> str:
+    if column == "latency_ms_p50":
+        return "latency p50 (ms, lower is better)"
+    return f"{label(column)} ({'higher' if higher_is_better(column) else 'lower'} is better)"
+
+
 def _knob_effects(rows: list[dict], metrics: list[str], out_dir: Path) -> list[Plot]:
+    """One figure per varying knob: latency and each metric against the knob, one line per value of
+    the richest other knob. Numeric knobs on a numeric axis, the others (scheduler, bools…) as categories."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in rows if r["n_ok"] > 0]
     varying = _varying(rows)
-    numeric = [k for k in varying if all(_finite(r.get(k)) for r in rows)]
+    panels = ["latency_ms_p50", *[m for m in metrics if any(_finite(r.get(m)) for r in rows)]]
     plots = []
-    for knob in numeric:
+    for knob in varying:
+        numeric = all(_finite(r.get(knob)) for r in rows)
+        categories = list(dict.fromkeys(_category(r.get(knob)) for r in rows))
+        x_of = (lambda r: r[knob]) if numeric else (lambda r: categories.index(_category(r.get(knob))))
         others = [k for k in varying if k != knob]  # one line per value of the richest other knob
         series_key = max(others, key=lambda k: len({str(r.get(k)) for r in rows}), default=None)
-        panels = ["latency_ms_p50", *[m for m in metrics if any(_finite(r.get(m)) for r in rows)]]
-        ncols = min(3, len(panels))
-        nrows = math.ceil(len(panels) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
-        for ax in axes.flat[len(panels):]:
-            ax.set_visible(False)
         groups: dict[str, list[dict]] = {}
         for r in rows:
-            groups.setdefault(f"{series_key}={r.get(series_key)}" if series_key else "all", []).append(r)
+            label = f"{series_key}={_short(_category(r.get(series_key)), 24)}" if series_key else "all"
+            groups.setdefault(label, []).append(r)
+        ncols = min(PANELS_PER_ROW, len(panels))
+        nrows = math.ceil(len(panels) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.8 * nrows + 0.6), squeeze=False)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
         for ax, panel in zip(axes.flat, panels):
             for label, members in groups.items():
-                pts = sorted((r[knob], r[panel]) for r in members if _finite(r.get(panel)))
-                if pts:
-                    ax.plot(*zip(*pts), marker="o", label=label)
+                pts = sorted((x_of(r), r[panel]) for r in members if _finite(r.get(panel)))
+                if pts:  # categories have no order: markers only
+                    ax.plot(*zip(*pts), marker="o", linestyle="-" if numeric else "none", label=label)
+            if numeric and all(isinstance(r[knob], int) for r in rows):
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if not numeric:
+                ax.set_xticks(range(len(categories)), [_short(c, 14) for c in categories],
+                              rotation=30 if len(categories) > 3 else 0, ha="right" if len(categories) > 3 else "center")
             ax.set_xlabel(knob)
-            ax.set_ylabel(panel)
+            ax.set_ylabel(_axis_label(panel), fontsize=9)
+            ax.set_title(panel, fontsize=10)
             ax.grid(alpha=0.3)
-        if len(groups) > 1:
-            axes[0][0].legend(fontsize=7)
         title = f"effect of {knob}" + (f" (one line per {series_key})" if series_key else "")
-        fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
-        plots.append(_save(fig, out_dir, f"effect_{knob}", title))
+        fig.suptitle(title, fontsize=11)
+        if len(groups) > 1:
+            handles, labels = axes[0][0].get_legend_handles_labels()
+            fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=min(4, len(groups)), frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 0.93 if nrows == 1 else 0.96))
+        plots.append(_save(fig, out_dir, f"effect_{knob}", title, wide=True))
     return plots
+
+
+def _category(value) -> str:
+    return "default" if value is None or value == "" else str(value)
 
 
 def _memory(rows: list[dict], out_dir: Path) -> Plot | None:
@@ -112,7 +148,8 @@ def _memory(rows: list[dict], out_dir: Path) -> Plot | None:
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(pts) + 1.2))
-    ax.barh([str(r["config"])[:32] for r in pts], [r[column] for r in pts], color="tab:green")
+    ax.barh(range(len(pts)), [r[column] for r in pts], color="tab:green")
+    ax.set_yticks(range(len(pts)), [_short(r["config"], 32) for r in pts])  # positions: equal names stay apart
     ax.invert_yaxis()
     ax.set_xlabel(f"{column} (MB)")
     title = "peak VRAM per config" if column == "peak_vram_mb" else "peak RSS per config (CPU run)"
@@ -123,6 +160,7 @@ def _memory(rows: list[dict], out_dir: Path) -> Plot | None:
 
 def _step_profile(rows: list[dict], cells: list[dict], out_dir: Path) -> Plot | None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -131,11 +169,12 @@ def _step_profile(rows: list[dict], cells: list[dict], out_dir: Path) -> Plot | 
         steps = [c["step_ms"] for c in cells if c["config_id"] == r["config_id"] and c["status"] == "ok" and c["step_ms"]]
         n = min((len(s) for s in steps), default=0)
         if n:
-            ax.plot(range(1, n + 1), np.mean([s[:n] for s in steps], axis=0), marker=".", label=str(r["config"])[:28])
+            ax.plot(range(1, n + 1), np.mean([s[:n] for s in steps], axis=0), marker=".", label=_short(r["config"], 28))
             drawn = True
     if not drawn:
         plt.close(fig)
         return None
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("denoising step")
     ax.set_ylabel("mean step time (ms)")
     ax.set_title("per-step time profile", fontsize=10)
@@ -146,10 +185,13 @@ def _step_profile(rows: list[dict], cells: list[dict], out_dir: Path) -> Plot | 
 
 def make_plots(rows: list[dict], cells: list[dict], metrics: list[str], random_metrics: set[str],
                out_dir: Path) -> list[Plot]:
+    """Every plot of the report. Text is drawn literally (mathtext off): a config named ``a $\\frac$ b``
+    is a name, not a formula."""
     import matplotlib
 
     matplotlib.use("Agg")
-    plots = [_quality_vs_latency(rows, m, out_dir, m in random_metrics) for m in metrics]
-    plots += _knob_effects(rows, metrics, out_dir)
-    plots += [_memory(rows, out_dir), _step_profile(rows, cells, out_dir)]
+    with matplotlib.rc_context(LITERAL_TEXT):
+        plots = [_quality_vs_latency(rows, m, out_dir, m in random_metrics) for m in metrics]
+        plots += _knob_effects(rows, metrics, out_dir)
+        plots += [_memory(rows, out_dir), _step_profile(rows, cells, out_dir)]
     return [p for p in plots if p is not None]

@@ -7,8 +7,9 @@ import math
 
 import numpy as np
 
-from t2ibench.harness.store import RunStore
+from t2ibench.reports import latency
 from t2ibench.reports.pareto import frontier_mask
+from t2ibench.store import RunStore, call_records, cell_records, current_suite, scope
 from t2ibench.suites.knobs import KNOB_NAMES
 
 CELL_CSV_COLUMNS = [
@@ -19,29 +20,13 @@ RESULT_FIGURES = ["n_ok", "n_failed", "latency_ms_p50", "latency_ms_p95", "laten
                   "peak_vram_mb", "peak_rss_mb"]
 RESULT_EXTRAS = ["pareto_note", "n_nan", "n_skipped", "status", "reason", "is_reference", "encode_ms_mean", "denoise_ms_mean",
                  "decode_ms_mean", "step_ms_mean", "load_ms", "warmup_ms", "compile_ms", "recompiles", "random_weights"]
-AGAINST_REFERENCE = {"fid", "kid", "cmmd", "lpips"}
 
 
-def current_suite(store: RunStore) -> dict:
-    return store.get_meta("suite", {}) or {}
+def against_reference_columns() -> set[str]:
+    """Metric columns measured against a reference: the reference config cannot be on their frontier."""
+    from t2ibench.metrics.registry import columns
 
-
-def _scope(store: RunStore) -> tuple[list[dict], set[tuple[str, int]] | None]:
-    """Configs and (prompt_id, seed) pairs of the suite last run in this directory."""
-    suite = current_suite(store)
-    wanted = {c["config_id"] for c in suite.get("configs", [])}
-    configs = [c for c in store.configs() if not wanted or c["config_id"] in wanted]
-    pairs = {(p["prompt_id"], s) for p in suite.get("prompts", []) for s in suite.get("seeds", [])} or None
-    return configs, pairs
-
-
-def cell_records(store: RunStore) -> list[dict]:
-    configs, pairs = _scope(store)
-    names = {c["config_id"]: c["name"] for c in configs}
-    return [
-        dict(c, config=names[c["config_id"]]) for c in store.cells()
-        if c["config_id"] in names and (pairs is None or (c["prompt_id"], c["seed"]) in pairs)
-    ]
+    return {name for name, c in columns().items() if c.against}
 
 
 def cells_frame(store: RunStore, rows: list[dict] | None = None):
@@ -54,35 +39,27 @@ def cells_frame(store: RunStore, rows: list[dict] | None = None):
     return frame
 
 
-def _stat(values: list[float], fn) -> float:
-    return float(fn(values)) if values else math.nan
-
-
 def result_records(store: RunStore, objectives: dict | None = None) -> list[dict]:
-    configs, _ = _scope(store)
+    configs, _ = scope(store)
     cells = cell_records(store)
+    calls = call_records(store, cells)
     metric_rows = store.metrics()
     metric_names = list(dict.fromkeys(m["metric"] for m in metric_rows))
     suite = current_suite(store)
     rows = []
     for cfg in configs:
         mine = [c for c in cells if c["config_id"] == cfg["config_id"]]
+        my_calls = [c for c in calls if c["config_id"] == cfg["config_id"]]
         ok = [c for c in mine if c["status"] == "ok"]
-        calls = {c["call_index"]: c for c in ok if c["latency_ms"] is not None}.values()
-        lat = [c["latency_ms"] for c in calls]
         knobs = dict(cfg["knobs"], model=cfg["model"])
         row = {"config_id": cfg["config_id"], "config": cfg["name"]}
-        row.update({k: _cell_value(knobs.get(k)) for k in KNOB_NAMES})
-        batch = knobs.get("batch_size") or 1
-        peaks_v = [c["peak_vram_mb"] for c in mine if c["peak_vram_mb"] is not None]
-        peaks_r = [c["peak_rss_mb"] for c in mine if c["peak_rss_mb"] is not None]
-        row.update(
-            n_ok=len(ok), n_failed=sum(c["status"] == "failed" for c in mine),
-            latency_ms_p50=_stat(lat, np.median), latency_ms_p95=_stat(lat, lambda v: np.percentile(v, 95)),
-            latency_ms_mean=_stat(lat, np.mean),
-            images_per_s=batch * 1000.0 / float(np.mean(lat)) if lat else math.nan,
-            peak_vram_mb=max(peaks_v) if peaks_v else math.nan, peak_rss_mb=max(peaks_r) if peaks_r else math.nan,
-        )
+        row.update({k: _cell_value(knobs.get(k, _default_knob(k))) for k in KNOB_NAMES})
+        peaks_v = [c["peak_vram_mb"] for c in my_calls if c["peak_vram_mb"] is not None]
+        peaks_r = [c["peak_rss_mb"] for c in my_calls if c["peak_rss_mb"] is not None]
+        row.update(n_ok=len(ok), n_failed=sum(c["status"] == "failed" for c in mine))
+        row.update(latency.figures(latency.samples(my_calls), knobs.get("batch_size") or 1))
+        row.update(peak_vram_mb=max(peaks_v) if peaks_v else math.nan,
+                   peak_rss_mb=max(peaks_r) if peaks_r else math.nan)
         random_metrics = []
         for name in metric_names:
             m = next((r for r in metric_rows if r["config_id"] == cfg["config_id"] and r["metric"] == name), None)
@@ -94,10 +71,7 @@ def result_records(store: RunStore, objectives: dict | None = None) -> list[dict
         row.update(
             n_nan=sum(c["status"] == "nan" for c in mine), n_skipped=sum(c["status"] == "skipped" for c in mine),
             status=cfg["status"], reason=cfg["reason"], is_reference=bool(cfg["is_reference"]),
-            encode_ms_mean=_stat([c["encode_ms"] for c in calls], np.mean),
-            denoise_ms_mean=_stat([c["denoise_ms"] for c in calls], np.mean),
-            decode_ms_mean=_stat([c["decode_ms"] for c in calls], np.mean),
-            step_ms_mean=_stat([x for c in calls for x in c["step_ms"]], np.mean),
+            **latency.phase_means(my_calls),
             load_ms=cfg["load_ms"], warmup_ms=cfg["warmup_ms"], recompiles=cfg["recompiles"],
             compile_ms=cfg.get("compile_ms"),  # absent from a store written before the column, opened read-only
             random_weights=",".join(random_metrics),
@@ -117,7 +91,7 @@ def _exclusion(row: dict, objectives: dict) -> str:
         return f"excluded: {row['status']}" + (f" ({row['reason']})" if row["reason"] else "")
     if row["recompiles"]:
         return f"excluded: recompiled {row['recompiles']}× during timed calls (its latency includes compilation)"
-    against = sorted(o for o in objectives if o in AGAINST_REFERENCE)
+    against = sorted(o for o in objectives if o in against_reference_columns())
     if row["is_reference"] and against:
         return f"excluded: reference ({', '.join(against)} measured against it)"
     missing = [o for o in objectives if o in row and (row[o] is None or math.isnan(row[o]))]
@@ -132,6 +106,14 @@ def metric_columns(rows: list[dict]) -> list[str]:
 
 def metric_names(rows: list[dict]) -> list[str]:
     return [c[:-3] for c in metric_columns(rows) if c.endswith("_lo")]
+
+
+def _default_knob(name: str):
+    """A knob's default, for configs stored before the knob existed."""
+    from t2ibench.suites.knobs import Knobs
+
+    field = Knobs.model_fields[name]
+    return field.default
 
 
 def _cell_value(v):

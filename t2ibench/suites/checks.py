@@ -31,12 +31,6 @@ _GATE = re.compile(r"^\s*\d+(\.\d+)?\s*%\s*$")
 _KNOB_FIELDS = ("defaults", "matrix", "exclude", "include", "reference", "model")
 
 
-def _metric_tables():
-    from t2ibench.metrics.options import HIGHER_IS_BETTER, METRIC_OPTIONS
-
-    return METRIC_OPTIONS, HIGHER_IS_BETTER
-
-
 def _knob_allowed_keys(loc: tuple) -> Optional[list[str]]:
     if loc and loc[0] == "compile":
         return list(CompileOptions.model_fields)
@@ -103,23 +97,13 @@ def _knob_problems(data: dict, skip: set) -> list[Problem]:
     return problems
 
 
-def coerce_metrics(metrics: Any) -> dict[str, BaseModel]:
-    """``[fid, clip_score]`` or ``{fid: {...}}`` → ``{name: options model}`` (raises on bad input)."""
-    options, _ = _metric_tables()
-    if isinstance(metrics, list):
-        metrics = {name: {} for name in metrics}
-    out: dict[str, BaseModel] = {}
-    for name, opts in (metrics or {}).items():
-        model = options[name]
-        out[name] = opts if isinstance(opts, model) else model.model_validate(opts or {})
-    return out
+def metric_problems(metrics: Any) -> tuple[list[Problem], dict[str, BaseModel]]:
+    """Problems in a ``metrics:`` section (a list of names, or name → options) and the options models
+    of the valid entries, each parsed by its metric's registered options model."""
+    from t2ibench.metrics.registry import METRICS
 
-
-def _metric_problems(data: dict) -> tuple[list[Problem], set[str]]:
-    """Problems in ``metrics`` and the set of valid metric names."""
-    options, _ = _metric_tables()
-    metrics = data.get("metrics")
     problems: list[Problem] = []
+    parsed_options: dict[str, BaseModel] = {}
     names: set[str] = set()
     entries: list[tuple[tuple, Any, Any]] = []  # (loc, name, options)
     if isinstance(metrics, list):
@@ -132,9 +116,12 @@ def _metric_problems(data: dict) -> tuple[list[Problem], set[str]]:
                 entries.append((("metrics", i), name, {}))
     elif isinstance(metrics, dict):
         entries = [(("metrics", name), name, opts) for name, opts in metrics.items()]
+    elif metrics is not None:
+        problems.append(Problem(("metrics",), f"expected a list of metric names or a mapping of metric "
+                                              f"options (got {type(metrics).__name__})"))
     for loc, name, opts in entries:
-        if name not in options:
-            hint = did_you_mean(str(name), list(options)) or "; metrics: " + ", ".join(options)
+        if not isinstance(name, str) or name not in METRICS:
+            hint = did_you_mean(str(name), METRICS.names()) or "; metrics: " + ", ".join(METRICS.names())
             problems.append(Problem(loc, f"unknown metric '{name}'{hint}"))
             continue
         names.add(name)
@@ -145,24 +132,36 @@ def _metric_problems(data: dict) -> tuple[list[Problem], set[str]]:
         if not isinstance(opts, dict):
             problems.append(Problem(loc, f"expected a mapping of options (got {opts!r})"))
             continue
-        model = options[name]
+        model = METRICS.get(name).options
         try:
-            parsed = model.model_validate(opts)
+            parsed_options[name] = model.model_validate(opts)
         except ValidationError as e:
             problems += from_validation_error(e, opts, prefix=loc,
                                               allowed_keys_at=lambda l, m=model: list(m.model_fields) if not l else None)
-            continue
-        if getattr(parsed, "against", None) == "reference" and data.get("reference") is None:
-            where = loc + ("against",) if "against" in opts else loc
+    return problems, parsed_options
+
+
+def _metric_problems(data: dict) -> tuple[list[Problem], set[str]]:
+    """Problems in ``metrics`` (with the reference they need) and the set of valid metric names."""
+    from t2ibench.metrics.registry import METRICS
+
+    metrics = data.get("metrics")
+    problems, parsed = metric_problems(metrics)
+    for name, options in parsed.items():
+        if getattr(options, "against", None) == "reference" and data.get("reference") is None:
+            loc = ("metrics", list(metrics).index(name)) if isinstance(metrics, list) else ("metrics", name)
+            given = metrics.get(name) if isinstance(metrics, dict) else None
+            where = loc + ("against",) if isinstance(given, dict) and "against" in given else loc
             problems.append(Problem(where, "compares against the reference config, but the suite has no "
                                            "'reference'; add one, or set 'against' to a folder"
-                                           + (" or .npz" if name == "fid" else "")))
-    return problems, names
+                                           + (" or .npz" if METRICS.get(name).stats_files else "")))
+    return problems, set(parsed)
 
 
 def _column_problems(data: dict, skip: set, metric_names: set[str]) -> list[Problem]:
-    options, higher = _metric_tables()
-    metric_columns = list(dict.fromkeys([*options, *higher]))
+    from t2ibench.metrics.registry import columns, metric_of_column
+
+    metric_columns = list(columns())
     columns = [*MEASURES, *metric_columns]
     problems: list[Problem] = []
     for field in ("objectives", "constraints", "gates"):
@@ -174,7 +173,7 @@ def _column_problems(data: dict, skip: set, metric_names: set[str]) -> list[Prob
             if key in MEASURES:
                 pass
             elif key in metric_columns:
-                needed = "lpips" if key == "lpips_diversity" else key
+                needed = metric_of_column(key)
                 if needed not in metric_names and "metrics" not in skip:
                     problems.append(Problem(loc, f"metric '{needed}' is not computed by this suite; "
                                                  "add it under 'metrics'"))

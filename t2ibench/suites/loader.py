@@ -136,7 +136,9 @@ def suite_from_data(data: Any, file: str = "<suite>", lines: Optional[Lines] = N
     try:
         suite = Suite.model_validate({**data, "source_path": source_path}, context={"defer_checks": True})
     except ValidationError as e:
-        problems += from_validation_error(e, data, allowed_keys_at=_allowed_keys)
+        # metrics problems come from the semantic checks, one per option with its own line
+        problems += [p for p in from_validation_error(e, data, allowed_keys_at=_allowed_keys)
+                     if p.loc[:1] != ("metrics",)]
     skip = {p.loc[0] for p in problems if p.loc}
     problems += semantic_problems(data, base_dir=source_path.parent if source_path else None, skip=skip)
     if problems or suite is None:

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence, Union
 from pydantic import Field, field_validator
 
 from t2ibench.registry import Registry, did_you_mean
-from t2ibench.suites.knobs import Frozen
+from t2ibench.base import Frozen
 from t2ibench.suites.problems import Problem
 
 Row = tuple[str, Optional[str]]  # (text, category)

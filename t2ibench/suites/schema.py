@@ -17,13 +17,16 @@ from pydantic import (
     Discriminator,
     Field,
     PrivateAttr,
+    SerializeAsAny,
     Tag,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from t2ibench.suites.knobs import Frozen, Knobs
+from t2ibench.base import Frozen
+from t2ibench.executors import ExecutorChoice
+from t2ibench.suites.knobs import Knobs
 from t2ibench.suites.prompts import Prompt, PromptSource
 
 __all__ = ["Suite", "Config", "Prompt", "PromptSource", "SeedRange", "Timing", "Bound", "config_id"]
@@ -65,8 +68,8 @@ def canonical_json(obj: Any) -> str:
 
 
 def config_id(model: str, knobs: Knobs) -> str:
-    """First 12 hex digits of sha256 over the canonical JSON of ``{model, knobs}``."""
-    payload = canonical_json({"model": model, "knobs": knobs.model_dump(mode="json")})
+    """First 12 hex digits of sha256 over the canonical JSON of ``{model, knobs}`` (see ``Knobs.hashed``)."""
+    payload = canonical_json({"model": model, "knobs": knobs.hashed()})
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
@@ -99,8 +102,10 @@ class Config(Frozen):
         return self
 
     def load_key(self) -> tuple:
-        """Configs with the same key share one loaded pipeline: (model, precision, vae, offload)."""
-        return (self.model, self.knobs.precision, self.knobs.vae, self.knobs.offload)
+        """Configs with the same key share one loaded model; the backend decides which knobs need a new load."""
+        from t2ibench.backends import BACKENDS
+
+        return BACKENDS.get(self.knobs.backend).load_key(self.model, self.knobs)
 
 
 def _prompts_tag(value: Any) -> str:
@@ -143,11 +148,12 @@ class Suite(Frozen):
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     include: list[dict[str, Any]] = Field(default_factory=list)
     reference: Optional[dict[str, Any]] = None
-    metrics: dict[str, Any] = Field(default_factory=dict)  # name -> option model (METRIC_OPTIONS)
+    metrics: dict[str, SerializeAsAny[Frozen]] = Field(default_factory=dict)  # name -> its options model
     timing: Timing = Field(default_factory=Timing)
     objectives: dict[str, Literal["min", "max"]] = Field(default_factory=dict)
     constraints: dict[str, Bound] = Field(default_factory=dict)
     gates: dict[str, Union[float, str]] = Field(default_factory=dict)
+    executor: ExecutorChoice = Field(default_factory=ExecutorChoice)
     source_path: Optional[Path] = Field(None, exclude=True)
 
     _configs: Optional[list[Config]] = PrivateAttr(default=None)
@@ -170,24 +176,24 @@ class Suite(Frozen):
 
     @field_validator("metrics", mode="before")
     @classmethod
-    def _metrics_list(cls, value: Any) -> Any:
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return {name: {} for name in value}
-        return value
+    def _metric_options(cls, value: Any) -> Any:
+        """``[fid, clip_score]`` or ``{fid: {...}}`` → each metric's options model, from the metric registry."""
+        from t2ibench.suites.checks import metric_problems
+
+        problems, options = metric_problems(value)
+        if problems:
+            raise ValueError(problems[0].render())
+        return options
 
     @model_validator(mode="after")
     def _semantics(self, info: ValidationInfo) -> "Suite":
-        from t2ibench.suites.checks import coerce_metrics, semantic_problems
+        from t2ibench.suites.checks import semantic_problems
         from t2ibench.suites.problems import SuiteProblems
 
         if not (info.context or {}).get("defer_checks"):
             problems = semantic_problems(self.raw(), base_dir=self.base_dir())
             if problems:
                 raise SuiteProblems(problems)
-        try:
-            object.__setattr__(self, "metrics", coerce_metrics(self.metrics))
-        except Exception:  # reported by semantic_problems (the loader runs them after)
-            pass
         return self
 
     # --- identity --------------------------------------------------------------------------

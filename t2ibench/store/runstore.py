@@ -1,8 +1,12 @@
-"""The run store: ``run.sqlite`` (WAL) holding configs, cells, metrics and metadata.
+"""The run store: ``run.sqlite`` (WAL) holding configs, calls, cells, metrics and metadata.
 
 It is the source of truth; every report is regenerated from it. Each image is written
 atomically (temporary file, then rename) before its row commits, so a kill at any moment
 leaves no row without its image. One writer per run directory, enforced by ``flock``.
+
+``calls`` has one row per timed pipeline call (its repeats, latency, phases, per-step times,
+peak memory, recompiles); each cell points to its call by ``(config_id, call_index)``.
+A store of an older schema version is upgraded when it is opened.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, Iterable
 
 from t2ibench.errors import RunLockedError, UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,6 +40,13 @@ CREATE TABLE IF NOT EXISTS cells (
     call_index INTEGER, batch_size INTEGER, latency_samples TEXT, recompiles INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     PRIMARY KEY (config_id, prompt_id, seed)
+);
+CREATE TABLE IF NOT EXISTS calls (
+    config_id TEXT NOT NULL, call_index INTEGER NOT NULL, status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '',
+    batch_size INTEGER NOT NULL, n_images INTEGER NOT NULL, samples TEXT NOT NULL DEFAULT '[]',
+    latency_ms REAL, encode_ms REAL, denoise_ms REAL, decode_ms REAL, step_ms TEXT,
+    peak_vram_mb REAL, peak_rss_mb REAL, recompiles INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+    PRIMARY KEY (config_id, call_index)
 );
 CREATE TABLE IF NOT EXISTS metrics (
     config_id TEXT NOT NULL, metric TEXT NOT NULL, value REAL, lo REAL, hi REAL,
@@ -56,11 +67,75 @@ def _add_columns_of_this_version(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
+def _calls_from_cells(conn: sqlite3.Connection) -> None:
+    """Version 1 → 2: one ``calls`` row per (config, call index) of the cells, which held the call's figures."""
+    conn.execute(
+        "INSERT OR IGNORE INTO calls (config_id, call_index, status, error, batch_size, n_images, samples, latency_ms,"
+        " encode_ms, denoise_ms, decode_ms, step_ms, peak_vram_mb, peak_rss_mb, recompiles, created_at) "
+        "SELECT config_id, call_index, CASE WHEN SUM(status = 'ok') > 0 THEN 'ok' WHEN SUM(status = 'nan') > 0"
+        " THEN 'nan' ELSE 'failed' END, MAX(error),"
+        " COALESCE(MAX(batch_size), 1), COUNT(*),"
+        " COALESCE(MAX(latency_samples), CASE WHEN MAX(latency_ms) IS NULL THEN '[]'"
+        " ELSE json_array(MAX(latency_ms)) END),"
+        " MAX(latency_ms), MAX(encode_ms), MAX(denoise_ms), MAX(decode_ms), MAX(step_ms), MAX(peak_vram_mb),"
+        " MAX(peak_rss_mb), MAX(recompiles), MIN(created_at) "
+        "FROM cells WHERE call_index IS NOT NULL AND status IN ('ok', 'nan', 'failed') GROUP BY config_id, call_index"
+    )
+
+
+_UPGRADES = {1: _calls_from_cells}  # from version → the step to the next
+
+
+def _upgrade(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a store of an older version to SCHEMA_VERSION, in one transaction."""
+    with conn:
+        conn.executescript(_SCHEMA)
+        _add_columns_of_this_version(conn)
+        for step in range(version, SCHEMA_VERSION):
+            _UPGRADES[step](conn)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
 CELL_COLUMNS = (
     "config_id", "prompt_id", "seed", "prompt", "category", "status", "error", "latency_ms", "encode_ms",
     "denoise_ms", "decode_ms", "step_ms", "peak_vram_mb", "peak_rss_mb", "image_path", "image_sha256",
     "call_index", "batch_size", "latency_samples", "recompiles", "created_at",
 )
+
+
+CALL_COLUMNS = (
+    "config_id", "call_index", "status", "error", "batch_size", "n_images", "samples", "latency_ms", "encode_ms",
+    "denoise_ms", "decode_ms", "step_ms", "peak_vram_mb", "peak_rss_mb", "recompiles", "created_at",
+)
+
+
+def _encode(v: Any) -> Any:
+    return json.dumps(v) if isinstance(v, list) else v
+
+
+@dataclass(frozen=True)
+class CallRow:
+    """One timed pipeline call: ``samples`` holds every repeat's latency; the figures are the median repeat's."""
+
+    config_id: str
+    call_index: int
+    status: str  # ok (an image came back) | nan (only non-finite images) | failed (the call raised)
+    batch_size: int
+    n_images: int  # the cells of this call (a padded last batch has fewer than batch_size)
+    error: str = ""
+    samples: list[float] | None = None
+    latency_ms: float | None = None
+    encode_ms: float | None = None
+    denoise_ms: float | None = None
+    decode_ms: float | None = None
+    step_ms: list[float] | None = None
+    peak_vram_mb: float | None = None
+    peak_rss_mb: float | None = None
+    recompiles: int = 0
+    created_at: float = 0.0
+
+    def values(self) -> tuple:
+        return tuple(_encode(getattr(self, c) if c != "samples" else (self.samples or [])) for c in CALL_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -88,10 +163,7 @@ class CellRow:
     created_at: float = 0.0
 
     def values(self) -> tuple:
-        def enc(v: Any) -> Any:
-            return json.dumps(v) if isinstance(v, list) else v
-
-        return tuple(enc(getattr(self, c)) for c in CELL_COLUMNS)
+        return tuple(_encode(getattr(self, c)) for c in CELL_COLUMNS)
 
 
 def image_relpath(config_id: str, prompt_id: str, seed: int) -> str:
@@ -137,20 +209,24 @@ class RunStore:
             raise UserError(f"'{run_dir}' is not a t2ibench run directory (no run.sqlite)")
         conn = sqlite3.connect(db, check_same_thread=False, timeout=30)
         conn.row_factory = sqlite3.Row
+        version = _stored_version(conn)
+        if version is not None and version > SCHEMA_VERSION:
+            conn.close()
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise UserError(f"'{run_dir}' has store schema_version {version}, newer than this t2ibench's "
+                            f"{SCHEMA_VERSION}; upgrade t2ibench to read it")
         if write:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            _add_columns_of_this_version(conn)
-            if conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() is None:
-                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            conn.commit()
-        store = cls(run_dir, conn, lock_fd)
-        version = store.get_meta("schema_version")
-        if version is not None and int(version) != SCHEMA_VERSION:
-            store.close()
-            raise UserError(f"'{run_dir}' has store schema_version {version}; this t2ibench reads {SCHEMA_VERSION}")
-        return store
+        if write or (version is not None and version < SCHEMA_VERSION):
+            try:
+                _upgrade(conn, version or SCHEMA_VERSION)
+            except sqlite3.OperationalError as e:
+                conn.close()
+                raise UserError(f"'{run_dir}' holds a store of schema_version {version} that cannot be upgraded "
+                                f"in place ({e}); copy it somewhere writable") from None
+        return cls(run_dir, conn, lock_fd)
 
     def close(self) -> None:
         self._conn.close()
@@ -215,9 +291,13 @@ class RunStore:
         row = self._conn.execute("SELECT MAX(call_index) FROM cells WHERE config_id=?", (config_id,)).fetchone()
         return 0 if row[0] is None else int(row[0]) + 1
 
-    def put_cells(self, rows: Iterable[CellRow]) -> None:
+    def put_cells(self, rows: Iterable[CellRow], call: "CallRow | None" = None) -> None:
+        """Commit cells, and the call that made them, in one transaction."""
         marks = ",".join("?" * len(CELL_COLUMNS))
         with self._mutex, self._conn:
+            if call is not None:
+                self._conn.execute(f"INSERT OR REPLACE INTO calls ({','.join(CALL_COLUMNS)}) "
+                                   f"VALUES ({','.join('?' * len(CALL_COLUMNS))})", call.values())
             self._conn.executemany(
                 f"INSERT OR REPLACE INTO cells ({','.join(CELL_COLUMNS)}) VALUES ({marks})",
                 [r.values() for r in rows],
@@ -235,6 +315,27 @@ class RunStore:
             out.append(d)
         return out
 
+    # -- calls -------------------------------------------------------------------------------------
+    def put_calls(self, rows: Iterable[CallRow]) -> None:
+        marks = ",".join("?" * len(CALL_COLUMNS))
+        with self._mutex, self._conn:
+            self._conn.executemany(
+                f"INSERT OR REPLACE INTO calls ({','.join(CALL_COLUMNS)}) VALUES ({marks})",
+                [r.values() for r in rows],
+            )
+
+    def calls(self) -> list[dict]:
+        rows = self._conn.execute(
+            "SELECT calls.* FROM calls JOIN configs USING (config_id) ORDER BY configs.position, call_index"
+        ).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["samples"] = json.loads(d["samples"]) if d["samples"] else []
+            d["step_ms"] = json.loads(d["step_ms"]) if d["step_ms"] else []
+            out.append(d)
+        return out
+
     # -- metrics -----------------------------------------------------------------------------------
     def put_metrics(self, results: Iterable[Any]) -> None:
         with self._mutex, self._conn:
@@ -247,6 +348,14 @@ class RunStore:
     def metrics(self) -> list[dict]:
         rows = self._conn.execute("SELECT * FROM metrics ORDER BY config_id, metric").fetchall()
         return [dict(r) | {"extra": json.loads(r["extra"]), "random_weights": bool(r["random_weights"])} for r in rows]
+
+
+def _stored_version(conn: sqlite3.Connection) -> int | None:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    except sqlite3.OperationalError:  # a new, empty database
+        return None
+    return int(json.loads(row["value"])) if row else None
 
 
 def _acquire_lock(run_dir: Path) -> int:

@@ -1,0 +1,72 @@
+"""Backend declarations: each inference engine registers a :class:`BackendSpec` here.
+
+A spec is cheap to import (no torch): it names the engine, owns the options model of the
+engine-specific knobs (validated with the suite), decides which configs share one loaded
+model (its load key) and how many warm-up calls a config needs. The engine itself is named
+by a ``"module:attribute"`` path and imported only when a run needs it.
+
+Adding a backend is one module (the engine, with its options and spec) plus one line in
+``_BUILTIN`` below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from t2ibench.base import Frozen
+from t2ibench.registry import Registry
+
+
+class NoOptions(Frozen):
+    """A backend without engine-specific knobs."""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """How the runner uses one inference engine.
+
+    ``engine``: ``"module:attr"`` of a zero-argument factory whose result has
+    ``load(model, knobs, device) -> LoadedModel`` (see ``t2ibench.harness.backend``).
+    ``load_fields``: the knobs whose values need a new load (besides model and backend).
+    ``compiles``: whether a config compiles on its first call; such a config always gets a warm-up
+    call, and its compile time is reported apart.
+    """
+
+    name: str
+    engine: str
+    options: type[Frozen] = NoOptions
+    load_fields: tuple[str, ...] = ()
+    compiles: Callable[[Any], bool] = field(default=lambda knobs: False)
+    model_check: str = ""  # "module:attr" of a function that checks a model spec before any work
+    description: str = ""
+
+    def load_key(self, model: str, knobs: Any) -> tuple:
+        """Configs with equal keys share one loaded model."""
+        return (model, *(getattr(knobs, f) for f in self.load_fields), self.name)
+
+    def warmup_calls(self, knobs: Any, requested: int) -> int:
+        """Warm-up calls before the timed ones: a compiling config always gets one."""
+        return max(requested, 1) if self.compiles(knobs) else requested
+
+    def make_engine(self):
+        return _resolve(self.engine)()
+
+    def check_model(self, model: str) -> None:
+        """Raise a UserError for a model spec that cannot load (a missing folder, an unknown random name)."""
+        if self.model_check:
+            _resolve(self.model_check)(model)
+
+
+def _resolve(path: str):
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+BACKENDS: Registry[BackendSpec] = Registry("backend")
+
+_BUILTIN = ("t2ibench.backends.torch",)  # each module registers its spec on import
+
+for _module in _BUILTIN:
+    importlib.import_module(_module)

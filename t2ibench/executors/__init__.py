@@ -1,0 +1,113 @@
+"""Executor declarations: how a plan's load groups are distributed (in this process, or across GPUs).
+
+Each executor registers an :class:`ExecutorSpec`: its options model (from the suite's
+``executor: {name: ..., ...}`` or the CLI's ``--executor-opt key=value``) and the
+``"module:attribute"`` of its implementation, imported only when a run uses it. Adding an
+executor is one implementation module plus one registration here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from pydantic import Field, ValidationError, model_serializer, model_validator
+
+from t2ibench.base import Frozen
+from t2ibench.errors import UserError
+from t2ibench.registry import Registry, did_you_mean
+
+
+class LocalOptions(Frozen):
+    """``executor: {name: local}``: every group in this process, one after another, on the run's device."""
+
+
+class RayOptions(Frozen):
+    """``executor: {name: ray, address: auto, cpus_per_actor: 2, max_actors: 8}``."""
+
+    address: Optional[str] = None  # None: start a local Ray instance; "auto" or ray://host:port: join one
+    cpus_per_actor: int = Field(1, ge=1)
+    max_actors: Optional[int] = Field(None, ge=1)
+    share_gpus: bool = False  # two actors on one GPU: latency is then not single-tenant
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    name: str
+    options: type[Frozen]
+    implementation: str  # "module:attr" of a factory taking the options
+    summary: str = ""
+
+    def make(self, options: Frozen):
+        module, _, attr = self.implementation.partition(":")
+        return getattr(importlib.import_module(module), attr)(options)
+
+
+EXECUTORS: Registry[ExecutorSpec] = Registry("executor")
+EXECUTORS.add("local", ExecutorSpec("local", LocalOptions, "t2ibench.harness.executors:LocalExecutor",
+                                    "this process, groups one after another"))
+EXECUTORS.add("ray", ExecutorSpec("ray", RayOptions, "t2ibench.harness.executors:ray_executor",
+                                  "Ray actors, one per GPU (not available yet)"))
+
+
+class ExecutorChoice(Frozen):
+    """The executor a run uses and its parsed options; written flat, ``{name: ray, address: auto}``,
+    or as a bare name."""
+
+    name: str = "local"
+    options: Frozen = Field(default_factory=LocalOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"name": data}
+        if not isinstance(data, dict) or isinstance(data.get("options"), Frozen):
+            return data
+        data = dict(data)
+        name = data.pop("name", "local")
+        if not isinstance(name, str) or name not in EXECUTORS:
+            raise ValueError(f"unknown executor '{name}'{did_you_mean(str(name), EXECUTORS.names())}; "
+                             f"choose one of: {', '.join(EXECUTORS.names())}")
+        model = EXECUTORS.get(name).options
+        try:
+            return {"name": name, "options": model.model_validate(data)}
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(map(str, err["loc"])) or "?"
+            hint = f"; options of '{name}': {', '.join(model.model_fields) or 'none'}"
+            raise ValueError(f"option '{where}': {err['msg']}{hint if err['type'] == 'extra_forbidden' else ''}") from None
+
+    @model_serializer
+    def _dump(self) -> dict:
+        return {"name": self.name, **self.options.model_dump(mode="json")}
+
+    def make(self):
+        return EXECUTORS.get(self.name).make(self.options)
+
+
+def parse_executor(name: str, options: dict[str, Any]) -> ExecutorChoice:
+    """Validate an executor name and its options (a UserError names each bad option)."""
+    if name not in EXECUTORS:
+        raise UserError(f"unknown executor '{name}'{did_you_mean(name, EXECUTORS.names())}; "
+                        f"choose one of: {', '.join(EXECUTORS.names())}")
+    model = EXECUTORS.get(name).options
+    try:
+        return ExecutorChoice(name=name, options=model.model_validate(options))
+    except ValidationError as e:
+        problems = [f"executor {name}: option '{'.'.join(map(str, err['loc'])) or '?'}': {err['msg']}"
+                    + (f"; options: {', '.join(model.model_fields) or 'none'}" if err["type"] == "extra_forbidden"
+                       else "") for err in e.errors()]
+        raise UserError(problems[0], problems=problems) from None
+
+
+def parse_cli_options(pairs: list[str]) -> dict[str, str]:
+    """``["address=auto", "max_actors=8"]`` → a dict (values are coerced by the options model)."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--executor-opt '{pair}': expected KEY=VALUE, e.g. address=auto")
+        out[key.strip()] = value.strip()
+    return out

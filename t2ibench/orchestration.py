@@ -1,0 +1,301 @@
+"""One benchmark run, end to end: choose the run directory, plan the missing cells, execute, score, report.
+
+This module sits above the harness (generation), the metrics and the reports, and holds the
+Python API's :class:`Run` (``t2ibench.run`` / ``t2ibench.open_run``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from t2ibench.errors import UserError
+from t2ibench.executors import ExecutorChoice, parse_executor
+from t2ibench.harness.plan import make_plan
+from t2ibench.harness.recorder import Observer, StoreRecorder
+from t2ibench.harness.worker import GroupReport
+from t2ibench.store import SCHEMA_VERSION, RunStore, cell_records
+from t2ibench.suites import Suite
+
+RUNS_ROOT = Path("t2ibench-runs")
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda[:N], got '{device}'")
+    return device
+
+
+def choose_run_dir(suite: Suite, out: str | Path | None, fresh: bool) -> tuple[Path, str]:
+    """The run directory and why: an explicit --out, the latest unfinished run of this suite, or a new one."""
+    if out is not None:
+        out = Path(out)
+        if fresh and (out / "run.sqlite").exists():
+            _erase_run(out)
+            return out, "fresh"
+        return out, "resume" if (out / "run.sqlite").exists() else "new"
+    if not fresh:
+        for candidate in sorted(RUNS_ROOT.glob(f"{suite.name}-*"), reverse=True):
+            manifest = _read_manifest(candidate)
+            if manifest and manifest.get("status") != "complete" and manifest.get("suite_hash") == suite_hash(suite):
+                return candidate, "resume"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return RUNS_ROOT / f"{suite.name}-{stamp}", "new"
+
+
+def _erase_run(run_dir: Path) -> None:
+    for name in ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm", "manifest.json", "cells.csv", "results.csv",
+                 "report.md", "report.html"):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "images", ignore_errors=True)
+
+
+def _read_manifest(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def suite_hash(suite: Suite) -> str:
+    import hashlib
+
+    resolved = suite.resolved()
+    resolved.pop("source_path", None)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_manifest(store: RunStore, suite: Suite, status: str, counts: dict) -> None:
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "suite_hash": suite_hash(suite),
+        "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "counts": counts,
+        "suite": suite.resolved(),
+        "environment": store.get_meta("environment"),
+    }
+    tmp = store.run_dir / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, store.run_dir / "manifest.json")
+
+
+def _counts(store: RunStore) -> dict:
+    counts: dict[str, int] = {}
+    for c in cell_records(store):
+        counts[c["status"]] = counts.get(c["status"], 0) + 1
+    return counts
+
+
+def sweep_seconds(groups: list[GroupReport]) -> float:
+    """Wall time during which some group was generating: the union of the groups' generation spans.
+
+    Model load and unload lie outside the spans, so they are excluded without being subtracted,
+    and groups that run at the same time (on several devices) are not counted twice.
+    """
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted((g.generate_start, g.generate_end) for g in groups):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
+def choose_executor(suite: Suite, executor: str | ExecutorChoice | None,
+                    options: dict | None = None) -> ExecutorChoice:
+    """The CLI's ``--executor``/``--executor-opt`` win over the suite's ``executor:``."""
+    if isinstance(executor, ExecutorChoice):
+        return executor
+    if executor is None and not options:
+        return suite.executor
+    name = executor or suite.executor.name
+    base = suite.executor.options.model_dump() if name == suite.executor.name else {}
+    return parse_executor(name, {**base, **(options or {})})
+
+
+def check_models(suite: Suite) -> None:
+    """Every config's model passes its backend's check (a local folder exists, a random name is known);
+    all problems in one UserError, each ``file:line: model: ...`` as the suite's schema errors read."""
+    from t2ibench.backends import BACKENDS
+    from t2ibench.suites.loader import model_problem
+
+    problems = []
+    for backend, model in dict.fromkeys((c.knobs.backend, c.model) for c in suite.configs()):
+        try:
+            BACKENDS.get(backend).check_model(model)
+        except UserError as e:
+            local = not model.startswith("random:") and not Path(model).expanduser().is_absolute()
+            where = f" (relative model paths are resolved from the current folder, {Path.cwd()})" \
+                if local and "does not exist" in str(e) else ""
+            problems.append(model_problem(suite, model, f"{e}{where}"))
+    if problems:
+        raise UserError(problems[0], problems=problems)
+
+
+def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto",
+            executor: str | ExecutorChoice | None = None, executor_options: dict | None = None,
+            fresh: bool = False, observer: Observer | None = None, metrics: bool = True,
+            log: Callable[[str], None] = lambda msg: None) -> "Run":
+    """Run ``suite`` into a run directory (resuming what is there) and return the Run."""
+    from t2ibench.harness.environment import collect_environment
+    from t2ibench.reports import write_reports
+
+    choice = choose_executor(suite, executor, executor_options)
+    runner = choice.make()
+    device = resolve_device(device)
+    run_dir, why = choose_run_dir(suite, out, fresh)
+    configs, prompts, seeds = suite.configs(), suite.prompt_list(), suite.seed_list()
+    check_models(suite)
+    with RunStore.open(run_dir, write=True) as store:
+        previous = store.get_meta("suite")
+        if previous and previous.get("name") != suite.name:
+            raise UserError(f"run directory '{run_dir}' holds suite '{previous.get('name')}', not '{suite.name}'; "
+                            "use another --out or --fresh")
+        environment = collect_environment(device)
+        old_env = store.get_meta("environment")
+        if old_env and {k: v for k, v in old_env.items() if k != "torch_threads"} != \
+                {k: v for k, v in environment.items() if k != "torch_threads"}:
+            log("note: the environment differs from the one this run started in; see manifest.json")
+            store.set_meta("environment_history", (store.get_meta("environment_history") or []) + [old_env])
+        store.set_meta("environment", environment)
+        store.set_meta("suite", suite.resolved())
+        for position, config in enumerate(configs):
+            store.add_config(position, config)
+        done = {c.config_id: store.done_cells(c.config_id) for c in configs}
+        plan = make_plan(configs, prompts, seeds, done, suite.timing, (device,))
+        log(f"{'resuming' if why == 'resume' else 'writing'} {run_dir}: {plan.n_cells} cells to generate"
+            + (f", {plan.skipped_done} already done" if plan.skipped_done else ""))
+        write_manifest(store, suite, "running", _counts(store))
+        recorder = StoreRecorder(store, observer, background=device.startswith("cuda"))
+        recorder.observer.run_started(plan.n_cells)
+        started = time.perf_counter()
+        deferred: list[UserError] = []  # raised after the reports, so finished work is always reported
+        try:
+            runner.execute(plan, recorder)
+        except UserError as e:
+            deferred.append(e)
+        finally:
+            recorder.close()  # every finished cell is on disk before anything else happens
+            generation_s = time.perf_counter() - started
+            write_manifest(store, suite, "incomplete", _counts(store))
+        store.set_meta("generation_s", generation_s)
+        store.set_meta("sweep_s", sweep_seconds(recorder.groups))  # excludes model load and unload
+        store.set_meta("groups", [{"load_key": list(map(str, g.load_key)), "device": g.device, "load_ms": g.load_ms,
+                                   "unload_ms": g.unload_ms, "generate_s": g.generate_end - g.generate_start}
+                                  for g in recorder.groups])
+        store.set_meta("executor", {"name": choice.name, **choice.options.model_dump(mode="json")})
+        if metrics and suite.metrics:
+            try:
+                score_run(store, suite, device, log=log)
+            except UserError as e:
+                deferred.append(e)
+            except Exception:
+                write_reports(store)  # a bug in scoring must not also lose the reports of what was generated
+                raise
+        write_reports(store)
+        counts = _counts(store)
+        complete = counts.get("ok", 0) + counts.get("nan", 0) == len(configs) * len(prompts) * len(seeds)
+        write_manifest(store, suite, "complete" if complete else "incomplete", counts)
+    if deferred:
+        problems = [p for e in deferred for p in e.problems]
+        raise UserError(problems[0], problems=problems)
+    return Run(run_dir)
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+def _resolved_metrics(suite: Suite) -> dict:
+    """The suite's metric options with ``against:`` folders and .npz files resolved against the suite's folder."""
+    out = {}
+    for name, options in suite.metrics.items():
+        against = getattr(options, "against", "reference")
+        if against != "reference":
+            options = options.model_copy(update={"against": str(suite.resolve_path(against))})
+        out[name] = options
+    return out
+
+
+def score_run(store: RunStore, suite: Suite, device: str, log: Callable[[str], None] = lambda m: None) -> None:
+    """Metrics over the ok images of the suite's configs; features are cached in the run directory."""
+    from t2ibench.metrics.evaluate import ImageRecord, evaluate
+
+    images = [
+        ImageRecord(c["config_id"], c["prompt_id"], c["prompt"], c["seed"], store.run_dir / c["image_path"])
+        for c in cell_records(store) if c["status"] == "ok" and c["image_path"]
+    ]
+    if not images:
+        log("no images to score")
+        return
+    reference = next((c.config_id for c in suite.configs() if c.is_reference), None)
+    log(f"scoring {len(images)} images: {', '.join(suite.metrics)}")
+    results = evaluate(_resolved_metrics(suite), images, reference, device=device,
+                       cache_dir=store.run_dir / "features")
+    store.put_metrics(results)
+    for note in dict.fromkeys(n for r in results for n in r.extra.get("notes", []) if "random weights" not in n):
+        log(f"note: {note}")
+
+
+# --- the Python API ------------------------------------------------------------------------------
+
+class Run:
+    """A run directory; tables are read from its store on each call."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        RunStore.open(self.run_dir).close()  # validates the directory
+
+    def _store(self) -> RunStore:
+        return RunStore.open(self.run_dir)
+
+    def results(self):
+        """One row per config (pandas DataFrame), the columns of results.csv."""
+        from t2ibench.reports.tables import results_frame
+
+        with self._store() as store:
+            return results_frame(store)
+
+    def cells(self):
+        """One row per image (pandas DataFrame), the columns of cells.csv."""
+        from t2ibench.reports.tables import cells_frame
+
+        with self._store() as store:
+            return cells_frame(store)
+
+    @property
+    def n_failed(self) -> int:
+        cells = self.cells()
+        return int((cells["status"] == "failed").sum()) if len(cells) else 0
+
+    @property
+    def report_path(self) -> Path:
+        html = self.run_dir / "report.html"
+        return html if html.exists() else self.run_dir / "report.md"
+
+    def __repr__(self) -> str:
+        return f"Run('{self.run_dir}')"
+
+
+def run(suite, out: str | Path | None = None, device: str = "auto", *, executor: str | None = None,
+        executor_options: dict | None = None, fresh: bool = False, metrics: bool = True) -> Run:
+    """Run a suite (a Suite, a path or a builtin name) and return its Run."""
+    from t2ibench.suites import load_suite
+
+    if not isinstance(suite, Suite):
+        suite = load_suite(suite)
+    return execute(suite, out=out, device=device, executor=executor, executor_options=executor_options,
+                   fresh=fresh, metrics=metrics)
+
+
+def open_run(run_dir: str | Path) -> Run:
+    return Run(run_dir)

@@ -1,0 +1,77 @@
+"""A small fake backend for contract tests: deterministic images from (prompt, seed), real timing marks.
+
+``prompt_suffix: FAIL`` makes every call of a config raise; ``steps`` sets the number of step marks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+
+from t2ibench.backends import BACKENDS, BackendSpec
+from t2ibench.harness.backend import CallOutcome, ImageOutcome
+from t2ibench.harness.memory import MemoryTracker
+from t2ibench.harness.timing import CallTimer
+
+NAME = "fake"
+
+
+class FakeModel:
+    def __init__(self, model: str, precision: str):
+        self.model, self.precision = model, precision
+        self.configured: dict = {}
+        self.timer = CallTimer(cuda=False)
+        self.memory = MemoryTracker(cuda=False)
+        self.closed = False
+        self.recovered = 0
+
+    def configure(self, knobs) -> dict:
+        self.configured = {"steps": knobs.steps, "suffix": knobs.prompt_suffix}  # replaced, never accumulated
+        return {}
+
+    def _image(self, prompt: str, seed: int, knobs) -> np.ndarray:
+        digest = hashlib.sha256(f"{self.model}|{prompt}{knobs.prompt_suffix}|{seed}|{knobs.steps}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        return rng.integers(1, 256, (knobs.height, knobs.width, 3), dtype=np.uint8)
+
+    def generate(self, prompts: list[str], seeds: list[int], knobs) -> CallOutcome:
+        if knobs.prompt_suffix == "FAIL":
+            raise RuntimeError("fake failure")
+        self.timer.start()
+        time.sleep(0.001)
+        self.timer.denoiser_called()
+        for step in range(knobs.steps):
+            np.linalg.svd(np.ones((40, 40)))  # some work per step
+            self.timer.step_ended(None, step, None, {})
+        images = [ImageOutcome("ok", self._image(p, s, knobs)) for p, s in zip(prompts, seeds)]
+        timing = self.timer.stop()
+        return CallOutcome(images, timing)
+
+    def warmup(self, prompts, seeds, knobs) -> float:
+        t0 = time.perf_counter()
+        self.generate(prompts, seeds, knobs)
+        return (time.perf_counter() - t0) * 1000.0
+
+    def peak_memory(self):
+        return None, self.memory.peak_rss_mb()
+
+    def reset_peak_memory(self) -> None:
+        self.memory.reset()
+
+    def recover(self) -> None:
+        self.recovered += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeEngine:
+    def load(self, model: str, knobs, device: str) -> FakeModel:
+        return FakeModel(model, knobs.precision)
+
+
+def register() -> None:
+    if NAME not in BACKENDS:
+        BACKENDS.add(NAME, BackendSpec(name=NAME, engine="fake_backend:FakeEngine", load_fields=("precision",)))
