@@ -27,7 +27,7 @@ def bare_loop(out_dir) -> tuple[float, list[float]]:
     """What a hand-written benchmark does: load (not timed), one warm-up, then time each call and save each PNG."""
     import torch
 
-    from t2ibench.harness.random_models import tiny_sd
+    from t2ibench.backends.torch.random_models import tiny_sd
 
     pipe = tiny_sd()
     pipe.set_progress_bar_config(disable=True)

@@ -71,7 +71,7 @@ def observed(monkeypatch) -> list[Observed]:
     import torch
     from torch.nn.attention import SDPBackend
 
-    from t2ibench.harness.torch_backend import TorchModel
+    from t2ibench.backends.torch.engine import TorchModel
 
     calls: list[Observed] = []
     real_call, real_sdpa = TorchModel._call, torch.nn.functional.scaled_dot_product_attention

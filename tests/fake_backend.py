@@ -11,9 +11,9 @@ import time
 import numpy as np
 
 from t2ibench.backends import BACKENDS, BackendSpec
-from t2ibench.harness.backend import CallOutcome, ImageOutcome
-from t2ibench.harness.memory import MemoryTracker
-from t2ibench.harness.timing import CallTimer
+from t2ibench.backends.engine import CallOutcome, ImageOutcome
+from t2ibench.backends.memory import MemoryTracker
+from t2ibench.backends.timing import CallTimer
 
 NAME = "fake"
 

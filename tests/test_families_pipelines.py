@@ -11,9 +11,9 @@ import torch
 from torch.nn.attention import SDPBackend
 
 import t2ibench
-from t2ibench.harness import torch_backend
-from t2ibench.harness.loading import load_pipeline
-from t2ibench.harness.random_models import RANDOM_PIPELINES
+from t2ibench.backends.torch import engine as torch_backend
+from t2ibench.backends.torch.loading import load_pipeline
+from t2ibench.backends.torch.random_models import RANDOM_PIPELINES
 
 FLOW = {"tiny-sd3", "tiny-flux"}
 UNET = {"tiny-sd", "tiny-sdxl"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2ibench.harness.random_models import RANDOM_PIPELINES
+from t2ibench.backends.torch.random_models import RANDOM_PIPELINES
 
 ROOT = Path(__file__).resolve().parents[1]
 

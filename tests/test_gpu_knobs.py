@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 import t2ibench
-from t2ibench.harness.random_models import RANDOM_PIPELINES
-from t2ibench.harness.torch_backend import TorchBackend
+from t2ibench.backends.torch.random_models import RANDOM_PIPELINES
+from t2ibench.backends.torch.engine import TorchBackend
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

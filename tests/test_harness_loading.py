@@ -6,7 +6,7 @@ import pytest
 
 import t2ibench
 from t2ibench.cli import main
-from t2ibench.harness.random_models import RANDOM_PIPELINES
+from t2ibench.backends.torch.random_models import RANDOM_PIPELINES
 
 
 @pytest.mark.parametrize("arch, cls", [("tiny-sd", "StableDiffusionPipeline"),
@@ -19,7 +19,7 @@ def test_save_pretrained_folder_loads_by_path_through_cli(arch, cls, write_suite
     assert main(["run", str(path), "--out", str(out), "--device", "cpu", "--no-metrics"]) == 0
     results = t2ibench.open_run(out).results()
     assert list(results["n_ok"]) == [6, 6] and set(results["model"]) == {str(folder)}
-    from t2ibench.harness.loading import load_pipeline
+    from t2ibench.backends.torch.loading import load_pipeline
 
     assert type(load_pipeline(str(folder), precision="fp32")).__name__ == cls
 

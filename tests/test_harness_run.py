@@ -10,7 +10,7 @@ import torch
 
 import t2ibench
 from t2ibench.cli import main
-from t2ibench.harness import torch_backend
+from t2ibench.backends.torch import engine as torch_backend
 
 CELL_COLUMNS = ["config_id", "config", "prompt_id", "prompt", "seed", "status", "error", "latency_ms", "encode_ms",
                 "denoise_ms", "decode_ms", "step_ms", "peak_vram_mb", "peak_rss_mb", "image_path"]
@@ -105,7 +105,7 @@ def test_harness_image_equals_bare_diffusers_loop(write_suite, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from t2ibench.harness.random_models import tiny_sd
+    from t2ibench.backends.torch.random_models import tiny_sd
 
     path = write_suite(prompts=["a red cube on a table"], seeds=[7])
     run = t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)
@@ -125,7 +125,7 @@ def test_cli_run_prints_summary_and_report(write_suite, tmp_path, capsys):
 
 
 def test_loads_once_per_load_key(write_suite, tmp_path, monkeypatch):
-    from t2ibench.harness.torch_backend import TorchBackend
+    from t2ibench.backends.torch.engine import TorchBackend
 
     loads = []
     real = TorchBackend.load
@@ -148,7 +148,7 @@ def test_unrunnable_config_is_skipped_and_sweep_goes_on(write_suite, tmp_path):
 
 
 def test_failed_cells_exit_1_and_are_retried_on_resume(write_suite, tmp_path, monkeypatch, capsys):
-    from t2ibench.harness.torch_backend import TorchModel
+    from t2ibench.backends.torch.engine import TorchModel
 
     real = TorchModel.generate
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import t2ibench
-from t2ibench.harness.torch_backend import TorchModel
+from t2ibench.backends.torch.engine import TorchModel
 
 
 def suite(write_suite, **overrides):

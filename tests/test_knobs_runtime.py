@@ -9,7 +9,7 @@ import itertools
 import torch
 
 import t2ibench
-from t2ibench.harness.torch_backend import TorchBackend
+from t2ibench.backends.torch.engine import TorchBackend
 from t2ibench.suites.knobs import SCHEDULERS
 
 
@@ -45,7 +45,7 @@ def test_flow_matching_models_take_only_flow_schedulers():
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from t2ibench.errors import SkipConfig
-    from t2ibench.harness.schedulers import build_scheduler
+    from t2ibench.backends.torch.schedulers import build_scheduler
 
     flow = FlowMatchEulerDiscreteScheduler(shift=3.0)
     built = {}
@@ -112,3 +112,9 @@ def test_precision_memory_format_and_vae_knobs_apply_and_are_undone(observed, wr
     for knob in ("channels_last", "vae_slicing", "vae_tiling", "vae_upcast"):
         assert any(getattr(a, knob) and not getattr(b, knob) and (a.precision, a.vae) == (b.precision, b.vae)
                    for a, b in itertools.pairwise(order)), f"no config undoes {knob} in its load group"
+
+
+def test_scheduler_registry_matches_the_knob_literal():
+    from t2ibench.backends.torch.schedulers import SCHEDULERS as RECIPES
+
+    assert set(RECIPES.names()) == set(SCHEDULERS)

@@ -178,3 +178,26 @@ def test_model_copy_with_update_drops_cached_configs():
     suite = make(matrix={"steps": [2, 4]})
     assert len(suite.configs()) == 2
     assert len(suite.model_copy(update={"matrix": {"steps": [2, 4, 6]}}).configs()) == 3
+
+
+def test_a_loaded_suite_keeps_the_configs_and_prompts_validation_built(write_suite, monkeypatch):
+    import t2ibench.suites.expand as expand_module
+    import t2ibench.suites.prompts as prompts_module
+
+    calls = {"expand": 0, "prompts": 0}
+    real_expand, real_resolve = expand_module.expand, prompts_module.resolve_prompts
+
+    def counted_expand(data):
+        calls["expand"] += 1
+        return real_expand(data)
+
+    def counted_resolve(*args, **kwargs):
+        calls["prompts"] += 1
+        return real_resolve(*args, **kwargs)
+
+    monkeypatch.setattr(expand_module, "expand", counted_expand)
+    monkeypatch.setattr(prompts_module, "resolve_prompts", counted_resolve)
+    suite = load_suite(write_suite(matrix={"steps": [2, 3]}))
+    assert len(suite.configs()) == 2 and len(suite.prompt_list()) == 3
+    suite.configs(), suite.prompt_list()
+    assert calls == {"expand": 1, "prompts": 1}

@@ -1,12 +1,13 @@
-"""Backend declarations: each inference engine registers a :class:`BackendSpec` here.
+"""Backends: the inference engines, each declared by a :class:`BackendSpec`.
 
-A spec is cheap to import (no torch): it names the engine, owns the options model of the
-engine-specific knobs (validated with the suite), decides which configs share one loaded
-model (its load key) and how many warm-up calls a config needs. The engine itself is named
-by a ``"module:attribute"`` path and imported only when a run needs it.
+A spec is cheap to import (no torch): it owns the options model of the engine-specific knobs
+(validated with the suite), decides which configs share one loaded model (its load key) and
+how many warm-up calls a config needs, and names its engine by a ``"module:attribute"`` path
+that is imported only when a run needs it. The engine protocol and the timing and memory
+helpers engines share are :mod:`.engine`, :mod:`.timing` and :mod:`.memory`.
 
-Adding a backend is one module (the engine, with its options and spec) plus one line in
-``_BUILTIN`` below.
+Adding a backend is one module (its options, spec and engine, heavy imports inside the
+engine) plus one line in ``_BUILTIN`` below. Backends never import the suites layer.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class BackendSpec:
     """How the runner uses one inference engine.
 
     ``engine``: ``"module:attr"`` of a zero-argument factory whose result has
-    ``load(model, knobs, device) -> LoadedModel`` (see ``t2ibench.harness.backend``).
+    ``load(model, knobs, device) -> LoadedModel`` (see ``t2ibench.backends.engine``).
     ``load_fields``: the knobs whose values need a new load (besides model and backend).
     ``compiles``: whether a config compiles on its first call; such a config always gets a warm-up
     call, and its compile time is reported apart.

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Protocol
 
-from t2ibench.harness.backend import CallOutcome
+from t2ibench.backends.engine import CallOutcome
 from t2ibench.harness.plan import CellTask
 from t2ibench.harness.worker import GroupReport
 from t2ibench.store import CallRow, CellRow, RunStore, image_relpath, write_png_atomic

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from t2ibench.backends import BACKENDS, BackendSpec
 from t2ibench.errors import SkipConfig, UserError
-from t2ibench.harness.backend import CallOutcome, Engine, LoadedModel
+from t2ibench.backends.engine import CallOutcome, Engine, LoadedModel
 from t2ibench.harness.plan import CellTask, ConfigTask, GroupTask
 from t2ibench.suites import Config, Timing
 

@@ -12,6 +12,7 @@ i.e. the prompt files), and whether a model or its weights can be found.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -201,23 +202,38 @@ def _seed_problems(data: dict) -> list[Problem]:
     return problems
 
 
-def _prompt_problems(data: dict, base_dir: Optional[Path]) -> list[Problem]:
+def _prompt_problems(data: dict, base_dir: Optional[Path]) -> tuple[list[Problem], Optional[list]]:
     from t2ibench.suites.prompts import PromptSource, PromptSourceError, resolve_prompts
 
     prompts = data.get("prompts")
     if isinstance(prompts, dict):
         prompts = PromptSource.model_validate(prompts)
     try:
-        resolve_prompts(prompts, base_dir)
+        return [], resolve_prompts(prompts, base_dir)
     except PromptSourceError as e:
-        return e.problems
-    return []
+        return e.problems, None
+
+
+@dataclass
+class Checked:
+    """What the semantic checks found: the problems, and the configs and prompts they built on the way
+    (kept by the loader, so a suite is expanded and its prompt file read once)."""
+
+    problems: list[Problem]
+    configs: Optional[list] = None
+    prompts: Optional[list] = None
 
 
 def semantic_problems(data: dict, base_dir: Optional[Path] = None, skip: Iterable[str] = ()) -> list[Problem]:
     """Every problem beyond structure; ``skip`` names top-level keys that already failed."""
+    return check_suite(data, base_dir, skip).problems
+
+
+def check_suite(data: dict, base_dir: Optional[Path] = None, skip: Iterable[str] = ()) -> Checked:
+    """The semantic checks, keeping the configs and prompts they built."""
     from t2ibench.suites.expand import empty_matrix_problems, include_name_problems
 
+    configs = prompt_list = None
     skip = set(skip)
     problems = _knob_problems(data, skip)
     knobs_ok = not problems
@@ -228,12 +244,14 @@ def semantic_problems(data: dict, base_dir: Optional[Path] = None, skip: Iterabl
     if knobs_ok and not skip.intersection(_KNOB_FIELDS) and isinstance(data.get("model"), str):
         from t2ibench.suites.expand import expand
 
-        problems += expand(data)[1]
+        configs, expand_problems = expand(data)
+        problems += expand_problems
     metric_problems, metric_names = ([], set()) if "metrics" in skip else _metric_problems(data)
     problems += metric_problems
     problems += _column_problems(data, skip, metric_names)
     if "seeds" not in skip:
         problems += _seed_problems(data)
     if "prompts" not in skip and "prompts" in data:
-        problems += _prompt_problems(data, base_dir)
-    return list(dict.fromkeys(problems))
+        prompt_problems, prompt_list = _prompt_problems(data, base_dir)
+        problems += prompt_problems
+    return Checked(list(dict.fromkeys(problems)), configs, prompt_list)

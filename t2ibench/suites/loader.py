@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from t2ibench.errors import UserError
 from t2ibench.registry import did_you_mean
-from t2ibench.suites.checks import semantic_problems
+from t2ibench.suites.checks import check_suite
 from t2ibench.suites.problems import Problem, SuiteError, from_validation_error
 from t2ibench.suites.prompts import PromptSource
 from t2ibench.suites.schema import Bound, SeedRange, Suite, Timing
@@ -140,10 +140,11 @@ def suite_from_data(data: Any, file: str = "<suite>", lines: Optional[Lines] = N
         problems += [p for p in from_validation_error(e, data, allowed_keys_at=_allowed_keys)
                      if p.loc[:1] != ("metrics",)]
     skip = {p.loc[0] for p in problems if p.loc}
-    problems += semantic_problems(data, base_dir=source_path.parent if source_path else None, skip=skip)
+    checked = check_suite(data, base_dir=source_path.parent if source_path else None, skip=skip)
+    problems += checked.problems
     if problems or suite is None:
         raise SuiteError(_render(problems, lines, file))
-    return suite
+    return suite.checked(checked.configs, checked.prompts)  # validated and expanded once
 
 
 def load_suite(path_or_builtin_name: Union[str, Path]) -> Suite:

@@ -187,13 +187,19 @@ class Suite(Frozen):
 
     @model_validator(mode="after")
     def _semantics(self, info: ValidationInfo) -> "Suite":
-        from t2ibench.suites.checks import semantic_problems
+        from t2ibench.suites.checks import check_suite
         from t2ibench.suites.problems import SuiteProblems
 
         if not (info.context or {}).get("defer_checks"):
-            problems = semantic_problems(self.raw(), base_dir=self.base_dir())
-            if problems:
-                raise SuiteProblems(problems)
+            checked = check_suite(self.raw(), base_dir=self.base_dir())
+            if checked.problems:
+                raise SuiteProblems(checked.problems)
+            self._configs, self._prompts = checked.configs, checked.prompts
+        return self
+
+    def checked(self, configs: Optional[list[Config]], prompts: Optional[list[Prompt]]) -> "Suite":
+        """Keep the configs and prompts that validation built (the loader's checks), so they are not rebuilt."""
+        self._configs, self._prompts = configs, prompts
         return self
 
     # --- identity --------------------------------------------------------------------------

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from t2ibench.errors import SkipConfig
-from t2ibench.harness.backend import CallOutcome, ImageOutcome
-from t2ibench.harness.loading import ModelSpec, load_pipeline, torch_dtype
-from t2ibench.harness.memory import MemoryTracker
-from t2ibench.harness.schedulers import build_scheduler
-from t2ibench.harness.timing import CallTimer
-from t2ibench.suites.knobs import Knobs
+from t2ibench.backends.engine import CallOutcome, ImageOutcome
+from t2ibench.backends.torch.loading import ModelSpec, load_pipeline, torch_dtype
+from t2ibench.backends.memory import MemoryTracker
+from t2ibench.backends.torch.schedulers import build_scheduler
+from t2ibench.backends.timing import CallTimer
+
+if TYPE_CHECKING:
+    from t2ibench.suites.knobs import Knobs
 
 
 def initial_latents(seeds: list[int], shape: tuple[int, ...], dtype):

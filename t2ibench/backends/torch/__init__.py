@@ -1,6 +1,6 @@
 """The PyTorch/diffusers backend's declaration: its knobs, load key and warm-up policy.
 
-The engine is ``t2ibench.harness.torch_backend``; this module stays free of torch imports.
+The engine is ``t2ibench.backends.torch.engine``; this module stays free of torch imports.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ def compile_options(knobs) -> Optional[CompileOptions]:
 
 TORCH = BACKENDS.add("torch", BackendSpec(
     name="torch",
-    engine="t2ibench.harness.torch_backend:TorchBackend",
+    engine="t2ibench.backends.torch.engine:TorchBackend",
     options=TorchOptions,
     load_fields=("precision", "vae", "offload"),
     compiles=lambda knobs: compile_options(knobs) is not None,
-    model_check="t2ibench.harness.loading:check_model_spec",
+    model_check="t2ibench.backends.torch.loading:check_model_spec",
     description="PyTorch + diffusers pipelines",
 ))

@@ -1,12 +1,14 @@
-"""The engine protocol: what the worker needs from a backend's engine (declared in :mod:`t2ibench.backends`)."""
+"""The engine protocol: what the worker needs from a backend's engine, and what a call returns."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from t2ibench.harness.timing import CallTiming
-from t2ibench.suites.knobs import Knobs
+from t2ibench.backends.timing import CallTiming
+
+if TYPE_CHECKING:  # an engine reads the config's knobs; it never imports the suites layer
+    from t2ibench.suites.knobs import Knobs
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class ModelSpec:
 
 def check_model_spec(model: str) -> ModelSpec:
     """Parse a spec and check what can be checked without loading (random names, local paths)."""
-    from t2ibench.harness.random_models import RANDOM_PIPELINES
+    from t2ibench.backends.torch.random_models import RANDOM_PIPELINES
     from t2ibench.registry import did_you_mean
 
     spec = ModelSpec.parse(model)
@@ -124,7 +124,7 @@ def _load_vae(spec_str: str, dtype):
 
 def load_pipeline(model: str, *, precision: str, vae: str = "default", offload: str = "none", device: str = "cpu"):
     """Load the pipeline for one load key and place it on ``device`` (or set up offloading)."""
-    from t2ibench.harness.random_models import RANDOM_PIPELINES
+    from t2ibench.backends.torch.random_models import RANDOM_PIPELINES
 
     spec = ModelSpec.parse(model)
     dtype = torch_dtype(precision)
