@@ -240,7 +240,7 @@ def test_evaluate_lpips_images_too_small(d, cache):
 
 def test_run_with_a_single_ok_image_still_writes_reports(write_suite, tmp_path, monkeypatch):
     """Three of the four cells of 'steps=1' fail: its FID/KID/CMMD rows are NaN with a note, the run reports."""
-    from t2ibench.harness.torch_backend import TorchModel
+    from t2ibench.backends.torch.engine import TorchModel
 
     real = TorchModel.generate
 
