@@ -162,12 +162,14 @@ def _parse_objectives(text: str) -> dict[str, str]:
 
 
 def _validate(args) -> int:
+    from t2ibench.orchestration import check_models
     from t2ibench.suites import load_suite
 
     problems: list[str] = []
     for path in args.suites:
         try:
             suite = load_suite(path)
+            check_models(suite)
             print(f"{path}: ok ({len(suite.configs())} configs × {len(suite.prompt_list())} prompts "
                   f"× {len(suite.seed_list())} seeds)")
         except UserError as e:

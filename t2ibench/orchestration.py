@@ -124,6 +124,25 @@ def choose_executor(suite: Suite, executor: str | ExecutorChoice | None,
     return parse_executor(name, {**base, **(options or {})})
 
 
+def check_models(suite: Suite) -> None:
+    """Every config's model passes its backend's check (a local folder exists, a random name is known);
+    all problems in one UserError, each ``file:line: model: ...`` as the suite's schema errors read."""
+    from t2ibench.backends import BACKENDS
+    from t2ibench.suites.loader import model_problem
+
+    problems = []
+    for backend, model in dict.fromkeys((c.knobs.backend, c.model) for c in suite.configs()):
+        try:
+            BACKENDS.get(backend).check_model(model)
+        except UserError as e:
+            local = not model.startswith("random:") and not Path(model).expanduser().is_absolute()
+            where = f" (relative model paths are resolved from the current folder, {Path.cwd()})" \
+                if local and "does not exist" in str(e) else ""
+            problems.append(model_problem(suite, model, f"{e}{where}"))
+    if problems:
+        raise UserError(problems[0], problems=problems)
+
+
 def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto",
             executor: str | ExecutorChoice | None = None, executor_options: dict | None = None,
             fresh: bool = False, observer: Observer | None = None, metrics: bool = True,
@@ -137,10 +156,7 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
     device = resolve_device(device)
     run_dir, why = choose_run_dir(suite, out, fresh)
     configs, prompts, seeds = suite.configs(), suite.prompt_list(), suite.seed_list()
-    from t2ibench.backends import BACKENDS
-
-    for backend, model in dict.fromkeys((c.knobs.backend, c.model) for c in configs):
-        BACKENDS.get(backend).check_model(model)
+    check_models(suite)
     with RunStore.open(run_dir, write=True) as store:
         previous = store.get_meta("suite")
         if previous and previous.get("name") != suite.name:
@@ -185,6 +201,9 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
                 score_run(store, suite, device, log=log)
             except UserError as e:
                 deferred.append(e)
+            except Exception:
+                write_reports(store)  # a bug in scoring must not also lose the reports of what was generated
+                raise
         write_reports(store)
         counts = _counts(store)
         complete = counts.get("ok", 0) + counts.get("nan", 0) == len(configs) * len(prompts) * len(seeds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -16,10 +17,23 @@ from t2ibench.errors import UserError
 RANDOM_LABEL = "not meaningful (random weights)"
 
 
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=50, help="images per forward pass")
+    p.add_argument("--batch-size", type=_at_least(1), default=50, help="images per forward pass")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--num-workers", type=int, default=None, help="image decoding processes")
+    p.add_argument("--num-workers", type=_at_least(0), default=None, help="image decoding processes")
     p.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder (default: no cache)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -75,13 +89,65 @@ def _cache(args: argparse.Namespace):
     return FeatureCache(args.cache_dir)
 
 
-def _extract(args: argparse.Namespace, ext, folder: str) -> np.ndarray:
+def _extract(args: argparse.Namespace, ext, files: list[Path]) -> np.ndarray:
     from t2ibench.metrics.features import extract, resolve_device
-    from t2ibench.metrics.images import list_images
 
     ext.to(resolve_device(args.device))
-    return extract(list_images(folder), ext, _cache(args), batch_size=args.batch_size,
-                   num_workers=args.num_workers)
+    return extract(files, ext, _cache(args), batch_size=args.batch_size, num_workers=args.num_workers)
+
+
+# --- bad input: every problem of both sides, one line each, before any network loads ----------
+
+def _raise(problems: list[str]) -> None:
+    problems = list(dict.fromkeys(problems))
+    if problems:
+        raise UserError(problems[0], problems=problems)
+
+
+def _images(problems: list[str], folder: str, metric: str, minimum: int) -> list[Path]:
+    """A folder's images; what is wrong (no folder, too few, not images) goes to ``problems``."""
+    from t2ibench.metrics.images import image_sizes, list_images
+
+    try:
+        files = list_images(folder)
+        image_sizes(files)  # headers only: names every non-image before a network loads
+    except UserError as e:
+        problems.extend(e.problems)
+        return []
+    if len(files) < minimum:
+        problems.append(f"{folder}: {metric} needs at least {minimum} images, found {len(files)}")
+    return files
+
+
+def _reference(problems: list[str], path: str, spec) -> list[Path]:
+    """The second side: a folder's images, or (FID) a statistics file checked for shape."""
+    from t2ibench.metrics.fid import load_stats
+
+    if not path.lower().endswith(".npz"):
+        return _images(problems, path, spec.label, spec.min_images)
+    if not Path(path).is_file():
+        problems.append(f"{path}: no such file")
+    else:
+        try:
+            load_stats(path)
+        except UserError as e:
+            problems.extend(e.problems)
+    return []
+
+
+def _names(paths: list[Path], shown: int = 5) -> str:
+    names = [p.name for p in paths]
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _unpaired(problems: list[str], a: str, files_a: list[Path], b: str, files_b: list[Path]) -> None:
+    """Images are paired by file name: each folder's images without a same-named partner are a problem."""
+    for folder, files, other, names in ((a, files_a, b, {p.name for p in files_b}),
+                                        (b, files_b, a, {p.name for p in files_a})):
+        alone = [p for p in files if p.name not in names]
+        if alone:
+            problems.append(f"{folder}: {len(alone)} images have no same-named image in {other} "
+                            f"(images are paired by file name): {_names(alone)}")
 
 
 def _emit(args: argparse.Namespace, metric: str, value: float, random: bool, notes: list[str] | None = None,
@@ -112,34 +178,45 @@ def _options(args: argparse.Namespace, spec) -> Any:
         raise UserError(problems[0], problems=problems) from None
 
 
-def _fid_of_two_stats(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.fid import frechet_distance, load_stats
+def _fid_of_two_stats(args: argparse.Namespace, spec) -> int:
+    from t2ibench.metrics.fid import check_dims, frechet_distance, load_stats
 
+    problems: list[str] = []
     for p in (args.a, args.b):
-        if not Path(p).is_file():
-            raise UserError(f"{p}: no such file")
-    return _emit(args, "fid", frechet_distance(*load_stats(args.a), *load_stats(args.b)), False, n_a=None, n_b=None)
+        _reference(problems, p, spec)
+    _raise(problems)
+    (mu1, s1), (mu2, s2) = load_stats(args.a), load_stats(args.b)
+    check_dims(args.a, len(mu1), args.b, len(mu2))
+    return _emit(args, "fid", frechet_distance(mu1, s1, mu2, s2), False, n_a=None, n_b=None)
 
 
 def _score(args: argparse.Namespace, spec) -> int:
     """Any registered metric on a folder (against a second folder or .npz): the same evaluation as in a run."""
     from t2ibench.metrics.evaluate import ImageRecord, evaluate
-    from t2ibench.metrics.images import list_images
 
     a = args.a
     if a.lower().endswith(".npz"):
         if not spec.stats_files:
             raise UserError(f"{a}: an .npz holds only FID statistics; this metric needs a folder of images")
         if args.b.lower().endswith(".npz"):
-            return _fid_of_two_stats(args)
+            return _fid_of_two_stats(args, spec)
         args.a, args.b = args.b, a  # FID is symmetric: score the folder against the statistics
     options = _options(args, spec)
-    files = list_images(args.a)
+    problems: list[str] = []
+    files = _images(problems, args.a, spec.label, spec.min_images)
+    if spec.against:
+        ref_files = _reference(problems, args.b, spec)
+        if spec.per_image and files and ref_files:  # a per-image metric against a folder pairs by file name
+            _unpaired(problems, args.a, files, args.b, ref_files)
+    _raise(problems)
     prompts = read_prompts(args.prompts, files) if spec.prompts else [f.name for f in files]
     records = [ImageRecord("a", f.name, prompt, 0, f) for f, prompt in zip(files, prompts)]
     rows = evaluate({spec.name: options}, records, None, device=args.device, cache_dir=args.cache_dir,
                     seed=args.seed, batch_size=args.batch_size, num_workers=args.num_workers, ci=args.ci)
     row = next(r for r in rows if r.metric == spec.name)
+    notes = [n for n in row.extra.get("notes", []) if n != RANDOM_LABEL]
+    if math.isnan(row.value) and notes:  # the metric could not be computed on this input: say why, exit 2
+        _raise([f"{spec.name} not computed: {n}" for n in notes])
     extra: dict[str, Any] = {}
     if args.ci:
         extra.update(lo=row.lo, hi=row.hi)
@@ -149,7 +226,6 @@ def _score(args: argparse.Namespace, spec) -> int:
         extra.update(n_a=row.n, n_b=n_ref) if a == args.a else extra.update(n_a=n_ref, n_b=row.n)
     else:
         extra["n"] = row.n
-    notes = [n for n in row.extra.get("notes", []) if n != RANDOM_LABEL]
     return _emit(args, spec.name, row.value, row.random_weights, notes, **scalars, **extra)
 
 
@@ -158,17 +234,26 @@ def read_prompts(prompts: Path, files: list[Path]) -> list[str]:
     if not prompts.is_file():
         raise UserError(f"{prompts}: no such prompts file")
     suffix = prompts.suffix.lower()
+    try:
+        text = prompts.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{prompts}: cannot read prompts ({e})") from None
     if suffix == ".txt":
-        lines = [ln for ln in prompts.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        lines = [ln for ln in text.splitlines() if ln.strip()]
         if len(lines) != len(files):
             raise UserError(f"{prompts}: {len(lines)} prompts for {len(files)} images (one line per image, "
                             "in sorted file-name order)")
         return lines
     if suffix == ".jsonl":
-        rows = [json.loads(ln) for ln in prompts.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        rows = []
+        for number, ln in enumerate(text.splitlines(), 1):
+            if ln.strip():
+                try:
+                    rows.append(json.loads(ln))
+                except ValueError as e:
+                    raise UserError(f"{prompts}:{number}: not a JSON object ({e})") from None
     elif suffix == ".csv":
-        with prompts.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(text.splitlines()))
     else:
         raise UserError(f"{prompts}: prompts must be .txt, .jsonl or .csv")
     try:
@@ -182,13 +267,21 @@ def read_prompts(prompts: Path, files: list[Path]) -> list[str]:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.fid import FID, save_stats
+    from t2ibench.metrics.fid import FID, MIN_IMAGES, save_stats
     from t2ibench.metrics.networks import load_features
 
+    problems: list[str] = []
+    files = _images(problems, args.dir, "FID statistics", MIN_IMAGES)
+    if not args.output.parent.is_dir():
+        problems.append(f"{args.output}: its folder {args.output.parent} does not exist")
+    _raise(problems)
     ext = load_features(args.features, args.resize, args.weights)
     f = FID()
-    f.update(_extract(args, ext, args.dir))
-    save_stats(args.output, f.stats())
+    f.update(_extract(args, ext, files))
+    try:
+        save_stats(args.output, f.stats())
+    except OSError as e:
+        raise UserError(f"{args.output}: cannot write statistics ({e.strerror or e})") from None
     n = f.n
     if not args.json:
         print(f"saved mu/sigma of {n} images to {args.output}" + (f"  [{RANDOM_LABEL}]" if ext.random_weights else ""))
@@ -209,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore", DeprecationWarning)
             return args.func(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        for line in e.problems:
+            print(f"error: {line}", file=sys.stderr)
         return 2
 
 

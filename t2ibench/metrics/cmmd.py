@@ -29,6 +29,8 @@ def mean_rbf(x: np.ndarray, y: np.ndarray, sigma: float = SIGMA, block: int = 20
 
 def cmmd(x: np.ndarray, y: np.ndarray, sigma: float = SIGMA) -> float:
     """1000 · (E k(x,x′) + E k(y,y′) − 2 E k(x,y)) on normalised embeddings, float64."""
+    if min(len(x), len(y)) < MIN_IMAGES:
+        raise ValueError(f"CMMD needs at least {MIN_IMAGES} images on each side, got {len(x)} and {len(y)}")
     x, y = l2_normalise(np.asarray(x, np.float64)), l2_normalise(np.asarray(y, np.float64))
     return SCALE * (mean_rbf(x, x, sigma) + mean_rbf(y, y, sigma) - 2 * mean_rbf(x, y, sigma))
 
@@ -47,7 +49,7 @@ from pydantic import field_validator  # noqa: E402
 from t2ibench.base import Frozen  # noqa: E402
 from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck  # noqa: E402
 
-MIN_IMAGES = 2
+MIN_IMAGES = 2  # per side: with one image a set has no spread, and the biased MMD is meaningless
 
 
 class CMMDOptions(Frozen):
@@ -71,7 +73,11 @@ def score_cmmd(o: CMMDOptions, ctx) -> list:
     from t2ibench.metrics.scoring import result, too_few
 
     ext = load_clip(o.model, o.pretrained).image
-    y = l2_normalise(ctx.features(ext, ctx.reference_paths("cmmd", o.against)))
+    ref_paths = ctx.reference_paths("cmmd", o.against)  # none when every reference cell failed
+    if len(ref_paths) < MIN_IMAGES:
+        return [too_few(cfg, "cmmd", len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
+                for cfg in ctx.candidates(o.against)]
+    y = l2_normalise(ctx.features(ext, ref_paths))
     kyy = mean_rbf(y, y)
     out = []
     for cfg in ctx.candidates(o.against):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from t2ibench.errors import UserError
 from t2ibench.metrics import images as im
 from t2ibench.metrics.cache import FeatureCache, hash_files
 from t2ibench.metrics.networks import Extractor
@@ -30,6 +31,10 @@ def resolve_device(device: str) -> str:
     return device
 
 
+class _Unreadable(str):
+    """What a loader worker returns instead of raising for a file it cannot decode: the problem line."""
+
+
 class _Files(Dataset):
     def __init__(self, paths: list[Path], preprocess: Callable):
         self.paths, self.preprocess = paths, preprocess
@@ -37,14 +42,31 @@ class _Files(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.preprocess(im.load_rgb(self.paths[i]))
+    def __getitem__(self, i: int) -> torch.Tensor | _Unreadable:
+        # never raise here: a worker's exception reaches the user as a traceback inside the message
+        try:
+            return self.preprocess(im.load_rgb(self.paths[i]))
+        except UserError as e:
+            return _Unreadable(str(e))
+        except Exception as e:  # noqa: BLE001 - any failure to decode a user's file is that file's problem
+            return _Unreadable(im.unreadable(self.paths[i], e))
+
+
+def _collate(items: list) -> tuple[torch.Tensor | None, list[int], list[str]]:
+    """(stacked decodable images, their positions in the batch, problem lines of the others)."""
+    ok = [i for i, x in enumerate(items) if not isinstance(x, _Unreadable)]
+    stacked = torch.stack([items[i] for i in ok]) if ok else None
+    return stacked, ok, [str(x) for x in items if isinstance(x, _Unreadable)]
 
 
 def batches(paths: list[Path], preprocess: Callable, batch_size: int, num_workers: int) -> DataLoader:
-    """Decoded, preprocessed batches; decoding runs in ``num_workers`` background processes."""
+    """Batches of ``(images, positions, problems)``; decoding runs in ``num_workers`` background processes.
+
+    A file that cannot be decoded does not stop the loader: it is left out of ``images`` and its
+    one-line problem is in ``problems`` (see :func:`extract`).
+    """
     return DataLoader(_Files(paths, preprocess), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, persistent_workers=False,
+                      num_workers=num_workers, persistent_workers=False, collate_fn=_collate,
                       prefetch_factor=4 if num_workers else None, pin_memory=torch.cuda.is_available())
 
 
@@ -65,11 +87,17 @@ def extract(paths: list[Path], extractor: Extractor, cache: FeatureCache | None 
             progress(f"{extractor.key.split('|')[0]}: {len(todo)} images ({len(paths) - len(todo)} cached)")
         workers = default_workers(extractor.device) if num_workers is None else num_workers
         new: dict[str, np.ndarray] = {}
+        problems: list[str] = []
         start = 0
-        for batch in batches([paths[i] for i in todo], extractor.preprocess, batch_size, min(workers, len(todo))):
-            feats = extractor.forward(batch)
-            new.update((hashes[todo[start + j]], f) for j, f in enumerate(feats))
-            start += len(feats)
-        cache.put(extractor.key, new)
+        for batch, ok, bad in batches([paths[i] for i in todo], extractor.preprocess, batch_size,
+                                      min(workers, len(todo))):
+            problems += bad
+            if batch is not None:
+                feats = extractor.forward(batch)
+                new.update((hashes[todo[start + j]], f) for j, f in zip(ok, feats))
+            start += len(ok) + len(bad)
+        cache.put(extractor.key, new)  # what was computed is kept, even when some files were unreadable
+        if problems:
+            raise UserError(problems[0], problems=problems)
         found.update(new)
     return np.stack([found[h] for h in hashes])

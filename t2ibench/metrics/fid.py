@@ -46,12 +46,25 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def load_stats(path: str | Path) -> Stats:
-    """``mu``, ``sigma`` from a pytorch-fid ``.npz``."""
+    """``mu``, ``sigma`` from a pytorch-fid ``.npz``: a d-vector and a finite d×d matrix, or a UserError."""
     try:
         with np.load(path) as f:
-            return np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
-    except (OSError, KeyError, ValueError) as e:
+            mu, sigma = np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
+    except (OSError, KeyError, ValueError, TypeError, EOFError) as e:
         raise UserError(f"{path}: not a FID statistics file with 'mu' and 'sigma' ({e})") from None
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)) or len(mu) == 0:
+        raise UserError(f"{path}: 'mu' must hold d values and 'sigma' a d×d matrix, got mu of shape "
+                        f"{mu.shape} and sigma of shape {sigma.shape}")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise UserError(f"{path}: 'mu' or 'sigma' holds NaN or infinite values")
+    return mu, sigma
+
+
+def check_dims(a: str, d_a: int, b: str, d_b: int) -> None:
+    """Both sides of a FID must come from the same feature layer."""
+    if d_a != d_b:
+        raise UserError(f"{a}: statistics of dimension {d_a} do not match {b} (dimension {d_b}); "
+                        "compute both with the same feature network")
 
 
 def save_stats(path: str | Path, stats: Stats) -> None:
@@ -98,8 +111,8 @@ class FID:
 
     def stats(self) -> Stats:
         """(μ, Σ) with Σ the unbiased covariance (``np.cov``, ddof=1)."""
-        if self.n < 2:
-            raise ValueError(f"FID needs at least 2 images, got {self.n}")
+        if self.n < MIN_IMAGES:
+            raise ValueError(f"FID needs at least {MIN_IMAGES} images, got {self.n}")
         return self._mean.copy(), self._m2 / (self.n - 1)
 
     def compute(self, reference: Union["FID", Stats, None] = None) -> float:
@@ -196,10 +209,11 @@ def score_fid(o: FIDOptions, ctx) -> list:
             raise UserError(f"metric fid: statistics file '{o.against}' does not exist")
         mu_r, sig_r = load_stats(o.against)
     else:
-        y = ctx.features(ext, ctx.reference_paths("fid", o.against))
-        if len(y) < MIN_IMAGES:
-            return [too_few(cfg, "fid", len(y), MIN_IMAGES, ext.random_weights, "reference")
+        ref_paths = ctx.reference_paths("fid", o.against)  # none when every reference cell failed
+        if len(ref_paths) < MIN_IMAGES:
+            return [too_few(cfg, "fid", len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
                     for cfg in ctx.candidates(o.against)]
+        y = ctx.features(ext, ref_paths)
         mu_r, sig_r = y.mean(0), np.cov(y, rowvar=False)
     if y is not None and len(y) < y.shape[1]:
         def trace_term(xb: np.ndarray) -> float:
@@ -217,6 +231,7 @@ def score_fid(o: FIDOptions, ctx) -> list:
         if len(x) < MIN_IMAGES:
             out.append(too_few(cfg, "fid", len(x), MIN_IMAGES, ext.random_weights))
             continue
+        check_dims(o.against, len(mu_r), f"the '{o.features}' features", x.shape[1])
 
         def fid_of(ix: np.ndarray) -> float:
             xb = x[ix]

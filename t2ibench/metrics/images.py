@@ -28,12 +28,38 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
+# what PIL raises on a file that is not a (whole, sane) image
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def unreadable(path: str | Path, error: BaseException) -> str:
+    """The one-line problem for an image file that cannot be decoded."""
+    return f"{path}: cannot read image ({str(error).strip() or type(error).__name__})"
+
+
 def load_rgb(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except OSError as e:
-        raise UserError(f"{path}: cannot read image ({e})") from None
+    except DECODE_ERRORS as e:
+        raise UserError(unreadable(path, e)) from None
+
+
+def image_sizes(paths: list[Path]) -> dict[Path, tuple[int, int]]:
+    """(width, height) of each file from its header (cheap: nothing is decoded).
+
+    Every file that is not an image is a problem; all of them are raised together, one line each.
+    """
+    sizes, problems = {}, []
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                sizes[p] = img.size
+        except DECODE_ERRORS as e:
+            problems.append(unreadable(p, e))
+    if problems:
+        raise UserError(problems[0], problems=problems)
+    return sizes
 
 
 def inception_input(img: Image.Image, resize: Literal["bilinear", "clean"] = "bilinear") -> torch.Tensor:

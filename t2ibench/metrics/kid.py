@@ -8,6 +8,24 @@ import numpy as np
 from t2ibench.metrics._arrays import Featurizer, FeatureSet
 
 
+def subset_note(subset_size: int, n_x: int, n_y: int) -> str | None:
+    """Say so when :func:`kid` cuts the subset size to the smaller set (None when it does not)."""
+    m = min(subset_size, n_x, n_y)
+    if m == subset_size:
+        return None
+    note = f"KID subset size cut from {subset_size} to {m} (the smaller set's size)"
+    if n_x == n_y == m:
+        note += "; every subset is the whole set, so kid_std is 0 and measures no uncertainty"
+    return note
+
+
+def negative_note(value: float) -> str | None:
+    """A KID below 0 is the unbiased estimator's noise, not a 'better than identical' score."""
+    if value < 0:
+        return "KID < 0: no difference measurable at this sample size (the unbiased estimate can fall below 0)"
+    return None
+
+
 def poly_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,
                 coef0: float = 1.0) -> np.ndarray:
     """k(x, y) = (γ·xᵀy + coef0)^degree with γ = 1/d by default."""
@@ -27,11 +45,12 @@ def kid(x: np.ndarray, y: np.ndarray, subsets: int = 100, subset_size: int = 100
         degree: int = 3, seed: int = 0) -> tuple[float, float]:
     """(mean, std) of MMD² over ``subsets`` random subsets of size min(subset_size, |x|, |y|).
 
-    The std is the population std (ddof=0), as torchmetrics reports it.
+    The std is the population std (ddof=0), as torchmetrics reports it. :func:`subset_note` says
+    when the subset size is cut.
     """
     m = min(subset_size, len(x), len(y))
-    if m < 2:
-        raise ValueError(f"KID needs at least 2 images on each side, got {len(x)} and {len(y)}")
+    if m < MIN_IMAGES:
+        raise ValueError(f"KID needs at least {MIN_IMAGES} images on each side, got {len(x)} and {len(y)}")
     rng = np.random.default_rng(seed)
     vals = np.array([
         mmd2_unbiased(x[rng.choice(len(x), m, replace=False)], y[rng.choice(len(y), m, replace=False)], degree)
@@ -94,7 +113,11 @@ def score_kid(o: KIDOptions, ctx) -> list:
     from t2ibench.metrics.scoring import result, too_few
 
     ext = load_features(o.features, o.resize, o.weights)
-    y = ctx.features(ext, ctx.reference_paths("kid", o.against))
+    ref_paths = ctx.reference_paths("kid", o.against)  # none when every reference cell failed
+    if len(ref_paths) < MIN_IMAGES:
+        return [too_few(cfg, "kid", len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
+                for cfg in ctx.candidates(o.against)]
+    y = ctx.features(ext, ref_paths)
     out = []
     for cfg in ctx.candidates(o.against):
         recs = ctx.configs[cfg]
@@ -104,11 +127,7 @@ def score_kid(o: KIDOptions, ctx) -> list:
             out.append(too_few(cfg, "kid", min(len(x), len(y)), MIN_IMAGES, ext.random_weights, side))
             continue
         mean, std = kid(x, y, o.subsets, o.subset_size, o.degree, ctx.seed)
-        notes = []
-        size = min(o.subset_size, len(x), len(y))
-        if size < o.subset_size:
-            notes.append(f"subset size {o.subset_size} cut to {size}, the smaller set's size"
-                         + ("; the ± over subsets is then not informative" if size == min(len(x), len(y)) else ""))
+        notes = [n for n in (subset_note(o.subset_size, len(x), len(y)), negative_note(mean)) if n]
         ci = None
         if ctx.ci:
             boot_subsets = min(o.subsets, KID_BOOT_SUBSETS)

@@ -19,6 +19,58 @@ if TYPE_CHECKING:
 
     from t2ibench.metrics.networks import LPIPSNet
 
+SAFE_SIDE = 64  # alex, vgg and squeeze all accept 64×64 (their minimum sides are 31, 16 and 17)
+_MIN_SIDE: dict[str, int] = {}
+
+
+def min_side(net: LPIPSNet, limit: int = 512) -> int:
+    """The smallest image side (pixels) the network's pooling layers accept, found by trying (once per net)."""
+    if net.key not in _MIN_SIDE:
+        import torch
+
+        def fits(side: int) -> bool:
+            x = torch.zeros(1, 3, side, side)
+            try:
+                net.distance(x, x)
+                return True
+            except RuntimeError:
+                return False
+
+        hi = 1  # double up to a side that fits (small probes are cheap), then bisect below it:
+        while hi < limit and not fits(hi):  # conv nets accept every side above their minimum
+            hi *= 2
+        lo = hi // 2 + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+        _MIN_SIDE[net.key] = lo
+    return _MIN_SIDE[net.key]
+
+
+def too_small(net: LPIPSNet, sizes: dict[Path, tuple[int, int]]) -> tuple[list[Path], int]:
+    """The images (of ``sizes``: path → (w, h)) smaller than the network accepts, and its minimum side."""
+    if not sizes or min(min(wh) for wh in sizes.values()) >= SAFE_SIDE:
+        return [], 0  # no need to probe the network
+    side = min_side(net)
+    return [p for p, wh in sizes.items() if min(wh) < side], side
+
+
+def too_small_note(small: list[Path], side: int, sizes: dict[Path, tuple[int, int]]) -> str:
+    w, h = sizes[small[0]]
+    example = f"{small[0].parent.name}/{small[0].name}"
+    return f"images too small for LPIPS ({len(small)} below {side}×{side} pixels, e.g. {example} {w}×{h})"
+
+
+def resize_note(pairs: Sequence[tuple[Path, Path]], sizes: dict[Path, tuple[int, int]]) -> str | None:
+    """Say how many pairs differ in size: the first image of each is resized to its partner's (None if none)."""
+    differ = [(a, b) for a, b in pairs if sizes[a] != sizes[b]]
+    if not differ:
+        return None
+    a, b = differ[0]
+    (wa, ha), (wb, hb) = sizes[a], sizes[b]
+    return (f"{len(differ)} of {len(pairs)} pairs differ in size; the first image of each was resized (bilinear) "
+            f"to its partner's size before LPIPS, e.g. {a.name} {wa}×{ha} → {wb}×{hb}")
+
 
 def _pair_tensors(a: Path, b: Path) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Both in [-1, 1]; ``a`` is resized (bilinear) to ``b``'s size when they differ."""
@@ -84,11 +136,21 @@ class LPIPSOptions(Frozen):
 
 def score_lpips(o: LPIPSOptions, ctx) -> list:
     """Paired LPIPS against the reference (same prompt and seed) or a folder (same file name), and each
-    config's diversity: the mean pairwise LPIPS across the seeds of a prompt."""
+    config's diversity: the mean pairwise LPIPS across the seeds of a prompt.
+
+    A pair is compared at its second image's size: images below the network's minimum there give a
+    NaN row that says so, and pairs of two sizes get a note.
+    """
+    import math
+
     from t2ibench.errors import UserError
     from t2ibench.metrics import bootstrap as bs
+    from t2ibench.metrics.images import image_sizes
     from t2ibench.metrics.networks import load_lpips
     from t2ibench.metrics.scoring import per_image, result
+
+    def unscored(cfg: str, metric: str, n: int, note: str):
+        return result(cfg, metric, math.nan, None, net.random_weights, n, [note])
 
     net = load_lpips(o.net).to(ctx.device)
     if o.against == "reference":
@@ -100,6 +162,11 @@ def score_lpips(o: LPIPSOptions, ctx) -> list:
     div: dict[str, float] = {}
     out = []
     for cfg, recs in ctx.configs.items():
+        sizes = image_sizes([r.path for r in recs])
+        small, side = too_small(net, sizes)
+        if small:
+            out.append(unscored(cfg, "lpips_diversity", len(recs), too_small_note(small, side, sizes)))
+            continue
         prompts = list(dict.fromkeys(r.prompt_id for r in recs))
         per_prompt = np.array([diversity(net, [r.path for r in recs if r.prompt_id == p], ctx.cache)
                                for p in prompts])
@@ -110,15 +177,26 @@ def score_lpips(o: LPIPSOptions, ctx) -> list:
     for cfg in ctx.candidates(o.against):
         pairs = [(r, partner(r)) for r in ctx.configs[cfg]]
         paired = [(r, p) for r, p in pairs if p is not None]
+        if not paired and o.against == "reference":
+            out.append(unscored(cfg, "lpips", 0, "no reference image to pair with (the reference config has no "
+                                                 "ok image of these prompts and seeds)"))
+            continue
         if not paired:
             raise UserError(f"metric lpips: config '{cfg}' has no image paired with '{o.against}' "
                             "(pairs are matched by prompt and seed, or by file name for a folder)")
-        d = pair_distances(net, [(r.path, p) for r, p in paired], ctx.cache)
+        files = [(r.path, p) for r, p in paired]
+        sizes = image_sizes(list(dict.fromkeys(f for pair in files for f in pair)))
+        small, side = too_small(net, {p: sizes[p] for _, p in files})
+        if small:
+            out.append(unscored(cfg, "lpips", len(paired), too_small_note(small, side, sizes)))
+            continue
+        d = pair_distances(net, files, ctx.cache)
         ci = bs.mean_ci(d, [r.prompt_id for r, _ in paired], seed=ctx.seed) if ctx.ci else None
         notes = [f"{len(pairs) - len(paired)} images without a partner were skipped"] if len(paired) < len(pairs) else []
+        notes += [n for n in (resize_note(files, sizes),) if n]
         extra = {"diversity": div[cfg]} if cfg in div else {}
         out.append(result(cfg, "lpips", d.mean(), ci, net.random_weights, len(d), notes, std=float(d.std()),
-                          per_image=per_image([r for r, _ in paired], d), **extra))
+                          per_image=per_image([r for r, _ in paired], d), n_ref=len(d), **extra))
     return out
 
 

@@ -265,3 +265,55 @@ def load_suite(path_or_builtin_name: Union[str, Path]) -> Suite:
     if problems:
         raise SuiteError(_render(problems, lines, file))
     return suite_from_data(data, file=file, lines=lines, source_path=path.resolve())
+
+
+# --- problems found after loading (a missing model folder) ----------------------------------
+
+_MODEL_KEYS = ("model", "defaults", "matrix", "include", "reference")  # where a config's model can be set
+
+
+def _model_loc(data: Any, model: str) -> tuple:
+    """The first key path whose value sets the model to ``model`` (``("model",)`` when none is found)."""
+    def walk(node: Any, loc: tuple):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if loc == () and key not in _MODEL_KEYS:
+                    continue
+                if key == "model" and value == model:
+                    return loc + (key,)
+                if key == "model" and isinstance(value, list) and model in value:
+                    return loc + (key, value.index(model))
+                found = walk(value, loc + (key,))
+                if found:
+                    return found
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                found = walk(item, loc + (i,))
+                if found:
+                    return found
+        return None
+
+    return walk(data, ()) or ("model",)
+
+
+def model_problem(suite: Suite, model: str, message: str) -> str:
+    """``file:line: model: message`` at the line of the suite file that sets ``model``, as the schema
+    errors read (``model: message`` for a suite built in Python)."""
+    data, lines = suite.raw(), {(): 1}
+    file = None
+    if suite.source_path is not None:
+        try:
+            data, lines, _ = parse_yaml(suite.source_path.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError):
+            pass
+        file = _shown(suite.source_path)
+    loc = _model_loc(data, model)
+    return Problem(loc, message).render(file, line_of(loc, lines) if file else None)
+
+
+def _shown(path: Path) -> str:
+    """A path as the user most likely typed it: relative to the current folder when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
