@@ -16,12 +16,12 @@ from pydantic import BaseModel
 
 from t2ibench.errors import UserError
 from t2ibench.metrics import bootstrap as bs
+from t2ibench.metrics import set_stats
 from t2ibench.metrics.cache import FeatureCache
 from t2ibench.metrics.clipscore import cosine_scores
-from t2ibench.metrics.cmmd import SCALE, l2_normalise, mean_rbf, rbf_kernel
+from t2ibench.metrics.cmmd import l2_normalise
 from t2ibench.metrics.features import extract, resolve_device
-from t2ibench.metrics.fid import (MIN_UNBIASED_N, bias_note, load_stats, psd_sqrt, trace_sqrt_cross,
-                                  trace_sqrt_product)
+from t2ibench.metrics.fid import MIN_UNBIASED_N, bias_note, load_stats
 from t2ibench.metrics.images import list_images
 from t2ibench.metrics.kid import kid
 from t2ibench.metrics.networks import Extractor, load_clip, load_features, load_lpips
@@ -30,7 +30,6 @@ from t2ibench.metrics.perceptual import diversity, pair_distances
 from t2ibench.registry import did_you_mean
 
 RANDOM_NOTE = "not meaningful (random weights)"
-KID_BOOT_SUBSETS = 10  # subsets per bootstrap resample (the point estimate uses all `subsets`)
 
 
 @dataclass(frozen=True)
@@ -100,12 +99,18 @@ def _features(ext: Extractor, paths: list[Path], ctx: _Ctx) -> np.ndarray:
     return extract(paths, ext.to(ctx.device), ctx.cache, progress=ctx.progress).astype(np.float64)
 
 
-def _fid(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
-    """FID per config with a bootstrap CI over prompts.
+def _ref_groups(against: str, ctx: _Ctx) -> list[str] | None:
+    """Prompt ids of the reference images when the reference is the suite's reference config (paired CIs)."""
+    return [r.prompt_id for r in ctx.configs[ctx.reference_id]] if against == "reference" else None
 
-    The trace term Tr sqrt(Σ_x Σ_ref) is computed exactly without a d×d ``sqrtm``: from both
-    feature sets (nuclear norm of the n×m cross matrix) while the reference has fewer samples
-    than dimensions, otherwise through one symmetric square root of Σ_ref. Both agree with
+
+def _fid(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
+    """FID per config with a jackknife CI over prompts (``bootstrap.set_ci``).
+
+    The trace term Tr sqrt(Σ_x Σ_ref) is computed exactly without a d×d ``sqrtm`` (``set_stats.fid_stat``):
+    from both feature sets (nuclear norm of the n×m cross matrix) while the reference has fewer
+    samples than dimensions, otherwise through one symmetric square root of Σ_ref (or, for a
+    jackknife replicate that also deletes reference images, a Cholesky factor). These agree with
     pytorch-fid's ``sqrtm`` form to ~1e-7 relative, at a fraction of the cost.
     """
     ext = load_features(o.features, o.resize, o.weights)
@@ -113,48 +118,36 @@ def _fid(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
     if o.against.lower().endswith(".npz"):
         if not Path(o.against).is_file():
             raise UserError(f"metric fid: statistics file '{o.against}' does not exist")
-        mu_r, sig_r = load_stats(o.against)
+        ref = set_stats.FidReference(load_stats(o.against))
     else:
         y = _features(ext, _reference_paths("fid", o.against, ctx), ctx)
-        mu_r, sig_r = y.mean(0), np.cov(y, rowvar=False)
-    if y is not None and len(y) < y.shape[1]:
-        def trace_term(xb: np.ndarray) -> float:
-            return trace_sqrt_cross(xb, y)
-    else:
-        root = psd_sqrt(sig_r)
-
-        def trace_term(xb: np.ndarray) -> float:
-            return trace_sqrt_product(xb @ root)
-    trace_r = float(np.trace(sig_r))
+        ref = set_stats.FidReference(y)
+    ref_groups = _ref_groups(o.against, ctx)
     out = []
     for cfg in _candidates(o.against, ctx):
         recs = ctx.configs[cfg]
         x = _features(ext, [r.path for r in recs], ctx)
-
-        def fid_of(ix: np.ndarray) -> float:
-            xb = x[ix]
-            d = xb.mean(0) - mu_r
-            return float(d @ d + xb.var(0, ddof=1).sum() + trace_r - 2 * trace_term(xb))
-
-        value = fid_of(np.arange(len(x)))
+        fid_of = set_stats.fid_stat(x, ref)
+        value = fid_of(np.arange(len(x)), None)
         n_ref = len(y) if y is not None else None
         notes = [bias_note(n) for n in sorted({len(x), n_ref or len(x)}) if n < MIN_UNBIASED_N]
-        ci = bs.stat_ci(fid_of, [r.prompt_id for r in recs], seed=ctx.seed)
+        ci = bs.set_ci(fid_of, [r.prompt_id for r in recs], ref_groups, seed=ctx.seed, estimate=value, floor=0.0)
         out.append(_result(cfg, "fid", value, ci, ext.random_weights, len(x), notes))
     return out
 
 
 def _kid(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
+    """KID per config; its CI is the jackknife of the full U-statistic, anchored on the reported subset mean."""
     ext = load_features(o.features, o.resize, o.weights)
     y = _features(ext, _reference_paths("kid", o.against, ctx), ctx)
+    ref_groups = _ref_groups(o.against, ctx)
     out = []
     for cfg in _candidates(o.against, ctx):
         recs = ctx.configs[cfg]
         x = _features(ext, [r.path for r in recs], ctx)
         mean, std = kid(x, y, o.subsets, o.subset_size, o.degree, ctx.seed)
-        boot_subsets = min(o.subsets, KID_BOOT_SUBSETS)
-        ci = bs.stat_ci(lambda ix: kid(x[ix], y, boot_subsets, o.subset_size, o.degree, ctx.seed)[0],
-                        [r.prompt_id for r in recs], seed=ctx.seed)
+        stat = set_stats.kid_stat(x, y, o.degree, paired=ref_groups is not None)
+        ci = bs.set_ci(stat, [r.prompt_id for r in recs], ref_groups, seed=ctx.seed, estimate=mean)
         out.append(_result(cfg, "kid", mean, ci, ext.random_weights, len(x), kid_std=std))
     return out
 
@@ -162,15 +155,14 @@ def _kid(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
 def _cmmd(o: BaseModel, ctx: _Ctx) -> list[MetricResult]:
     ext = load_clip(o.model, o.pretrained).image
     y = l2_normalise(_features(ext, _reference_paths("cmmd", o.against, ctx), ctx))
-    kyy = mean_rbf(y, y)
+    ref_groups = _ref_groups(o.against, ctx)
     out = []
     for cfg in _candidates(o.against, ctx):
         recs = ctx.configs[cfg]
         x = l2_normalise(_features(ext, [r.path for r in recs], ctx))
-        kxx, kxy_rows = rbf_kernel(x, x), rbf_kernel(x, y).mean(1)  # resamples index into these
-        value = SCALE * (kxx.mean() + kyy - 2 * kxy_rows.mean())
-        ci = bs.stat_ci(lambda ix: SCALE * (kxx[np.ix_(ix, ix)].mean() + kyy - 2 * kxy_rows[ix].mean()),
-                        [r.prompt_id for r in recs], seed=ctx.seed)
+        stat = set_stats.cmmd_stat(x, y, paired=ref_groups is not None)
+        value = stat(np.arange(len(x)), None if ref_groups is None else np.arange(len(y)))
+        ci = bs.set_ci(stat, [r.prompt_id for r in recs], ref_groups, seed=ctx.seed, floor=0.0)
         out.append(_result(cfg, "cmmd", value, ci, ext.random_weights, len(x)))
     return out
 
@@ -241,7 +233,7 @@ def _options(name: str, opts: BaseModel | dict | None) -> BaseModel:
 def evaluate(metrics: dict[str, BaseModel], images: list[ImageRecord], reference_id: str | None, *,
              device: str = "cpu", cache_dir: Path | None, seed: int = 0,
              progress: Callable[[str], None] | None = None) -> list[MetricResult]:
-    """Compute each metric for each config of ``images``; rows carry 95% bootstrap CIs over prompts."""
+    """Compute each metric for each config of ``images``; rows carry 95% jackknife CIs over prompts."""
     opts = {name: _options(name, o) for name, o in metrics.items()}
     configs: dict[str, list[ImageRecord]] = {}
     for r in images:
