@@ -65,11 +65,11 @@ def jackknife_interval(estimate: float, replicates: Sequence[float], level: floa
     """
     from scipy.stats import t
 
-    rep = np.asarray(replicates, np.float64)
+    rep, estimate = np.asarray(replicates, np.float64), float(estimate)  # plain floats: bounds go to JSON
     g = len(rep)
     if g < 2 or not np.isfinite(rep).all() or not math.isfinite(estimate):
         return NAN_CI
-    mean = rep.mean()
+    mean = float(rep.mean())
     se = math.sqrt((g - 1) / g * float(((rep - mean) ** 2).sum()))
     centre = estimate - (g - 1) * (mean - estimate)
     q = float(t.ppf(0.5 + level / 2, g - 1))
