@@ -382,3 +382,43 @@ def test_kid_interval_is_anchored_on_the_reported_estimate():
     lo, hi = bs.set_ci(stat, g, g)
     lo2, hi2 = bs.set_ci(stat, g, g, estimate=full + 0.01)
     assert (lo2 - lo, hi2 - hi) == pytest.approx((0.01, 0.01)) and lo < full < hi
+
+
+# --- evaluate hands the jackknife prompt ids, and the reference's when it is the reference config ------------
+
+def test_evaluate_deletes_prompts_jointly_and_every_ci_holds_its_value(tmp_path, monkeypatch):
+    """evaluate's wiring, with 16-dim stand-in features for the networks (the statistics are tested above)."""
+    import zlib
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from t2ibench.metrics import evaluate as ev
+
+    net = SimpleNamespace(random_weights=True, to=lambda device: net)
+    text = lambda prompts: np.stack([np.random.default_rng(len(p)).normal(size=16) for p in prompts])  # noqa: E731
+    monkeypatch.setattr(ev, "load_features", lambda *a: net)
+    monkeypatch.setattr(ev, "load_clip", lambda *a: SimpleNamespace(image=net, encode_text=text))
+    monkeypatch.setattr(ev, "_features", lambda ext, paths, ctx: np.stack(
+        [np.random.default_rng(zlib.crc32(p.name.encode())).normal(size=16) for p in paths]))
+    records, folder = [], tmp_path / "folder"
+    folder.mkdir()
+    for p in range(4):
+        Image.new("RGB", (8, 8)).save(folder / f"f{p}.png")
+        for seed in range(2):
+            for cfg in ("ref", "cand"):
+                records.append(ev.ImageRecord(cfg, f"p{p}", f"prompt {p}", seed, tmp_path / f"{cfg}-{p}-{seed}.png"))
+    calls = []
+    real_set, real_mean = bs.set_ci, bs.mean_ci
+    monkeypatch.setattr(bs, "set_ci", lambda stat, g, r=None, **kw: calls.append(("set", list(g), r))
+                        or real_set(stat, g, r, **kw))
+    monkeypatch.setattr(bs, "mean_ci", lambda v, g, **kw: calls.append(("mean", list(g), None)) or real_mean(v, g, **kw))
+    metrics = {"fid": {"features": "random:inception"}, "cmmd": {"model": "random:ViT-B-32"},
+               "kid": {"features": "random:inception", "against": str(folder), "subsets": 3, "subset_size": 4},
+               "clip_score": {"model": "random:ViT-B-32"}}
+    rows = ev.evaluate(metrics, records, "ref", device="cpu", cache_dir=None, seed=0)
+    prompts = [f"p{p}" for p in range(4) for _ in range(2)]
+    assert calls == [("set", prompts, prompts)] * 2 + [("set", prompts, None)] * 2 + [("mean", prompts, None)] * 2
+    assert [r.metric for r in rows] == ["fid", "cmmd", "kid", "kid", "clip_score", "clip_score"]
+    for r in rows:
+        assert r.lo is not None and r.lo <= r.value <= r.hi, r
