@@ -4,7 +4,8 @@ Each image's features are a prompt effect plus seed noise; candidate and referen
 prompts (a prompt's effect moves both), as a config and the suite's reference config do. The CIs
 are computed by the code evaluate uses (``set_stats`` statistics + ``bootstrap.set_ci``, and
 ``bootstrap.mean_ci`` for per-image metrics) at a reduced feature dimension; the truth is the metric
-between the two populations: FID analytically (Gaussians), KID and CMMD from a very large sample.
+between the two populations: FID and KID analytically (Gaussians; KID's formula is checked against
+a large sample), CMMD from a large sample. Coverage must lie in [90%, 99%].
 """
 
 from __future__ import annotations
@@ -412,7 +413,8 @@ def test_evaluate_deletes_prompts_jointly_and_every_ci_holds_its_value(tmp_path,
     real_set, real_mean = bs.set_ci, bs.mean_ci
     monkeypatch.setattr(bs, "set_ci", lambda stat, g, r=None, **kw: calls.append(("set", list(g), r))
                         or real_set(stat, g, r, **kw))
-    monkeypatch.setattr(bs, "mean_ci", lambda v, g, **kw: calls.append(("mean", list(g), None)) or real_mean(v, g, **kw))
+    monkeypatch.setattr(bs, "mean_ci", lambda v, g, **kw: calls.append(("mean", list(g), None))
+                        or real_mean(v, g, **kw))
     metrics = {"fid": {"features": "random:inception"}, "cmmd": {"model": "random:ViT-B-32"},
                "kid": {"features": "random:inception", "against": str(folder), "subsets": 3, "subset_size": 4},
                "clip_score": {"model": "random:ViT-B-32"}}
