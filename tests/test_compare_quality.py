@@ -40,7 +40,7 @@ def test_per_image_values_are_stored(step_runs):
 def test_fewer_steps_is_a_quality_regression(step_runs, capsys):
     result = compare(load_summary(step_runs["base"]), load_summary(step_runs["cand"]))
     lpips = next(r for r in result.rows if r.config == "main" and r.figure == "lpips")
-    assert lpips.test.startswith("paired bootstrap") and lpips.ci[0] > 0
+    assert lpips.test.startswith("paired jackknife over prompts") and lpips.ci[0] > 0
     assert lpips.verdict == "regression"
     assert any("matched by name" in n and "steps 6 → 1" in n for n in result.notes)
     # the reverse: going from 1 step back to 6 is an improvement, never a failure

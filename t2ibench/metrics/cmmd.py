@@ -68,7 +68,9 @@ class CMMDOptions(Frozen):
 
 
 def score_cmmd(o: CMMDOptions, ctx) -> list:
+    """CMMD per config with a prompt-jackknife CI (paired with the reference config's prompts)."""
     from t2ibench.metrics import bootstrap as bs
+    from t2ibench.metrics import set_stats
     from t2ibench.metrics.networks import load_clip
     from t2ibench.metrics.scoring import result, too_few
 
@@ -78,7 +80,7 @@ def score_cmmd(o: CMMDOptions, ctx) -> list:
         return [too_few(cfg, "cmmd", len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
                 for cfg in ctx.candidates(o.against)]
     y = l2_normalise(ctx.features(ext, ref_paths))
-    kyy = mean_rbf(y, y)
+    ref_groups = ctx.reference_groups(o.against)
     out = []
     for cfg in ctx.candidates(o.against):
         recs = ctx.configs[cfg]
@@ -87,10 +89,10 @@ def score_cmmd(o: CMMDOptions, ctx) -> list:
             side = "reference" if len(y) < MIN_IMAGES else ""
             out.append(too_few(cfg, "cmmd", min(len(x), len(y)), MIN_IMAGES, ext.random_weights, side))
             continue
-        kxx, kxy_rows = rbf_kernel(x, x), rbf_kernel(x, y).mean(1)  # resamples index into these
-        value = SCALE * (kxx.mean() + kyy - 2 * kxy_rows.mean())
-        ci = bs.stat_ci(lambda ix: SCALE * (kxx[np.ix_(ix, ix)].mean() + kyy - 2 * kxy_rows[ix].mean()),
-                        [r.prompt_id for r in recs], seed=ctx.seed) if ctx.ci else None
+        stat = set_stats.cmmd_stat(x, y, paired=ref_groups is not None)
+        value = stat(np.arange(len(x)), None if ref_groups is None else np.arange(len(y)))
+        ci = bs.set_ci(stat, [r.prompt_id for r in recs], ref_groups, seed=ctx.seed, estimate=value,
+                       floor=0.0) if ctx.ci else None
         out.append(result(cfg, "cmmd", value, ci, ext.random_weights, len(x), n_ref=len(y)))
     return out
 

@@ -191,14 +191,16 @@ class FIDOptions(Frozen):
 
 
 def score_fid(o: FIDOptions, ctx) -> list:
-    """FID per config with a CI over prompts.
+    """FID per config with a jackknife CI over prompts (``bootstrap.set_ci``).
 
-    The trace term Tr sqrt(Σ_x Σ_ref) is computed exactly without a d×d ``sqrtm``: from both
-    feature sets (nuclear norm of the n×m cross matrix) while the reference has fewer samples
-    than dimensions, otherwise through one symmetric square root of Σ_ref. Both agree with
+    The trace term Tr sqrt(Σ_x Σ_ref) is computed exactly without a d×d ``sqrtm`` (``set_stats.fid_stat``):
+    from both feature sets (nuclear norm of the n×m cross matrix) while the reference has fewer
+    samples than dimensions, otherwise through one symmetric square root of Σ_ref (or, for a
+    jackknife replicate that also deletes reference images, a Cholesky factor). These agree with
     pytorch-fid's ``sqrtm`` form (a test checks it on rank-deficient and full-rank statistics).
     """
     from t2ibench.metrics import bootstrap as bs
+    from t2ibench.metrics import set_stats
     from t2ibench.metrics.networks import load_features
     from t2ibench.metrics.scoring import result, too_few
 
@@ -207,23 +209,16 @@ def score_fid(o: FIDOptions, ctx) -> list:
     if o.against.lower().endswith(".npz"):
         if not Path(o.against).is_file():
             raise UserError(f"metric fid: statistics file '{o.against}' does not exist")
-        mu_r, sig_r = load_stats(o.against)
+        stats = load_stats(o.against)
+        ref, ref_dim = set_stats.FidReference(stats), len(stats[0])
     else:
         ref_paths = ctx.reference_paths("fid", o.against)  # none when every reference cell failed
         if len(ref_paths) < MIN_IMAGES:
             return [too_few(cfg, "fid", len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
                     for cfg in ctx.candidates(o.against)]
         y = ctx.features(ext, ref_paths)
-        mu_r, sig_r = y.mean(0), np.cov(y, rowvar=False)
-    if y is not None and len(y) < y.shape[1]:
-        def trace_term(xb: np.ndarray) -> float:
-            return trace_sqrt_cross(xb, y)
-    else:
-        root = psd_sqrt(sig_r)
-
-        def trace_term(xb: np.ndarray) -> float:
-            return trace_sqrt_product(xb @ root)
-    trace_r = float(np.trace(sig_r))
+        ref, ref_dim = set_stats.FidReference(y), y.shape[1]
+    ref_groups = ctx.reference_groups(o.against)
     out = []
     for cfg in ctx.candidates(o.against):
         recs = ctx.configs[cfg]
@@ -231,17 +226,13 @@ def score_fid(o: FIDOptions, ctx) -> list:
         if len(x) < MIN_IMAGES:
             out.append(too_few(cfg, "fid", len(x), MIN_IMAGES, ext.random_weights))
             continue
-        check_dims(o.against, len(mu_r), f"the '{o.features}' features", x.shape[1])
-
-        def fid_of(ix: np.ndarray) -> float:
-            xb = x[ix]
-            d = xb.mean(0) - mu_r
-            return float(d @ d + xb.var(0, ddof=1).sum() + trace_r - 2 * trace_term(xb))
-
-        value = fid_of(np.arange(len(x)))
+        check_dims(o.against, ref_dim, f"the '{o.features}' features", x.shape[1])
+        fid_of = set_stats.fid_stat(x, ref)
+        value = fid_of(np.arange(len(x)), None)
         n_ref = len(y) if y is not None else None
         notes = [bias_note(n) for n in sorted({len(x), n_ref or len(x)}) if n < MIN_UNBIASED_N]
-        ci = bs.stat_ci(fid_of, [r.prompt_id for r in recs], seed=ctx.seed) if ctx.ci else None
+        ci = bs.set_ci(fid_of, [r.prompt_id for r in recs], ref_groups, seed=ctx.seed, estimate=value,
+                       floor=0.0) if ctx.ci else None
         out.append(result(cfg, "fid", value, ci, ext.random_weights, len(x), notes,
                           **({"n_ref": n_ref} if n_ref is not None else {})))
     return out

@@ -4,11 +4,12 @@ A figure is flagged only when its change is both beyond its gate and statistical
 - latency figures (p50, p95, mean, images/s): a 99% percentile bootstrap CI of the ratio candidate ÷
   base of the figure's statistic, resampling each side's latency samples (every measured call and
   repeat); significant when the CI excludes 1 (p95 needs at least 20 samples a side);
-- per-image metrics (clip_score, lpips): a paired bootstrap over (prompt, seed) of the per-image
-  differences; significant when the CI of the mean difference excludes 0;
+- per-image metrics (clip_score, lpips): the per-image differences paired by (prompt, seed), and a
+  95% CI of their mean over prompts (``bootstrap.mean_ci``: a jackknife that deletes whole prompts,
+  the same unit and code as the metric rows' CIs); significant when it excludes 0;
 - set metrics (fid, kid, cmmd, lpips_diversity; or any metric without per-image values): their
-  stored 95% bootstrap CIs (over prompts) must not overlap, a conservative test, since the
-  features are not kept in a results file;
+  stored 95% CIs (over prompts) must not overlap, a conservative test, since the features are not
+  kept in a results file;
 - peak memory: a single deterministic reading per config, so the gate alone decides.
 An improvement is never a failure.
 """
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from t2ibench.errors import UserError
+from t2ibench.metrics.bootstrap import mean_ci
 from t2ibench.reports.export import MEMORY_FIGURES, ConfigSummary, MetricSummary, RunSummary
 from t2ibench.reports.latency import LATENCY_FIGURES, STATISTIC, scale
 
@@ -202,9 +204,11 @@ def metric_row(config: str, config_id: str, name: str, base: MetricSummary, cand
     keys = sorted(base.per_image.keys() & cand.per_image.keys())
     if keys:
         d = np.array([cand.per_image[k] - base.per_image[k] for k in keys])
-        ci = _bootstrap_ci((d,), lambda x, axis: np.mean(x, axis=axis), seed)
+        prompts = [k.rsplit(":", 1)[0] for k in keys]  # keys are "prompt_id:seed"
+        lo, hi = mean_ci(d, prompts, seed=seed)
+        ci = None if math.isnan(lo) else (lo, hi)
         significant = ci is not None and (ci[0] > 0 or ci[1] < 0)
-        test = f"paired bootstrap ({len(keys)} images)"
+        test = f"paired jackknife over prompts ({len(keys)} images, {len(set(prompts))} prompts)"
     elif None not in (base.lo, base.hi, cand.lo, cand.hi):
         ci = None
         significant = cand.lo > base.hi or cand.hi < base.lo

@@ -49,7 +49,7 @@ def _quality_vs_latency(rows: list[dict], metric: str, out_dir: Path, random_wei
     x = [r["latency_ms_p50"] for r in pts]
     y = [r[metric] for r in pts]
     ax.plot(x, y, "o", color="tab:blue")
-    for xi, r in zip(x, pts):  # the bootstrap CI as given: it need not contain the point (FID's bias)
+    for xi, r in zip(x, pts):  # the CI as given (it contains the point)
         if _finite(r.get(f"{metric}_lo")) and _finite(r.get(f"{metric}_hi")):
             ax.vlines(xi, r[f"{metric}_lo"], r[f"{metric}_hi"], color="0.6")
     for xi, yi, r in zip(x, y, pts):

@@ -1,0 +1,428 @@
+"""Do the 95% CIs over prompts cover the population value? Simulated features with known truth.
+
+Each image's features are a prompt effect plus seed noise; candidate and reference share the
+prompts (a prompt's effect moves both), as a config and the suite's reference config do. The CIs
+are computed by the code evaluate uses (``set_stats`` statistics + ``bootstrap.set_ci``, and
+``bootstrap.mean_ci`` for per-image metrics) at a reduced feature dimension; the truth is the metric
+between the two populations: FID and KID analytically (Gaussians; KID's formula is checked against
+a large sample), CMMD from a large sample. Coverage must lie in [90%, 99%].
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from t2ibench.metrics import bootstrap as bs
+from t2ibench.metrics import frechet_distance
+from t2ibench.metrics import set_stats as ss
+from t2ibench.metrics.cmmd import SCALE, SIGMA, l2_normalise
+from t2ibench.metrics.kid import kid
+from t2ibench.reports.compare import Gate, metric_row
+from t2ibench.reports.export import MetricSummary
+
+REPS = 200
+COVER = (0.90, 0.99)
+
+
+@dataclass(eq=False)  # hashed by identity: _truth caches per world
+class World:
+    """x = A_c z_p + shift + B_c ε (candidate), y = A_r z_p + B_r ε′ (reference); z_p the prompt's effect."""
+
+    d: int
+    seed: int = 0
+    shift_scale: float = 0.6
+
+    def __post_init__(self):
+        g = np.random.default_rng(self.seed)
+        d = self.d
+        self.a_r = np.eye(d) + 0.3 * g.normal(size=(d, d)) / math.sqrt(d)
+        self.a_c = self.a_r + 0.4 * g.normal(size=(d, d)) / math.sqrt(d)
+        self.b_r = 0.6 * np.eye(d)
+        self.b_c = 0.6 * np.diag(g.uniform(0.6, 1.4, d))
+        self.shift = self.shift_scale * g.normal(size=d) / math.sqrt(d)
+
+    def draw(self, rng, prompts: int, seeds: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        z = rng.normal(size=(prompts, 1, self.d))
+        y = z @ self.a_r.T + rng.normal(size=(prompts, seeds, self.d)) @ self.b_r.T
+        x = z @ self.a_c.T + self.shift + rng.normal(size=(prompts, seeds, self.d)) @ self.b_c.T
+        groups = [f"p{i}" for i in range(prompts) for _ in range(seeds)]
+        return x.reshape(-1, self.d), y.reshape(-1, self.d), groups
+
+    def population(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """(μ, Σ) of the candidate's and the reference's images (each image marginally Gaussian)."""
+        return ((self.shift, self.a_c @ self.a_c.T + self.b_c @ self.b_c.T),
+                (np.zeros(self.d), self.a_r @ self.a_r.T + self.b_r @ self.b_r.T))
+
+    def kid(self) -> float:
+        """Population MMD² of KID's kernel (xᵀy/d + 1)³, exact for independent Gaussians.
+
+        For x ~ N(a, A), y ~ N(b, B) and z = xᵀy: given y, z ~ N(m, v) with m = aᵀy, v = yᵀAy, so
+        E z = E m, E z² = E m² + E v, E z³ = E m³ + 3 E[m v], with m ~ N(aᵀb, aᵀBa),
+        E v = tr(AB) + bᵀAb and E[m v] = aᵀb (bᵀAb + tr(AB)) + 2 aᵀBAb.
+        """
+        def k(p, q):
+            (a, sa), (b, sb) = p, q
+            mu, var = a @ b, a @ sb @ a
+            ev = np.trace(sa @ sb) + b @ sa @ b
+            z1, z2 = mu, mu**2 + var + ev
+            z3 = mu**3 + 3 * mu * var + 3 * (mu * ev + 2 * a @ sb @ sa @ b)
+            g = 1 / self.d
+            return 1 + 3 * g * z1 + 3 * g**2 * z2 + g**3 * z3
+
+        c, r = self.population()
+        return float(k(c, c) + k(r, r) - 2 * k(c, r))
+
+    def mmd2(self, kernel, normalise: bool, n: int = 200_000) -> tuple[float, float]:
+        """Population MMD² E k(x,x′) + E k(y,y′) − 2 E k(x,y) over independent images; (value, MC std error)."""
+        rng = np.random.default_rng(self.seed + 1)
+        terms = []
+        for _ in range(n // 100_000):
+            x1, y1, _ = self.draw(rng, 100_000, 1)  # one image per prompt: independent draws
+            x2, y2, _ = self.draw(rng, 100_000, 1)
+            if normalise:
+                x1, y1, x2, y2 = map(l2_normalise, (x1, y1, x2, y2))
+            terms.append(kernel(x1, x2) + kernel(y1, y2) - kernel(x1, y2) - kernel(x2, y1))
+        t = np.concatenate(terms)
+        return float(t.mean()), float(t.std() / math.sqrt(len(t)))
+
+
+def _poly(a, b):  # KID's kernel row-wise: (aᵀb/d + 1)³
+    return ((a * b).sum(1) / a.shape[1] + 1.0) ** 3
+
+
+def _rbf(a, b):  # CMMD's kernel row-wise, ×1000
+    return SCALE * np.exp(-((a - b) ** 2).sum(1) / (2 * SIGMA**2))
+
+
+def _fid(x, y, g, rng):
+    stat = ss.fid_stat(x, y)
+    est = stat(np.arange(len(x)), None)
+    return est, bs.set_ci(stat, g, g, estimate=est, floor=0.0)
+
+
+def _fid_npz(ref):
+    def run(x, y, g, rng):
+        stat = ss.fid_stat(x, ref)
+        est = stat(np.arange(len(x)), None)
+        return est, bs.set_ci(stat, g, None, estimate=est, floor=0.0)
+    return run
+
+
+def _kid(x, y, g, rng):
+    est = kid(x, y, subsets=3, subset_size=1000, seed=int(rng.integers(1 << 30)))[0]
+    return est, bs.set_ci(ss.kid_stat(x, y, paired=True), g, g, estimate=est)
+
+
+def _kid_folder(folder):
+    def run(x, y, g, rng):
+        est = kid(x, folder, subsets=3, subset_size=len(x), seed=int(rng.integers(1 << 30)))[0]
+        return est, bs.set_ci(ss.kid_stat(x, folder), g, None, estimate=est)
+    return run
+
+
+def _cmmd(x, y, g, rng):
+    stat = ss.cmmd_stat(l2_normalise(x), l2_normalise(y), paired=True)
+    est = stat(np.arange(len(x)), np.arange(len(y)))
+    return est, bs.set_ci(stat, g, g, floor=0.0)
+
+
+def _simulate(world, run, reps, prompts, seeds, seed=1) -> np.ndarray:
+    """rows (estimate, lo, hi) over ``reps`` independent runs."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(reps):
+        x, y, g = world.draw(rng, prompts, seeds)
+        est, (lo, hi) = run(x, y, g, rng)
+        out.append((est, lo, hi))
+    return np.array(out)
+
+
+def _check(name, rows, truth, truth_se=0.0, band=COVER):
+    est, lo, hi = rows.T
+    assert (lo <= est).all() and (est <= hi).all(), f"{name}: a CI excludes its own estimate"
+    assert truth_se < 0.1 * est.std(), f"{name}: the Monte Carlo truth is too imprecise to judge coverage"
+    cover = float(np.mean((lo <= truth) & (truth <= hi)))
+    print(f"\n{name}: coverage {cover:.3f} over {len(rows)} runs (truth {truth:.4g}, mean estimate "
+          f"{est.mean():.4g}, sd {est.std():.3g}, mean CI width {np.mean(hi - lo):.3g})")
+    assert band[0] <= cover <= band[1], f"{name}: 95% CIs cover the truth in {cover:.1%} of runs"
+    return cover
+
+
+@pytest.fixture(scope="module")
+def world():
+    return World(d=8, shift_scale=1.5)
+
+
+@functools.lru_cache
+def _truth(world: World, metric: str) -> tuple[float, float]:
+    """(population value, its Monte Carlo standard error)."""
+    (mu_c, s_c), (mu_r, s_r) = world.population()
+    if metric in ("fid", "fid_npz"):
+        return frechet_distance(mu_c, s_c, mu_r, s_r), 0.0
+    return (world.kid(), 0.0) if metric.startswith("kid") else world.mmd2(_rbf, True)
+
+
+def test_kid_truth_matches_a_large_sample(world):
+    value, se = world.mmd2(_poly, False)
+    assert abs(world.kid() - value) < 4 * se and se < 0.02 * value
+
+
+def _runner(world, metric):
+    if metric == "fid_npz":
+        return _fid_npz(world.population()[1])
+    if metric == "kid_folder":  # a fixed folder of 500 reference images, not made of the suite's prompts
+        return _kid_folder(world.draw(np.random.default_rng(7), 500, 1)[1])
+    return {"fid": _fid, "kid": _kid, "cmmd": _cmmd}[metric]
+
+
+@pytest.mark.parametrize("metric", ["fid", "fid_npz", "kid", "kid_folder", "cmmd"])
+def test_set_metric_cis_cover(world, metric):
+    """50 prompts × 4 seeds at d = 8, against the reference config (paired) or a fixed reference."""
+    truth, se = _truth(world, metric)
+    _check(metric, _simulate(world, _runner(world, metric), REPS, 50, 4), truth, se)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shift", [0.6, 1.5])
+@pytest.mark.parametrize("metric", ["fid", "fid_npz", "kid", "cmmd"])
+def test_set_metric_cis_cover_larger(metric, shift):
+    """d = 32, 400 runs: FID's estimate lies 6-11 sd above its population value, so every interval
+    reaches up to its estimate. Against fixed statistics such an interval is conservative (measured
+    98-99%): the jackknife variance errs high (Efron & Stein 1981) when the quadratic term of
+    ‖mean − μ_ref‖² dominates, and only the lower side can miss."""
+    world = World(d=32, seed=3, shift_scale=shift)
+    truth, se = _truth(world, metric)
+    upper = 0.995 if metric == "fid_npz" else COVER[1]
+    _check(f"{metric} (d=32, shift {shift})", _simulate(world, _runner(world, metric), 2 * REPS, 50, 4), truth, se,
+           (COVER[0], upper))
+
+
+def _per_image(rng, prompts, kind):
+    """Per-image values with prompt effects and unequal image counts (1-6 per prompt); truth 30 / 0.4."""
+    counts = rng.integers(1, 7, prompts)
+    groups = [f"p{i}" for i, c in enumerate(counts) for _ in range(c)]
+    idx = np.repeat(np.arange(prompts), counts)
+    if kind == "clip":  # prompt effect sd 2, seed noise sd 1
+        return 30 + rng.normal(0, 2, prompts)[idx] + rng.normal(0, 1, len(idx)), groups
+    scale = rng.uniform(0.2, 0.6, prompts)  # lpips-like: skewed, positive, a per-prompt scale
+    return scale[idx] * rng.gamma(2.0, 0.5, len(idx)), groups
+
+
+@pytest.mark.parametrize("kind,truth", [("clip", 30.0), ("lpips", 0.4)])
+def test_per_image_mean_cis_cover(kind, truth):
+    """The point estimate is the mean over images; the CI's replicates are too (prompts weighted by count)."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for _ in range(5 * REPS):
+        v, g = _per_image(rng, 20, kind)
+        rows.append((v.mean(), *bs.mean_ci(v, g)))
+    _check(f"{kind}-like mean", np.array(rows), truth)
+
+
+def test_jackknife_of_a_mean_is_the_textbook_interval():
+    """Equal counts: the delete-one-prompt se is sd(prompt means)/√G, and the CI is mean ± t·se."""
+    from scipy.stats import t
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(12, 3))
+    groups = [f"p{i}" for i in range(12) for _ in range(3)]
+    means = v.mean(1)
+    half = t.ppf(0.975, 11) * means.std(ddof=1) / math.sqrt(12)
+    assert bs.mean_ci(v.ravel(), groups) == pytest.approx((v.mean() - half, v.mean() + half), rel=1e-12)
+    # unequal counts: each replicate is the mean over the images of the remaining prompts
+    v, groups = np.array([1.0, 2.0, 3.0, 10.0, 4.0]), ["a", "a", "a", "b", "c"]
+    reps = np.array([7.0, 2.5, 4.0])  # without a, without b, without c
+    se = math.sqrt(2 / 3 * ((reps - reps.mean()) ** 2).sum())
+    centre = v.mean() - 2 * (reps.mean() - v.mean())
+    lo, hi = bs.mean_ci(v, groups)
+    assert (lo, hi) == pytest.approx((centre - t.ppf(0.975, 2) * se, centre + t.ppf(0.975, 2) * se))
+
+
+def test_every_ci_holds_its_estimate_even_when_the_bias_correction_moves_away():
+    """FID of 3 prompts × 2 seeds at d = 8 is biased far above its population value."""
+    world = World(d=8)
+    rows = _simulate(world, _fid, 50, 3, 2)
+    est, lo, hi = rows.T
+    assert (lo <= est).all() and (est <= hi).all() and (lo >= 0).all()
+    assert (hi == est).sum() >= 2  # widened up to the estimate: the bias-corrected interval alone misses it
+    from scipy.stats import t
+
+    # centre 5 − 2·(3 − 5) = 9, se 0.115: the estimate is 34.6 se below it, so the interval runs from 5 up
+    # to 9 + q·se with q the quantile that keeps the coverage of the t₂ pivot at 95%
+    se = math.sqrt(2 / 3 * 0.02)
+    lo, hi = bs.jackknife_interval(5.0, [3.0, 3.1, 2.9])
+    assert lo == 5.0 and hi == pytest.approx(9 + t.ppf(0.95 + t.cdf(-4 / se, 2), 2) * se)
+    assert t.cdf((hi - 9) / se, 2) - t.cdf((5 - 9) / se, 2) == pytest.approx(0.95)
+
+
+# --- mutation audit: resampling images instead of prompts; an unseeded resample ---------------------------
+
+def test_ci_width_is_the_prompt_level_spread(world):
+    """With strong prompt effects the CI's half-width matches t·(sd of the estimate across runs); an
+    image-level resample (each image its own group) is far narrower and fails the same check."""
+    from scipy.stats import t
+
+    rng = np.random.default_rng(11)
+    q = t.ppf(0.975, 29)
+    est, prompt_half, image_half, fid_est, fid_half = [], [], [], [], []
+    for _ in range(REPS):
+        v, g = _per_image(rng, 30, "clip")
+        est.append(v.mean())
+        prompt_half.append(np.diff(bs.mean_ci(v, g))[0] / 2)
+        image_half.append(np.diff(bs.mean_ci(v, [str(i) for i in range(len(v))]))[0] / 2)
+        x, y, g = world.draw(rng, 30, 4)
+        f, (lo, hi) = _fid(x, y, g, rng)
+        fid_est.append(f)
+        fid_half.append((hi - lo) / 2)
+    assert 0.85 < np.mean(prompt_half) / (q * np.std(est)) < 1.25
+    assert np.mean(image_half) / (q * np.std(est)) < 0.7
+    assert 0.85 < np.median(fid_half) / (q * np.std(fid_est)) < 1.5
+
+
+def test_compare_pairs_by_prompt_with_the_same_ci():
+    """compare's paired test of a per-image metric is ``bootstrap.mean_ci`` of the differences, grouped by prompt."""
+    rng = np.random.default_rng(2)
+    prompt_effect = np.repeat(rng.normal(0, 1, 10), 4)  # the change differs by prompt
+    base = rng.normal(30, 1, 40)
+    cand = base + 0.5 + prompt_effect + rng.normal(0, 0.1, 40)
+    keys = [f"p{i // 4}:{i % 4}" for i in range(40)]
+    summary = lambda v: MetricSummary(float(v.mean()), None, None, 40, False, dict(zip(keys, v)))  # noqa: E731
+    row = metric_row("c", "c", "clip_score", summary(base), summary(cand), Gate(0.1, relative=False), seed=0)
+    d = cand - base
+    assert row.ci == pytest.approx(bs.mean_ci(d, [k.split(":")[0] for k in keys]))
+    image_level = bs.mean_ci(d, keys)
+    assert np.diff(row.ci)[0] > 2 * np.diff(image_level)[0]
+    # 10 prompts' worth of evidence is not enough; 40 images taken as independent would call it significant
+    assert row.significant is False and image_level[0] > 0
+    assert "10 prompts" in row.test and json.dumps(row.ci)
+
+
+def test_same_seed_same_ci_and_the_seed_picks_the_blocks():
+    """More prompts than blocks: the seed fixes the random partition into blocks."""
+    world = World(d=8)
+    x, y, g = world.draw(np.random.default_rng(0), 3 * bs.MAX_BLOCKS, 2)
+    ci = lambda seed: bs.set_ci(ss.fid_stat(x, y), g, g, seed=seed)  # noqa: E731
+    assert ci(0) == ci(0)
+    assert ci(0) != ci(1)
+    assert bs.prompt_blocks(g, seed=4) == bs.prompt_blocks(g, seed=4) != bs.prompt_blocks(g, seed=5)
+    assert sorted(len(b) for b in bs.prompt_blocks(g)) == [3] * bs.MAX_BLOCKS
+    v = np.arange(len(g), dtype=float)
+    assert bs.mean_ci(v, g, max_blocks=20, seed=3) == bs.mean_ci(v, g, max_blocks=20, seed=3)
+
+
+def test_paired_deletion_removes_the_prompt_on_both_sides():
+    seen = []
+
+    def stat(ix, iy):
+        seen.append((tuple(ix), None if iy is None else tuple(iy)))
+        return float(len(ix))
+
+    bs.set_ci(stat, ["a", "a", "b", "c"], ["b", "a", "c", "c"])
+    assert seen[1:] == [((2, 3), (0, 2, 3)), ((0, 1, 3), (1, 2, 3)), ((0, 1, 2), (0, 1))]
+    seen.clear()
+    bs.set_ci(stat, ["a", "a", "b", "c"])
+    assert seen[1:] == [((2, 3), None), ((0, 1, 3), None), ((0, 1, 2), None)]
+    assert all(math.isnan(v) for v in bs.set_ci(stat, ["a", "a"]))  # one prompt: no CI
+    # deleting prompt a would leave the reference without images: no CI rather than a failing statistic
+    assert all(math.isnan(v) for v in bs.set_ci(stat, ["a", "b", "b"], ["a", "a"]))
+
+
+# --- the statistics the jackknife recomputes are the metrics themselves, on any subset ----------------------
+
+def test_index_statistics_equal_the_metrics_on_the_chosen_images():
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    from scipy import linalg
+    from torchmetrics.image.kid import poly_mmd
+    import torch
+
+    from t2ibench.metrics.cmmd import cmmd
+
+    rng = np.random.default_rng(3)
+    for n, d in ((40, 12), (12, 30)):  # covariance path, and fewer images than dimensions (cross path)
+        x, y = rng.normal(size=(n, d)), rng.normal(size=(n, d)) * 1.3 + 0.2
+        ix, iy = np.sort(rng.choice(n, n - 5, replace=False)), np.sort(rng.choice(n, n - 3, replace=False))
+        stats = lambda a: (a.mean(0), np.cov(a, rowvar=False))  # noqa: E731
+        expected = calculate_frechet_distance(*stats(x[ix]), *stats(y[iy]))
+        assert ss.fid_stat(x, y)(ix, iy) == pytest.approx(expected, rel=1e-6)
+        assert ss.fid_stat(x, y)(ix, None) == pytest.approx(calculate_frechet_distance(*stats(x[ix]), *stats(y)),
+                                                           rel=1e-6)
+        assert ss.fid_stat(x, stats(y))(ix, None) == pytest.approx(
+            calculate_frechet_distance(*stats(x[ix]), *stats(y)), rel=1e-6)
+        sx, sy = stats(x)[1], stats(y)[1]
+        if n > d:
+            assert ss.trace_sqrt_covs(sx, sy) == pytest.approx(np.trace(linalg.sqrtm(sx @ sy)).real, rel=1e-8)
+        xn, yn = l2_normalise(x), l2_normalise(y)
+        assert ss.cmmd_stat(xn, yn, paired=True)(ix, iy) == pytest.approx(cmmd(x[ix], y[iy]), rel=1e-9)
+        assert ss.cmmd_stat(xn, yn)(ix, None) == pytest.approx(cmmd(x[ix], y), rel=1e-9)
+        # KID's statistic: equal sizes against torchmetrics; unequal sizes by hand
+        same = ix[: len(ix) - 2], iy[: len(ix) - 2]
+        torch_kid = poly_mmd(torch.from_numpy(x[same[0]]), torch.from_numpy(y[same[1]])).item()
+        assert ss.kid_stat(x, y, paired=True)(*same) == pytest.approx(torch_kid, rel=1e-9)
+        k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
+        off = lambda m: (m.sum() - np.trace(m)) / (len(m) * (len(m) - 1))  # noqa: E731
+        by_hand = off(k(x[ix], x[ix])) + off(k(y[iy], y[iy])) - 2 * k(x[ix], y[iy]).mean()
+        assert ss.kid_stat(x, y, paired=True)(ix, iy) == pytest.approx(by_hand, rel=1e-9)
+        # a fixed reference leaves out the constant within-reference term, nothing else
+        fixed = ss.kid_stat(x, y)
+        assert fixed(ix, None) - fixed(ix[:-4], None) == pytest.approx(
+            ss.kid_stat(x, y, paired=True)(ix, np.arange(n)) - ss.kid_stat(x, y, paired=True)(ix[:-4], np.arange(n)))
+
+
+def test_kid_interval_is_anchored_on_the_reported_estimate():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(60, 8)), rng.normal(size=(60, 8)) + 0.3
+    g = [f"p{i // 3}" for i in range(60)]
+    stat = ss.kid_stat(x, y, paired=True)
+    full = stat(np.arange(60), np.arange(60))
+    lo, hi = bs.set_ci(stat, g, g)
+    lo2, hi2 = bs.set_ci(stat, g, g, estimate=full + 0.01)
+    assert (lo2 - lo, hi2 - hi) == pytest.approx((0.01, 0.01)) and lo < full < hi
+
+
+# --- evaluate hands the jackknife prompt ids, and the reference's when it is the reference config ------------
+
+def test_evaluate_deletes_prompts_jointly_and_every_ci_holds_its_value(tmp_path, monkeypatch):
+    """evaluate's wiring, with 16-dim stand-in features for the networks (the statistics are tested above)."""
+    import zlib
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from t2ibench.metrics import evaluate as ev
+    from t2ibench.metrics import networks
+    from t2ibench.metrics.scoring import ScoringContext
+
+    net = SimpleNamespace(random_weights=True, to=lambda device: net)
+    text = lambda prompts: np.stack([np.random.default_rng(len(p)).normal(size=16) for p in prompts])  # noqa: E731
+    monkeypatch.setattr(networks, "load_features", lambda *a: net)
+    monkeypatch.setattr(networks, "load_clip", lambda *a: SimpleNamespace(image=net, encode_text=text))
+    monkeypatch.setattr(ScoringContext, "features", lambda ctx, ext, paths: np.stack(
+        [np.random.default_rng(zlib.crc32(p.name.encode())).normal(size=16) for p in paths]))
+    records, folder = [], tmp_path / "folder"
+    folder.mkdir()
+    for p in range(4):
+        Image.new("RGB", (8, 8)).save(folder / f"f{p}.png")
+        for seed in range(2):
+            for cfg in ("ref", "cand"):
+                records.append(ev.ImageRecord(cfg, f"p{p}", f"prompt {p}", seed, tmp_path / f"{cfg}-{p}-{seed}.png"))
+    calls = []
+    real_set, real_mean = bs.set_ci, bs.mean_ci
+    monkeypatch.setattr(bs, "set_ci", lambda stat, g, r=None, **kw: calls.append(("set", list(g), r))
+                        or real_set(stat, g, r, **kw))
+    monkeypatch.setattr(bs, "mean_ci", lambda v, g, **kw: calls.append(("mean", list(g), None))
+                        or real_mean(v, g, **kw))
+    metrics = {"fid": {"features": "random:inception"}, "cmmd": {"model": "random:ViT-B-32"},
+               "kid": {"features": "random:inception", "against": str(folder), "subsets": 3, "subset_size": 4},
+               "clip_score": {"model": "random:ViT-B-32"}}
+    rows = ev.evaluate(metrics, records, "ref", device="cpu", cache_dir=None, seed=0)
+    prompts = [f"p{p}" for p in range(4) for _ in range(2)]
+    assert calls == [("set", prompts, prompts)] * 2 + [("set", prompts, None)] * 2 + [("mean", prompts, None)] * 2
+    assert [r.metric for r in rows] == ["fid", "cmmd", "kid", "kid", "clip_score", "clip_score"]
+    for r in rows:
+        assert r.lo is not None and r.lo <= r.value <= r.hi, r
