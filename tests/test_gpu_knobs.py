@@ -77,8 +77,8 @@ def test_tf32_and_fp16_vae_upcast_apply_on_cuda_and_are_undone(observed, write_s
 def test_model_and_sequential_offload_keep_weights_off_the_gpu(observed, write_suite, tmp_path, monkeypatch):
     loads = []
     real_load = TorchBackend.load
-    monkeypatch.setattr(TorchBackend, "load", lambda self, model, knobs, device:
-                        loads.append(knobs.offload) or real_load(self, model, knobs, device))
+    monkeypatch.setattr(TorchBackend, "load", lambda self, model, knobs, device, **kw:
+                        loads.append(knobs.offload) or real_load(self, model, knobs, device, **kw))
     path = cuda_suite(write_suite, matrix={"offload": ["none", "model", "sequential"]})
     run = run_cuda(path, tmp_path)
     assert set(run.results()["n_ok"]) == {2}

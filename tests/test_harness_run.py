@@ -9,6 +9,7 @@ import math
 import torch
 
 import t2ibench
+from t2ibench.store import SCHEMA_VERSION
 from t2ibench.cli import main
 from t2ibench.backends.torch import engine as torch_backend
 
@@ -25,7 +26,7 @@ def test_run_writes_contract_files(write_suite, tmp_path):
     run = t2ibench.run(t2ibench.load_suite(path), out=out, device="cpu")
     assert (out / "run.sqlite").is_file() and (out / "report.md").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["schema_version"] == 1 and manifest["status"] == "complete"
+    assert manifest["schema_version"] == SCHEMA_VERSION == 2 and manifest["status"] == "complete"
     assert manifest["environment"]["torch"] == torch.__version__ and manifest["environment"]["diffusers"]
     assert len(manifest["suite"]["configs"]) == 3
 
@@ -129,8 +130,8 @@ def test_loads_once_per_load_key(write_suite, tmp_path, monkeypatch):
 
     loads = []
     real = TorchBackend.load
-    monkeypatch.setattr(TorchBackend, "load", lambda self, model, knobs, device: loads.append(knobs.precision)
-                        or real(self, model, knobs, device))
+    monkeypatch.setattr(TorchBackend, "load", lambda self, model, knobs, device, **kw: loads.append(knobs.precision)
+                        or real(self, model, knobs, device, **kw))
     path = write_suite(matrix={"precision": ["fp32", "bf16"], "scheduler": ["euler", "ddim", "unipc"]})
     t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)
     assert sorted(loads) == ["bf16", "fp32"]

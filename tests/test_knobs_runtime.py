@@ -84,8 +84,8 @@ def test_attention_knob_changes_processors_and_sdpa_backend_and_is_undone(observ
 def test_precision_memory_format_and_vae_knobs_apply_and_are_undone(observed, write_suite, tmp_path, monkeypatch):
     loads = []
     real_load = TorchBackend.load
-    monkeypatch.setattr(TorchBackend, "load", lambda self, model, knobs, device:
-                        loads.append((knobs.precision, knobs.vae)) or real_load(self, model, knobs, device))
+    monkeypatch.setattr(TorchBackend, "load", lambda self, model, knobs, device, **kw:
+                        loads.append((knobs.precision, knobs.vae)) or real_load(self, model, knobs, device, **kw))
     include = [  # in each load group, a config with a knob on is followed by one with it off
         {"name": "cl-slice-tile", "channels_last": True, "vae_slicing": True, "vae_tiling": True},
         {"name": "plain", "guidance_scale": 4.0},
