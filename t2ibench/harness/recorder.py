@@ -145,7 +145,11 @@ class StoreRecorder:
         self._raise_if_failed()
 
     def close(self) -> None:
-        self.flush()
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
+        """Write what is queued and stop the writer thread, also when a write failed or Ctrl-C cut the wait."""
+        try:
+            self.flush()
+        finally:
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+                self._thread = None

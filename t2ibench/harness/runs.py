@@ -6,12 +6,14 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from t2ibench.errors import UserError
+from t2ibench.errors import RunInterrupted, UserError, disk_full
 from t2ibench.harness.executors import EXECUTORS
+from t2ibench.harness.interrupt import StopRequested, stop_on_sigint
 from t2ibench.harness.loading import check_model_spec
 from t2ibench.harness.plan import make_plan
 from t2ibench.harness.recorder import Observer, StoreRecorder
@@ -83,8 +85,13 @@ def write_manifest(store: RunStore, suite: Suite, status: str, counts: dict) -> 
         "environment": store.get_meta("environment"),
     }
     tmp = store.run_dir / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, store.run_dir / "manifest.json")
+    try:
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        os.replace(tmp, store.run_dir / "manifest.json")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        e.filename = e.filename or str(store.run_dir / "manifest.json")
+        raise
 
 
 def _counts(store: RunStore) -> dict:
@@ -94,6 +101,35 @@ def _counts(store: RunStore) -> dict:
     for c in cell_records(store):
         counts[c["status"]] = counts.get(c["status"], 0) + 1
     return counts
+
+
+@contextmanager
+def run_guard(run_dir: Path, total: int) -> Iterator[None]:
+    """A Ctrl-C anywhere in a run becomes :class:`RunInterrupted` (after the store has closed, every
+    committed cell kept), and a full disk a one-line :class:`DiskFullError` naming the path."""
+    try:
+        yield
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir, _done_count(run_dir), total, immediate=True) from None
+    except Exception as e:
+        full = disk_full(e, run_dir)
+        if full is None:
+            raise
+        raise full from e
+
+
+def _done_count(run_dir: Path) -> int:
+    import sqlite3
+    from contextlib import closing
+
+    db = (run_dir / "run.sqlite").resolve()
+    try:
+        with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as conn:
+            return conn.execute("SELECT count(*) FROM cells WHERE status IN ('ok', 'nan')").fetchone()[0]
+    except sqlite3.Error:
+        return 0
 
 
 def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto", executor: str = "local",
@@ -108,9 +144,12 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
     device = resolve_device(device)
     run_dir, why = choose_run_dir(suite, out, fresh)
     configs, prompts, seeds = suite.configs(), suite.prompt_list(), suite.seed_list()
+    total = len(configs) * len(prompts) * len(seeds)
     for model in dict.fromkeys(c.model for c in configs):
         check_model_spec(model)
-    with RunStore.open(run_dir, write=True) as store:
+    with run_guard(run_dir, total), RunStore.open(run_dir, write=True) as store:
+        if store.lock_note:
+            log(store.lock_note)
         previous = store.get_meta("suite")
         if previous and previous.get("name") != suite.name:
             raise UserError(f"run directory '{run_dir}' holds suite '{previous.get('name')}', not '{suite.name}'; "
@@ -125,6 +164,8 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         store.set_meta("suite", suite.resolved())
         for position, config in enumerate(configs):
             store.add_config(position, config)
+        for partial in run_dir.glob("images/*/.*.tmp"):  # left by a killed run; never recorded
+            partial.unlink(missing_ok=True)
         done = {c.config_id: store.done_cells(c.config_id) for c in configs}
         plan = make_plan(configs, prompts, seeds, done, suite.timing, device)
         log(f"{'resuming' if why == 'resume' else 'writing'} {run_dir}: {plan.n_cells} cells to generate"
@@ -134,17 +175,26 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         recorder.observer.run_started(plan.n_cells)
         started = time.perf_counter()
         deferred: list[UserError] = []  # raised after the reports, so finished work is always reported
-        try:
-            make_executor().execute(plan, recorder)
-        except UserError as e:
-            deferred.append(e)
-        finally:
-            recorder.close()  # every finished cell is on disk before anything else happens
-            generation_s = time.perf_counter() - started
-            write_manifest(store, suite, "incomplete", _counts(store))
+        with stop_on_sigint(log) as stop:  # a first Ctrl-C stops after the current call, a second at once
+            try:
+                make_executor().execute(plan, recorder)
+            except UserError as e:
+                deferred.append(e)
+            except StopRequested:
+                pass
+            finally:
+                try:
+                    recorder.close()  # every finished cell is on disk before anything else happens
+                finally:
+                    generation_s = time.perf_counter() - started
+                    write_manifest(store, suite, "incomplete", _counts(store))
         store.set_meta("generation_s", generation_s)
         store.set_meta("sweep_s", generation_s - recorder.model_lifecycle_ms / 1000.0)  # excludes load/unload
-        if metrics and suite.metrics:
+        if stop.requested:  # the reports of what is done; scoring waits for the resumed run
+            for config in store.configs():
+                if config["status"] == "running":
+                    store.update_config(config["config_id"], status="interrupted", reason="stopped by Ctrl-C")
+        elif metrics and suite.metrics:
             from t2ibench.harness.scoring import score_run
 
             try:
@@ -153,8 +203,10 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
                 deferred.append(e)
         write_reports(store)
         counts = _counts(store)
-        complete = counts.get("ok", 0) + counts.get("nan", 0) == len(configs) * len(prompts) * len(seeds)
+        complete = counts.get("ok", 0) + counts.get("nan", 0) == total and not stop.requested
         write_manifest(store, suite, "complete" if complete else "incomplete", counts)
+        if stop.requested:
+            raise RunInterrupted(run_dir, counts.get("ok", 0) + counts.get("nan", 0), total)
     if deferred:
         problems = [p for e in deferred for p in e.problems]
         raise UserError(problems[0], problems=problems)

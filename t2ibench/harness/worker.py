@@ -12,6 +12,7 @@ from typing import Protocol
 
 from t2ibench.errors import SkipConfig, UserError
 from t2ibench.harness.backend import Backend, CallOutcome, LoadedModel
+from t2ibench.harness.interrupt import check_stop
 from t2ibench.harness.plan import CellTask, ConfigTask, GroupTask
 from t2ibench.suites import Config, Timing
 
@@ -46,6 +47,7 @@ class Worker:
         self.timing = timing
 
     def run_group(self, group: GroupTask, sink: ResultSink) -> None:
+        check_stop()  # a Ctrl-C stops between calls: before a load, a config, or a call (StopRequested)
         first = group.configs[0].config
         t0 = time.perf_counter()
         try:
@@ -73,6 +75,7 @@ class Worker:
 
     def run_config(self, model: LoadedModel, task: ConfigTask, sink: ResultSink, facts: dict) -> None:
         config, knobs = task.config, task.config.knobs
+        check_stop()
         sink.config_started(config, len(task.cells))
         groups = batches(task.cells, knobs.batch_size)
         # a compiled denoiser compiles in its first call: that call is always a warm-up, never timed
@@ -87,12 +90,17 @@ class Worker:
             sink.config_ended(config, "skipped", str(e), task.cells, {})
             return
         except Exception as e:
-            sink.config_ended(config, "failed", f"setup failed: {short_error(e)}", task.cells,
-                              {"traceback": traceback.format_exc()})
+            setup_error = (f"setup failed: {short_error(e)}", traceback.format_exc())
+        else:
+            setup_error = None
+        if setup_error is not None:
+            free_memory()
+            sink.config_ended(config, "failed", setup_error[0], task.cells, {"traceback": setup_error[1]})
             return
         facts = dict(facts, warmup_ms=sum(warmup_ms))
-        recompiles, timed_ms = 0, []
+        recompiles, timed_ms, failures = 0, [], 0  # failures: consecutive failed calls
         for index, cells in enumerate(groups):
+            check_stop()
             padded = _padded(cells, knobs.batch_size)  # a constant batch shape: no recompiles, fair per-call latency
             prompts, seeds = [c.prompt.text for c in padded], [c.seed for c in padded]
             try:
@@ -100,10 +108,21 @@ class Worker:
             except SkipConfig as e:  # found at the first timed call when there is no warm-up
                 sink.config_ended(config, "skipped", str(e), tuple(c for rest in groups[index:] for c in rest), {})
                 return
-            except Exception as e:
-                _free_cuda_cache()
-                sink.cells_done(config, cells, None, short_error(e), model.peak_memory(), index, [])
+            except Exception as e:  # CUDA OOM among them: recorded, and the sweep goes on
+                error = short_error(e)
+            else:
+                error = ""
+            if error:
+                free_memory()
+                sink.cells_done(config, cells, None, error, model.peak_memory(), index, [])
+                failures += 1
+                rest = tuple(c for more in groups[index + 1:] for c in more)
+                if failures >= self.timing.max_consecutive_failures and rest:
+                    sink.config_ended(config, "skipped", f"skipped after {failures} consecutive failed calls "
+                                      f"(last: {error})", rest, dict(facts, recompiles=recompiles))
+                    return
                 continue
+            failures = 0
             samples = [o.timing.latency_ms for o in outcomes]
             timed_ms += samples
             median = sorted(outcomes, key=lambda o: o.timing.latency_ms)[(len(outcomes) - 1) // 2]
@@ -125,9 +144,15 @@ def _padded(cells: list[CellTask], size: int) -> list[CellTask]:
     return cells + [cells[-1]] * (size - len(cells))
 
 
-def _free_cuda_cache() -> None:
+def free_memory() -> None:
+    """After a failed call (a CUDA OOM above all): collect its garbage and give cached CUDA blocks back.
+
+    Called outside the ``except`` block, so the traceback's frames, and the tensors they hold, are gone.
+    """
+    import gc
     import sys
 
+    gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
