@@ -53,18 +53,17 @@ def disk_full(exc: BaseException, where) -> DiskFullError | None:
     import sqlite3
     from pathlib import Path
 
-    seen = set()
-    while exc is not None and id(exc) not in seen:
+    seen, path = set(), None
+    while exc is not None and id(exc) not in seen:  # the deepest is the first write that failed
         seen.add(id(exc))
-        path = None
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             path = exc.filename or where
         elif isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
                                                  or "database or disk is full" in str(exc)):
             store = Path(where) / "run.sqlite"
             path = store if store.exists() else where
-        if path is not None:
-            return DiskFullError(f"the disk is full: no space left on the device writing '{path}'; free some space, "
-                                 "then rerun the same command to resume")
         exc = exc.__cause__ or exc.__context__
-    return None
+    if path is None:
+        return None
+    return DiskFullError(f"the disk is full: no space left on the device writing '{path}'; free some space, "
+                         "then rerun the same command to resume")
