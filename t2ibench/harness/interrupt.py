@@ -18,10 +18,6 @@ class StopRequested(BaseException):
     """Raised by the worker between calls after a first Ctrl-C (a BaseException: no ``except Exception`` eats it)."""
 
 
-def stop_requested() -> bool:
-    return _stop.is_set()
-
-
 def check_stop() -> None:
     if _stop.is_set():
         raise StopRequested()
