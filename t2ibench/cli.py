@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from t2ibench.errors import UserError
+from t2ibench.errors import DiskFullError, RunInterrupted, UserError, disk_full
 
 EPILOG = """examples:
   t2ibench run                                   # builtin 'smoke' suite on random:tiny-sd, CPU, < 1 min
@@ -103,20 +103,63 @@ def _run(args) -> int:
 
         baseline = load_summary(args.baseline)
     err = _console(stderr=True)
-    with RichObserver(err) as observer:
-        run = execute(suite, out=args.out, device=args.device, executor=args.executor,
-                      executor_options=parse_cli_options(args.executor_opt), fresh=args.fresh,
-                      observer=observer, metrics=not args.no_metrics,
-                      log=lambda msg: observer.progress.console.print(msg))
+    executor_options = parse_cli_options(args.executor_opt)
+    try:
+        with RichObserver(err) as observer:
+            run = execute(suite, out=args.out, device=args.device, executor=args.executor,
+                          executor_options=executor_options, fresh=args.fresh,
+                          observer=observer, metrics=not args.no_metrics,
+                          log=lambda msg: observer.progress.console.print(msg, markup=False))
+    except RunInterrupted as e:
+        print(f"t2ibench: {e}; to resume, run: {_resume_command(args, e.run_dir)}", file=sys.stderr)
+        return 130
     _print_summary(run)
     failed = run.n_failed
     if failed:
+        _print_failures(run, err)
         err.print(f"[red]{failed} cells failed[/red]; see {run.run_dir / 'cells.csv'} (rerun to retry them)")
     if args.baseline:
         from t2ibench.reports.compare_cli import check_baseline
 
         return max(check_baseline(baseline, run.run_dir), 1 if failed else 0)
     return 1 if failed else 0
+
+
+def _resume_command(args, run_dir) -> str:
+    """The command that resumes an interrupted run: the user's, with --out and without --fresh."""
+    import shlex
+
+    words = ["t2ibench", "run", args.suite, "--out", str(run_dir)]
+    if args.device != "auto":
+        words += ["--device", args.device]
+    if args.executor:
+        words += ["--executor", args.executor]
+    for option in args.executor_opt:
+        words += ["--executor-opt", option]
+    if args.no_metrics:
+        words.append("--no-metrics")
+    if args.baseline:
+        words += ["--baseline", args.baseline]
+    return shlex.join(words)
+
+
+def _print_failures(run, console) -> None:
+    """One line per config with failed cells: how many, the commonest error, and why the rest was skipped."""
+    from rich.markup import escape
+
+    cells = run.cells()
+    reasons = run.results().set_index("config_id")
+    for config_id, mine in cells.groupby("config_id", sort=False):
+        failed = mine[mine["status"] == "failed"]
+        if not len(failed):
+            continue
+        errors = failed["error"].value_counts()
+        line = (f"{mine['config'].iloc[0]} ({config_id}): {len(failed)} of {len(mine)} cells failed, "
+                f"{errors.index[0]}" + (f" (and {len(errors) - 1} other errors)" if len(errors) > 1 else ""))
+        skipped = int((mine["status"] == "skipped").sum())
+        if skipped and config_id in reasons.index:
+            line += f"; {skipped} cells {reasons.loc[config_id, 'reason']}"
+        console.print(f"[red]failed:[/red] {escape(line)}")
 
 
 def _print_summary(run) -> None:
@@ -211,6 +254,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in e.problems:
             print(f"t2ibench: error: {line}", file=sys.stderr)
         return e.exit_code
+    except DiskFullError as e:
+        if args.debug:
+            raise
+        print(f"t2ibench: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:  # a full disk met outside a run (report, score); anything else is a bug
+        full = disk_full(e, getattr(e, "filename", None) or ".")
+        if full is None or args.debug:
+            raise
+        print(f"t2ibench: error: {full}", file=sys.stderr)
+        return full.exit_code
     except KeyboardInterrupt:
         print("t2ibench: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
         return 130

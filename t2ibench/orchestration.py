@@ -10,12 +10,14 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from t2ibench.errors import UserError
+from t2ibench.errors import RunInterrupted, UserError, disk_full
 from t2ibench.executors import ExecutorChoice, parse_executor
+from t2ibench.harness.interrupt import StopRequested, stop_on_sigint
 from t2ibench.harness.plan import make_plan
 from t2ibench.harness.recorder import Observer, StoreRecorder
 from t2ibench.harness.worker import GroupReport
@@ -87,8 +89,13 @@ def write_manifest(store: RunStore, suite: Suite, status: str, counts: dict) -> 
         "environment": store.get_meta("environment"),
     }
     tmp = store.run_dir / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, store.run_dir / "manifest.json")
+    try:
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        os.replace(tmp, store.run_dir / "manifest.json")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        e.filename = e.filename or str(store.run_dir / "manifest.json")
+        raise
 
 
 def _counts(store: RunStore) -> dict:
@@ -96,6 +103,35 @@ def _counts(store: RunStore) -> dict:
     for c in cell_records(store):
         counts[c["status"]] = counts.get(c["status"], 0) + 1
     return counts
+
+
+@contextmanager
+def run_guard(run_dir: Path, total: int) -> Iterator[None]:
+    """A Ctrl-C anywhere in a run becomes :class:`RunInterrupted` (after the store has closed, every
+    committed cell kept), and a full disk a one-line :class:`DiskFullError` naming the path."""
+    try:
+        yield
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir, _done_count(run_dir), total, immediate=True) from None
+    except Exception as e:
+        full = disk_full(e, run_dir)
+        if full is None:
+            raise
+        raise full from e
+
+
+def _done_count(run_dir: Path) -> int:
+    import sqlite3
+    from contextlib import closing
+
+    db = (run_dir / "run.sqlite").resolve()
+    try:
+        with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as conn:
+            return conn.execute("SELECT count(*) FROM cells WHERE status IN ('ok', 'nan')").fetchone()[0]
+    except sqlite3.Error:
+        return 0
 
 
 def sweep_seconds(groups: list[GroupReport]) -> float:
@@ -156,8 +192,11 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
     device = resolve_device(device)
     run_dir, why = choose_run_dir(suite, out, fresh)
     configs, prompts, seeds = suite.configs(), suite.prompt_list(), suite.seed_list()
+    total = len(configs) * len(prompts) * len(seeds)
     check_models(suite)
-    with RunStore.open(run_dir, write=True) as store:
+    with run_guard(run_dir, total), RunStore.open(run_dir, write=True) as store:
+        if store.lock_note:
+            log(store.lock_note)
         previous = store.get_meta("suite")
         if previous and previous.get("name") != suite.name:
             raise UserError(f"run directory '{run_dir}' holds suite '{previous.get('name')}', not '{suite.name}'; "
@@ -172,6 +211,8 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         store.set_meta("suite", suite.resolved())
         for position, config in enumerate(configs):
             store.add_config(position, config)
+        for partial in run_dir.glob("images/*/.*.tmp"):  # left by a killed run; never recorded
+            partial.unlink(missing_ok=True)
         done = {c.config_id: store.done_cells(c.config_id) for c in configs}
         plan = make_plan(configs, prompts, seeds, done, suite.timing, (device,),
                          trust_remote_code=suite.trust_remote_code)
@@ -182,21 +223,30 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         recorder.observer.run_started(plan.n_cells)
         started = time.perf_counter()
         deferred: list[UserError] = []  # raised after the reports, so finished work is always reported
-        try:
-            runner.execute(plan, recorder)
-        except UserError as e:
-            deferred.append(e)
-        finally:
-            recorder.close()  # every finished cell is on disk before anything else happens
-            generation_s = time.perf_counter() - started
-            write_manifest(store, suite, "incomplete", _counts(store))
+        with stop_on_sigint(log) as stop:  # a first Ctrl-C stops after the current call, a second at once
+            try:
+                runner.execute(plan, recorder)
+            except UserError as e:
+                deferred.append(e)
+            except StopRequested:
+                pass
+            finally:
+                try:
+                    recorder.close()  # every finished cell is on disk before anything else happens
+                finally:
+                    generation_s = time.perf_counter() - started
+                    write_manifest(store, suite, "incomplete", _counts(store))
         store.set_meta("generation_s", generation_s)
         store.set_meta("sweep_s", sweep_seconds(recorder.groups))  # excludes model load and unload
         store.set_meta("groups", [{"load_key": list(map(str, g.load_key)), "device": g.device, "load_ms": g.load_ms,
                                    "unload_ms": g.unload_ms, "generate_s": g.generate_end - g.generate_start}
                                   for g in recorder.groups])
         store.set_meta("executor", {"name": choice.name, **choice.options.model_dump(mode="json")})
-        if metrics and suite.metrics:
+        if stop.requested:  # the reports of what is done; scoring waits for the resumed run
+            for config in store.configs():
+                if config["status"] == "running":
+                    store.update_config(config["config_id"], status="interrupted", reason="stopped by Ctrl-C")
+        elif metrics and suite.metrics:
             try:
                 score_run(store, suite, device, log=log)
             except UserError as e:
@@ -206,8 +256,10 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
                 raise
         write_reports(store)
         counts = _counts(store)
-        complete = counts.get("ok", 0) + counts.get("nan", 0) == len(configs) * len(prompts) * len(seeds)
+        complete = counts.get("ok", 0) + counts.get("nan", 0) == total and not stop.requested
         write_manifest(store, suite, "complete" if complete else "incomplete", counts)
+        if stop.requested:
+            raise RunInterrupted(run_dir, counts.get("ok", 0) + counts.get("nan", 0), total)
     if deferred:
         problems = [p for e in deferred for p in e.problems]
         raise UserError(problems[0], problems=problems)

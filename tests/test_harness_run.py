@@ -159,7 +159,8 @@ def test_failed_cells_exit_1_and_are_retried_on_resume(write_suite, tmp_path, mo
         return real(self, prompts, seeds, knobs)
 
     monkeypatch.setattr(TorchModel, "generate", flaky)
-    path = write_suite(matrix={"scheduler": ["euler", "ddim"]})
+    path = write_suite(matrix={"scheduler": ["euler", "ddim"]},  # every ddim call fails, none skipped
+                       timing={"warmup": 1, "repeats": 1, "max_consecutive_failures": 6})
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out), "--device", "cpu", "--no-metrics"]) == 1
     cells = t2ibench.open_run(out).cells()

@@ -26,8 +26,6 @@ class LocalExecutor:
         worker = Worker(plan.devices[0], plan.timing, trust_remote_code=plan.trust_remote_code)
         problems: list[str] = []
         for group in plan.groups:
-            if sink.stop_requested():
-                break
             try:
                 worker.run_group(group, sink)
             except UserError as e:

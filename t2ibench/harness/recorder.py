@@ -47,7 +47,6 @@ class StoreRecorder:
         self.observer = observer or NullObserver()
         self._call_base: dict[str, int] = {}  # per config: offset making this session's call indices unique
         self.groups: list[GroupReport] = []
-        self.stop = False  # set (by a signal handler) to stop after the current call
         self._queue: queue.Queue = queue.Queue(maxsize=32)
         self._error: BaseException | None = None
         self._thread = None
@@ -110,9 +109,6 @@ class StoreRecorder:
     def group_ended(self, report: GroupReport) -> None:
         self.groups.append(report)
 
-    def stop_requested(self) -> bool:
-        return self.stop
-
     # -- writing ---------------------------------------------------------------------------------
     @staticmethod
     def _row(cell: CellTask, base: dict, **fields) -> CellRow:
@@ -158,7 +154,11 @@ class StoreRecorder:
         self._raise_if_failed()
 
     def close(self) -> None:
-        self.flush()
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
+        """Write what is queued and stop the writer thread, also when a write failed or Ctrl-C cut the wait."""
+        try:
+            self.flush()
+        finally:
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+                self._thread = None

@@ -14,6 +14,7 @@ from typing import Protocol
 from t2ibench.backends import BACKENDS, BackendSpec
 from t2ibench.errors import SkipConfig, UserError
 from t2ibench.backends.engine import CallOutcome, Engine, LoadedModel
+from t2ibench.harness.interrupt import check_stop
 from t2ibench.harness.plan import CellTask, ConfigTask, GroupTask
 from t2ibench.suites import Config, Timing
 
@@ -36,8 +37,7 @@ class ResultSink(Protocol):
 
     def config_ended(self, config: Config, status: str, reason: str, cells: tuple[CellTask, ...],
                      facts: dict) -> None:
-        """status: done | interrupted | skipped | failed; for skipped/failed, ``cells`` get that status and
-        ``reason``."""
+        """status: done | skipped | failed; for skipped/failed, ``cells`` get that status and ``reason``."""
 
     def cells_done(self, config: Config, cells: list[CellTask], outcome: CallOutcome | None, error: str,
                    peak: tuple[float | None, float], call_index: int, samples: list[float]) -> None: ...
@@ -45,8 +45,6 @@ class ResultSink(Protocol):
     def group_ended(self, report: GroupReport) -> None:
         """One group is done: its load/unload times and generation span (the sweep's time is their union)."""
 
-    def stop_requested(self) -> bool:
-        """True when the run should stop after the current call (Ctrl-C)."""
 
 
 def short_error(exc: BaseException) -> str:
@@ -73,6 +71,7 @@ class Worker:
         return self._engines[spec.name]
 
     def run_group(self, group: GroupTask, sink: ResultSink) -> None:
+        check_stop()  # a Ctrl-C stops between calls: before a load, a config, or a call (StopRequested)
         first = group.configs[0].config
         spec = BACKENDS.get(first.knobs.backend)
         t0 = time.perf_counter()
@@ -95,8 +94,6 @@ class Worker:
         generate_start = time.time()
         try:
             for task in group.configs:
-                if sink.stop_requested():
-                    break
                 self.run_config(model, spec, task, sink, {"load_ms": load_ms})
         finally:
             generate_end = time.time()
@@ -108,6 +105,7 @@ class Worker:
     def run_config(self, model: LoadedModel, spec: BackendSpec, task: ConfigTask, sink: ResultSink,
                    facts: dict) -> None:
         config, knobs = task.config, task.config.knobs
+        check_stop()
         sink.config_started(config, len(task.cells))
         groups = batches(task.cells, knobs.batch_size)
         # a compiling config compiles in its first call: that call is always a warm-up, never timed
@@ -122,15 +120,17 @@ class Worker:
             sink.config_ended(config, "skipped", str(e), task.cells, {})
             return
         except Exception as e:
-            sink.config_ended(config, "failed", f"setup failed: {short_error(e)}", task.cells,
-                              {"traceback": traceback.format_exc()})
+            setup_error = (f"setup failed: {short_error(e)}", traceback.format_exc())
+        else:
+            setup_error = None
+        if setup_error is not None:
+            model.recover()
+            sink.config_ended(config, "failed", setup_error[0], task.cells, {"traceback": setup_error[1]})
             return
         facts = dict(facts, warmup_ms=sum(warmup_ms))
-        recompiles, timed_ms, status = 0, [], "done"
+        recompiles, timed_ms, failures = 0, [], 0  # failures: consecutive failed calls
         for index, cells in enumerate(groups):
-            if sink.stop_requested():
-                status = "interrupted"
-                break
+            check_stop()
             padded = _padded(cells, knobs.batch_size)  # a constant batch shape: no recompiles, fair per-call latency
             prompts, seeds = [c.prompt.text for c in padded], [c.seed for c in padded]
             try:
@@ -138,10 +138,21 @@ class Worker:
             except SkipConfig as e:  # found at the first timed call when there is no warm-up
                 sink.config_ended(config, "skipped", str(e), tuple(c for rest in groups[index:] for c in rest), {})
                 return
-            except Exception as e:
-                model.recover()
-                sink.cells_done(config, cells, None, short_error(e), model.peak_memory(), index, [])
+            except Exception as e:  # CUDA OOM among them: recorded, and the sweep goes on
+                error = short_error(e)
+            else:
+                error = ""
+            if error:
+                model.recover()  # outside the except block: the failed call's frames, and tensors, are gone
+                sink.cells_done(config, cells, None, error, model.peak_memory(), index, [])
+                failures += 1
+                rest = tuple(c for more in groups[index + 1:] for c in more)
+                if failures >= self.timing.max_consecutive_failures and rest:
+                    sink.config_ended(config, "skipped", f"skipped after {failures} consecutive failed calls "
+                                      f"(last: {error})", rest, dict(facts, recompiles=recompiles))
+                    return
                 continue
+            failures = 0
             samples = [o.timing.latency_ms for o in outcomes]
             timed_ms += samples
             median = sorted(outcomes, key=lambda o: o.timing.latency_ms)[(len(outcomes) - 1) // 2]
@@ -149,7 +160,7 @@ class Worker:
             sink.cells_done(config, cells, median, "", model.peak_memory(), index, samples)
         if spec.compiles(knobs) and warmup_ms and timed_ms:
             facts["compile_ms"] = compile_ms(warmup_ms[0], timed_ms)
-        sink.config_ended(config, status, "", (), dict(facts, recompiles=recompiles))
+        sink.config_ended(config, "done", "", (), dict(facts, recompiles=recompiles))
 
 
 def compile_ms(first_call_ms: float, timed_ms: list[float]) -> float:

@@ -2,7 +2,8 @@
 
 It is the source of truth; every report is regenerated from it. Each image is written
 atomically (temporary file, then rename) before its row commits, so a kill at any moment
-leaves no row without its image. One writer per run directory, enforced by ``flock``.
+leaves no row without its image, and each row keeps its image's sha256. One writer per run
+directory, enforced by ``flock`` on ``run.lock``, which names its holder's pid and host.
 
 ``calls`` has one row per timed pipeline call (its repeats, latency, phases, per-step times,
 peak memory, recompiles); each cell points to its call by ``(config_id, call_index)``.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -182,29 +184,46 @@ def write_png_atomic(path: Path, pixels) -> str:
     data = buf.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk: no partial file stays behind, and the error names the image
+        tmp.unlink(missing_ok=True)
+        if e.filename is None:
+            e.filename = str(path)
+        raise
     return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str | None:
+    """The sha256 of a file's bytes, or None when it cannot be read."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 class RunStore:
     """Read/write access to one run directory. Use ``RunStore.open(dir, write=True)`` to write."""
 
-    def __init__(self, run_dir: Path, conn: sqlite3.Connection, lock_fd: int | None):
+    def __init__(self, run_dir: Path, conn: sqlite3.Connection, lock_fd: int | None, lock_note: str = ""):
         self.run_dir = run_dir
         self._conn = conn
         self._lock_fd = lock_fd
+        self.lock_note = lock_note  # set when this writer took over a stale lock
         self._mutex = threading.Lock()
 
     @classmethod
     def open(cls, run_dir: str | Path, *, write: bool = False) -> "RunStore":
         run_dir = Path(run_dir)
         db = run_dir / "run.sqlite"
-        lock_fd = None
+        lock_fd, lock_note = None, ""
         if write:
             run_dir.mkdir(parents=True, exist_ok=True)
-            lock_fd = _acquire_lock(run_dir)
+            lock_fd, lock_note = _acquire_lock(run_dir)
         elif not db.is_file():
             raise UserError(f"'{run_dir}' is not a t2ibench run directory (no run.sqlite)")
         conn = sqlite3.connect(db, check_same_thread=False, timeout=30)
@@ -226,11 +245,12 @@ class RunStore:
                 conn.close()
                 raise UserError(f"'{run_dir}' holds a store of schema_version {version} that cannot be upgraded "
                                 f"in place ({e}); copy it somewhere writable") from None
-        return cls(run_dir, conn, lock_fd)
+        return cls(run_dir, conn, lock_fd, lock_note)
 
     def close(self) -> None:
         self._conn.close()
         if self._lock_fd is not None:
+            os.ftruncate(self._lock_fd, 0)  # a lock file that still names a holder was left by an unclean exit
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -276,14 +296,26 @@ class RunStore:
 
     # -- cells -------------------------------------------------------------------------------------
     def done_cells(self, config_id: str) -> set[tuple[str, int]]:
-        """Cells that need no work: ok with the image present, or nan. Failed and skipped are retried."""
-        done = set()
+        """Cells that need no work: ok with an image whose bytes match the stored sha256, or nan.
+        Failed and skipped cells, and images missing or changed (truncated by a full disk), are redone."""
+        done, check = set(), []
         for r in self._conn.execute(
-            "SELECT prompt_id, seed, status, image_path FROM cells WHERE config_id=? AND status IN ('ok','nan')",
-            (config_id,),
+            "SELECT prompt_id, seed, status, image_path, image_sha256 FROM cells "
+            "WHERE config_id=? AND status IN ('ok','nan')", (config_id,),
         ):
-            if r["status"] == "nan" or (r["image_path"] and (self.run_dir / r["image_path"]).is_file()):
+            if r["status"] == "nan":
                 done.add((r["prompt_id"], r["seed"]))
+            elif r["image_path"]:
+                check.append(r)
+        if check:
+            from concurrent.futures import ThreadPoolExecutor
+
+            paths = [self.run_dir / r["image_path"] for r in check]
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # hashlib frees the GIL
+                shas = list(pool.map(file_sha256, paths, chunksize=64))
+            for r, sha in zip(check, shas):
+                if sha is not None and (r["image_sha256"] is None or sha == r["image_sha256"]):
+                    done.add((r["prompt_id"], r["seed"]))
         return done
 
     def next_call_index(self, config_id: str) -> int:
@@ -358,17 +390,67 @@ def _stored_version(conn: sqlite3.Connection) -> int | None:
     return int(json.loads(row["value"])) if row else None
 
 
-def _acquire_lock(run_dir: Path) -> int:
-    fd = os.open(run_dir / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+def _acquire_lock(run_dir: Path) -> tuple[int, str]:
+    """Take ``run.lock`` (flock) and write ``<pid> <host>`` in it; returns the fd and a note, empty unless a
+    stale lock was taken over.
+
+    The flock is the truth about liveness on one host: the kernel drops it when its process dies. The
+    file's content tells the rest. A file that names a holder although its flock is free was left by a
+    run that ended uncleanly (killed), or was copied from another machine. A flock still held while the
+    file names a process of this host that no longer exists belongs to a leftover (a forked child that
+    inherited it); the lock file is then replaced. Any other held flock is another live writer.
+    """
+    path = run_dir / "run.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    holder = _lock_holder(fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        note = ""
+        if holder is not None and holder != (os.getpid(), socket.gethostname()):
+            note = (f"note: took over the lock of '{run_dir}' left by {_describe(holder)}, which no longer holds "
+                    "it (a run that was killed, or a directory copied from another machine)")
     except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise RunLockedError(
-            f"run directory '{run_dir}' is in use by another t2ibench process (pid {holder}); "
-            "wait for it to finish or use another --out"
-        ) from None
+        locked = RunLockedError(
+            f"run directory '{run_dir}' is in use by another t2ibench process "
+            f"({_describe(holder) if holder else 'pid unknown'}); wait for it to finish or use another --out")
+        if holder is None or holder[1] != socket.gethostname() or _pid_alive(holder[0]):
+            raise locked from None
+        path.unlink(missing_ok=True)  # the new file's flock is ours; the leftover keeps the old one
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:  # another process took it over first
+            raise locked from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise locked from None
+        note = (f"note: took over the lock of '{run_dir}' from {_describe(holder)}, which no longer exists "
+                "(a process it started still held the lock)")
     os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
+    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    return fd, note
+
+
+def _lock_holder(fd: int) -> tuple[int, str] | None:
+    """(pid, host) written in a lock file; an old file holding only a pid is on this host."""
+    parts = os.pread(fd, 512, 0).decode(errors="replace").split()
+    if not parts or not parts[0].isdigit():
+        return None
+    return int(parts[0]), parts[1] if len(parts) > 1 else socket.gethostname()
+
+
+def _describe(holder: tuple[int, str]) -> str:
+    pid, host = holder
+    return f"pid {pid}" + ("" if host == socket.gethostname() else f" on host '{host}'")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
