@@ -348,14 +348,6 @@ class RunStore:
         return out
 
     # -- calls -------------------------------------------------------------------------------------
-    def put_calls(self, rows: Iterable[CallRow]) -> None:
-        marks = ",".join("?" * len(CALL_COLUMNS))
-        with self._mutex, self._conn:
-            self._conn.executemany(
-                f"INSERT OR REPLACE INTO calls ({','.join(CALL_COLUMNS)}) VALUES ({marks})",
-                [r.values() for r in rows],
-            )
-
     def calls(self) -> list[dict]:
         rows = self._conn.execute(
             "SELECT calls.* FROM calls JOIN configs USING (config_id) ORDER BY configs.position, call_index"
