@@ -68,7 +68,7 @@ class FakeModel:
 
 
 class FakeEngine:
-    def load(self, model: str, knobs, device: str) -> FakeModel:
+    def load(self, model: str, knobs, device: str, *, trust_remote_code: bool = False) -> FakeModel:
         return FakeModel(model, knobs.precision)
 
 
