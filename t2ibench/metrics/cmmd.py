@@ -47,7 +47,7 @@ class CMMD(FeatureSet):
 from pydantic import field_validator  # noqa: E402
 
 from t2ibench.base import Frozen  # noqa: E402
-from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck  # noqa: E402
+from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck, no_npz  # noqa: E402
 
 MIN_IMAGES = 2  # per side: with one image a set has no spread, and the biased MMD is meaningless
 
@@ -59,12 +59,7 @@ class CMMDOptions(Frozen):
     model: str = "ViT-L-14-336"
     pretrained: str = "openai"
 
-    @field_validator("against")
-    @classmethod
-    def _no_npz(cls, against: str) -> str:
-        from t2ibench.metrics.kid import no_npz
-
-        return no_npz(against)
+    _against = field_validator("against")(no_npz)
 
 
 def score_cmmd(o: CMMDOptions, ctx) -> list:

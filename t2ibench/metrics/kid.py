@@ -86,16 +86,9 @@ from typing import Literal, Optional  # noqa: E402
 from pydantic import Field, field_validator  # noqa: E402
 
 from t2ibench.base import Frozen  # noqa: E402
-from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck  # noqa: E402
+from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck, no_npz  # noqa: E402
 
 MIN_IMAGES = 2  # the unbiased MMD² leaves out the diagonal: two images a side at least
-
-
-def no_npz(against: str) -> str:
-    if against.lower().endswith(".npz"):
-        raise ValueError("an .npz holds only FID statistics (mu, sigma); this metric needs a "
-                         "folder of images or 'reference'")
-    return against
 
 
 class KIDOptions(Frozen):

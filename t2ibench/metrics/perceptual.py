@@ -12,7 +12,7 @@ from pydantic import field_validator
 
 from t2ibench.base import Frozen
 from t2ibench.metrics.cache import FeatureCache, content_hash
-from t2ibench.metrics.registry import Column, METRICS, MetricSpec, NetworkCheck
+from t2ibench.metrics.registry import Column, METRICS, MetricSpec, NetworkCheck, no_npz
 
 if TYPE_CHECKING:
     import torch
@@ -126,12 +126,7 @@ class LPIPSOptions(Frozen):
     against: str = "reference"
     net: str = "alex"
 
-    @field_validator("against")
-    @classmethod
-    def _no_npz(cls, against: str) -> str:
-        from t2ibench.metrics.kid import no_npz
-
-        return no_npz(against)
+    _against = field_validator("against")(no_npz)
 
 
 def score_lpips(o: LPIPSOptions, ctx) -> list:

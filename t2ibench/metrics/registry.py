@@ -84,6 +84,14 @@ class MetricSpec:
         return self.options.model_validate(data)
 
 
+def no_npz(against: str) -> str:
+    """Options validator of ``against`` for metrics that need images: an .npz holds only FID statistics."""
+    if against.lower().endswith(".npz"):
+        raise ValueError("an .npz holds only FID statistics (mu, sigma); this metric needs a "
+                         "folder of images or 'reference'")
+    return against
+
+
 METRICS: Registry[MetricSpec] = Registry("metric")
 
 _BUILTIN = (  # each module registers its spec on import
