@@ -25,13 +25,16 @@ class CallOutcome:
     images: list[ImageOutcome]
     timing: CallTiming
     recompiles: int = 0
+    cache_hit_rate: float | None = None  # denoiser blocks a step cache skipped / blocks the call would run
 
 
 class LoadedModel(Protocol):
     """A model loaded for one load key; runtime knobs are applied per config and undone for the next."""
 
     def configure(self, knobs: Knobs) -> dict:
-        """Apply the config's runtime knobs (raises SkipConfig); returns facts to record."""
+        """Apply the config's runtime knobs (raises SkipConfig); returns what was observed of them
+        (JSON-able: the attention backend really called, the weight classes, the hooks…), recorded
+        with the config as ``applied``."""
 
     def warmup(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> float:
         """One untimed call; returns its wall time in ms."""

@@ -7,6 +7,7 @@ already uses every core, and a writer thread beside it slows each call more than
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -77,7 +78,8 @@ class StoreRecorder:
             statuses = {image.status for image in outcome.images[:len(cells)]}
             call = CallRow(**{**call.__dict__, "status": "ok" if "ok" in statuses else "nan", "samples": samples,
                               "latency_ms": t.latency_ms, "encode_ms": t.encode_ms, "denoise_ms": t.denoise_ms,
-                              "decode_ms": t.decode_ms, "step_ms": t.step_ms, "recompiles": outcome.recompiles})
+                              "decode_ms": t.decode_ms, "step_ms": t.step_ms, "recompiles": outcome.recompiles,
+                              "cache_hit_rate": outcome.cache_hit_rate})
             items = []
             for cell, image in zip(cells, outcome.images):
                 row = self._row(
@@ -103,6 +105,7 @@ class StoreRecorder:
             config.config_id, status=status, reason=reason,
             load_ms=facts.get("load_ms"), warmup_ms=facts.get("warmup_ms"), compile_ms=facts.get("compile_ms"),
             recompiles=facts.get("recompiles", 0),
+            **({"applied": json.dumps(facts["applied"], sort_keys=True)} if facts.get("applied") else {}),
         )
         self.observer.config_ended(config, status, reason)
 

@@ -111,7 +111,7 @@ class Worker:
         # a compiling config compiles in its first call: that call is always a warm-up, never timed
         n_warmup = spec.warmup_calls(knobs, self.timing.warmup)
         try:
-            model.configure(knobs)
+            applied = model.configure(knobs) or {}
             model.reset_peak_memory()
             first = _padded(groups[0], knobs.batch_size)
             warmup_ms = [model.warmup([c.prompt.text for c in first], [c.seed for c in first], knobs)
@@ -127,7 +127,7 @@ class Worker:
             model.recover()
             sink.config_ended(config, "failed", setup_error[0], task.cells, {"traceback": setup_error[1]})
             return
-        facts = dict(facts, warmup_ms=sum(warmup_ms))
+        facts = dict(facts, warmup_ms=sum(warmup_ms), applied=applied)
         recompiles, timed_ms, failures = 0, [], 0  # failures: consecutive failed calls
         for index, cells in enumerate(groups):
             check_stop()

@@ -19,7 +19,8 @@ CELL_CSV_COLUMNS = [
 RESULT_FIGURES = ["n_ok", "n_failed", "latency_ms_p50", "latency_ms_p95", "latency_ms_mean", "images_per_s",
                   "peak_vram_mb", "peak_rss_mb"]
 RESULT_EXTRAS = ["pareto_note", "n_nan", "n_skipped", "status", "reason", "is_reference", "encode_ms_mean", "denoise_ms_mean",
-                 "decode_ms_mean", "step_ms_mean", "load_ms", "warmup_ms", "compile_ms", "recompiles", "random_weights"]
+                 "decode_ms_mean", "step_ms_mean", "load_ms", "warmup_ms", "compile_ms", "recompiles", "random_weights",
+                 "cache_hit_rate", "applied"]
 
 
 def against_reference_columns() -> set[str]:
@@ -75,6 +76,8 @@ def result_records(store: RunStore, objectives: dict | None = None) -> list[dict
             load_ms=cfg["load_ms"], warmup_ms=cfg["warmup_ms"], recompiles=cfg["recompiles"],
             compile_ms=cfg.get("compile_ms"),  # absent from a store written before the column, opened read-only
             random_weights=",".join(random_metrics),
+            cache_hit_rate=_mean([c.get("cache_hit_rate") for c in my_calls if c["status"] == "ok"]),
+            applied=json.dumps(cfg["applied"], sort_keys=True) if cfg.get("applied") else "",
         )
         rows.append(row)
     objectives = objectives if objectives is not None else (suite.get("objectives") or {})
@@ -83,6 +86,12 @@ def result_records(store: RunStore, objectives: dict | None = None) -> list[dict
         row["pareto"] = on_front
         row["pareto_note"] = note
     return rows
+
+
+def _mean(values: list) -> float:
+    """The mean of the values that were measured (NaN when none was)."""
+    measured = [v for v in values if v is not None]
+    return float(np.mean(measured)) if measured else math.nan
 
 
 def _exclusion(row: dict, objectives: dict) -> str:

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS configs (
     config_id TEXT PRIMARY KEY, position INTEGER NOT NULL, name TEXT NOT NULL, model TEXT NOT NULL,
     knobs TEXT NOT NULL, is_reference INTEGER NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
     reason TEXT NOT NULL DEFAULT '', load_ms REAL, warmup_ms REAL, recompiles INTEGER NOT NULL DEFAULT 0,
-    compile_ms REAL
+    compile_ms REAL, applied TEXT
 );
 CREATE TABLE IF NOT EXISTS cells (
     config_id TEXT NOT NULL, prompt_id TEXT NOT NULL, seed INTEGER NOT NULL, prompt TEXT NOT NULL,
@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS calls (
     batch_size INTEGER NOT NULL, n_images INTEGER NOT NULL, samples TEXT NOT NULL DEFAULT '[]',
     latency_ms REAL, encode_ms REAL, denoise_ms REAL, decode_ms REAL, step_ms TEXT,
     peak_vram_mb REAL, peak_rss_mb REAL, recompiles INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+    cache_hit_rate REAL,
     PRIMARY KEY (config_id, call_index)
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -58,7 +59,9 @@ CREATE TABLE IF NOT EXISTS metrics (
 """
 
 # Columns added within schema version 1: a store written before them gets them (empty) when reopened.
-_ADDED_COLUMNS = {"configs": {"compile_ms": "REAL"}}
+# ``applied``: what the engine observed of the config's knobs (JSON); ``cache_hit_rate``: the denoiser
+# blocks a step cache skipped in that call, as a fraction of the blocks the call would have run.
+_ADDED_COLUMNS = {"configs": {"compile_ms": "REAL", "applied": "TEXT"}, "calls": {"cache_hit_rate": "REAL"}}
 
 
 def _add_columns_of_this_version(conn: sqlite3.Connection) -> None:
@@ -107,7 +110,7 @@ CELL_COLUMNS = (
 
 CALL_COLUMNS = (
     "config_id", "call_index", "status", "error", "batch_size", "n_images", "samples", "latency_ms", "encode_ms",
-    "denoise_ms", "decode_ms", "step_ms", "peak_vram_mb", "peak_rss_mb", "recompiles", "created_at",
+    "denoise_ms", "decode_ms", "step_ms", "peak_vram_mb", "peak_rss_mb", "recompiles", "created_at", "cache_hit_rate",
 )
 
 
@@ -135,6 +138,7 @@ class CallRow:
     peak_rss_mb: float | None = None
     recompiles: int = 0
     created_at: float = 0.0
+    cache_hit_rate: float | None = None
 
     def values(self) -> tuple:
         return tuple(_encode(getattr(self, c) if c != "samples" else (self.samples or [])) for c in CALL_COLUMNS)
@@ -292,7 +296,9 @@ class RunStore:
 
     def configs(self) -> list[dict]:
         rows = self._conn.execute("SELECT * FROM configs ORDER BY position").fetchall()
-        return [dict(r) | {"knobs": json.loads(r["knobs"])} for r in rows]
+        return [dict(r) | {"knobs": json.loads(r["knobs"]),
+                           "applied": json.loads(r["applied"]) if "applied" in r.keys() and r["applied"] else {}}
+                for r in rows]
 
     # -- cells -------------------------------------------------------------------------------------
     def done_cells(self, config_id: str) -> set[tuple[str, int]]:

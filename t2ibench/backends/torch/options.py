@@ -1,0 +1,216 @@
+"""The torch backend's knobs, as typed options (no torch import here).
+
+Each knob is written flat in a suite (``quantize: int8wo``, ``cache: {method: first_block}``…).
+The load-time knobs (precision, vae, offload, quantize, layerwise_casting) are part of the load
+key; the others are applied per config and undone for the next. A knob added after the first
+store format must dump to exactly what it dumped before when left at its default, so that
+every existing ``config_id`` stays the same (see ``suites.knobs.V1_KNOBS``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import Field, model_serializer, model_validator
+
+from t2ibench.base import Frozen
+
+# SDPA kernels and diffusers' processors (the first format) + diffusers' attention dispatcher backends.
+# `flash` and `xformers` keep their first meaning (SDPA's flash kernel; xformers processors): the
+# flash-attn 2 package through the dispatcher is `flash_attn`, flash-attn 3 is `flash3`.
+SDPA_ATTENTION: tuple[str, ...] = ("sdpa", "math", "flash", "efficient", "sliced", "xformers")
+DISPATCHER_ATTENTION: dict[str, str] = {  # knob value → diffusers' AttentionBackendName value
+    "native": "native", "flash_attn": "flash", "flash3": "_flash_3", "sage": "sage", "flex": "flex",
+    "cudnn": "_native_cudnn",
+}
+ATTENTION: tuple[str, ...] = (*SDPA_ATTENTION, *DISPATCHER_ATTENTION)
+AttentionName = Literal["sdpa", "math", "flash", "efficient", "sliced", "xformers",
+                        "native", "flash_attn", "flash3", "sage", "flex", "cudnn"]
+
+OFFLOAD: tuple[str, ...] = ("none", "model", "sequential", "group")
+
+
+class _Additive(Frozen):
+    """Options whose fields added later are dropped from the dump while at their default."""
+
+    _added: tuple[str, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict:
+        data = handler(self)
+        for name in self._added:
+            if name in data and getattr(self, name) == type(self).model_fields[name].default:
+                del data[name]
+        return data
+
+
+class CompileOptions(_Additive):
+    """``compile: {mode: max-autotune, fullgraph: true, regional: true}``.
+
+    ``regional: true`` compiles only the denoiser's repeated blocks (diffusers'
+    ``compile_repeated_blocks``): one compiled block reused N times, so compiling takes seconds
+    instead of minutes.
+    """
+
+    _added = ("regional",)
+
+    mode: Optional[Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]] = None
+    fullgraph: bool = False
+    regional: bool = False
+
+
+QUANTIZE_TYPES: dict[str, tuple[str, ...]] = {
+    "torchao": ("int8wo", "int8dq", "float8wo", "float8dq", "int4wo"),
+    "bitsandbytes": ("nf4", "fp4", "int8"),
+    "quanto": ("int8", "float8", "int4"),
+}
+Component = Literal["denoiser", "text_encoder", "vae"]
+
+
+class QuantizeOptions(Frozen):
+    """``quantize: int8wo`` (torchao) or ``{backend: bitsandbytes, type: nf4, components: [denoiser]}``.
+
+    Applied through diffusers' quantization configs when the model loads (a quantized model is
+    another load). ``text_encoder`` means every text encoder of the pipeline.
+    """
+
+    backend: Literal["torchao", "bitsandbytes", "quanto"] = "torchao"
+    type: str
+    components: tuple[Component, ...] = ("denoiser",)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        return {"type": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _type_of_backend(self) -> "QuantizeOptions":
+        types = QUANTIZE_TYPES[self.backend]
+        if self.type not in types:
+            raise ValueError(f"quantize type '{self.type}' is not one of {self.backend}'s: {', '.join(types)}")
+        if not self.components or len(set(self.components)) != len(self.components):
+            raise ValueError("quantize components must be a non-empty list without repeats")
+        return self
+
+
+class FirstBlockCache(Frozen):
+    """Skip the remaining blocks of a step when the first block's output residual changed by less than
+    ``threshold`` (relative L1) since the previous step (diffusers' FirstBlockCache; transformers)."""
+
+    method: Literal["first_block"]
+    threshold: float = Field(0.05, gt=0)
+
+
+class TaylorSeerCache(Frozen):
+    """Predict the blocks' outputs by a Taylor expansion between full steps (diffusers' TaylorSeer)."""
+
+    method: Literal["taylorseer"]
+    cache_interval: int = Field(5, ge=1)
+    disable_cache_before_step: int = Field(3, ge=0)
+    max_order: int = Field(1, ge=0, le=4)
+
+
+class MagCache(Frozen):
+    """Skip steps while the accumulated residual-magnitude error stays under ``threshold`` (diffusers' MagCache).
+
+    It needs the model's magnitude ratios per step: ``mag_ratios`` from a calibration run, or
+    ``calibrate: true`` to measure them (then nothing is skipped)."""
+
+    method: Literal["magcache"]
+    threshold: float = Field(0.06, gt=0)
+    max_skip_steps: int = Field(3, ge=1)
+    retention_ratio: float = Field(0.2, ge=0, le=1)
+    mag_ratios: Optional[tuple[float, ...]] = None
+    calibrate: bool = False
+
+
+class FasterCache(Frozen):
+    """Reuse attention outputs across steps and approximate the unconditional branch (diffusers' FasterCache)."""
+
+    method: Literal["faster_cache"]
+    spatial_attention_block_skip_range: int = Field(2, ge=1)
+    spatial_attention_timestep_skip_range: tuple[int, int] = (-1, 681)
+    unconditional_batch_skip_range: int = Field(5, ge=1)
+
+
+class PyramidAttentionBroadcast(Frozen):
+    """Broadcast attention outputs to the next steps inside a timestep window (diffusers' PAB)."""
+
+    method: Literal["pab"]
+    spatial_attention_block_skip_range: int = Field(2, ge=1)
+    spatial_attention_timestep_skip_range: tuple[int, int] = (100, 800)
+
+
+class DeepCache(Frozen):
+    """Reuse the UNet's deep features and recompute the shallow branch (the ``deepcache`` package; UNets)."""
+
+    method: Literal["deepcache"]
+    cache_interval: int = Field(3, ge=1)
+    cache_branch_id: int = Field(0, ge=0)
+
+
+CacheOptions = Annotated[
+    Union[FirstBlockCache, TaylorSeerCache, MagCache, FasterCache, PyramidAttentionBroadcast, DeepCache],
+    Field(discriminator="method"),
+]
+CACHE_METHODS: tuple[str, ...] = ("first_block", "taylorseer", "magcache", "faster_cache", "pab", "deepcache")
+
+
+class LoraAdapter(Frozen):
+    """One LoRA: ``{source: latent-consistency/lcm-lora-sdxl, scale: 1.0, fuse: false}``.
+
+    ``source``: a hub id, a local ``.safetensors`` file, or ``random:<name>`` (a deterministic
+    random adapter for tests). ``weight_name`` picks a file inside a hub repository."""
+
+    source: str = Field(min_length=1)
+    scale: float = 1.0
+    fuse: bool = False
+    weight_name: Optional[str] = None
+
+
+class LayerwiseCasting(Frozen):
+    """``layerwise_casting: {storage: float8_e4m3fn}``: weights stored in fp8, each layer upcast to the
+    config's precision for its forward (diffusers' ``enable_layerwise_casting``)."""
+
+    storage: Literal["float8_e4m3fn", "float8_e5m2"] = "float8_e4m3fn"
+    components: tuple[Literal["denoiser", "text_encoder", "vae"], ...] = ("denoiser",)
+
+
+class GroupOffload(Frozen):
+    """``offload: group`` or ``offload: {kind: group, level: leaf, streams: true}``: diffusers' group
+    offloading (weights move to the GPU a group of blocks at a time; with CUDA streams, overlapped)."""
+
+    kind: Literal["group"] = "group"
+    level: Literal["block", "leaf"] = "block"
+    blocks_per_group: int = Field(1, ge=1)
+    streams: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        return {"kind": data} if data == "group" else data
+
+
+OffloadOption = Union[Literal["none", "model", "sequential"], GroupOffload]
+
+
+class TorchOptions(Frozen):
+    """Engine-specific knobs of the torch backend (written flat in a suite, like every knob)."""
+
+    tf32: bool = False  # TF32 matmuls on CUDA; cuDNN convolutions keep torch's default (TF32) either way
+    attention: AttentionName = "sdpa"
+    compile: Union[bool, CompileOptions] = False
+    channels_last: bool = False
+    vae_upcast: bool = False
+    offload: OffloadOption = "none"
+    quantize: Optional[QuantizeOptions] = None
+    cache: Optional[CacheOptions] = None
+    lora: tuple[LoraAdapter, ...] = ()
+    layerwise_casting: Optional[LayerwiseCasting] = None
+
+
+def compile_options(knobs) -> Optional[CompileOptions]:
+    """The config's compile settings, or None when it does not compile."""
+    if knobs.compile is True:
+        return CompileOptions()
+    return knobs.compile or None
