@@ -262,3 +262,10 @@ def test_constraint_and_gate_problems(tmp_path, monkeypatch):
         "suite.yaml:15: constraints.peak_vram_mb: give min, max or both",
         "suite.yaml:16: gates.clip_score: expected a relative tolerance like '5%' or an absolute number (got 'lots')",
     ]
+
+
+def test_timing_counts_are_bounded(tmp_path, monkeypatch):
+    """A typo such as `repeats: 1000` would run each image a thousand times: refused with its line."""
+    problems = errors_of(tmp_path, monkeypatch, GOOD + "timing: {warmup: 1, repeats: 1000}\n")
+    assert len(problems) == 1
+    assert "suite.yaml:" in problems[0] and "timing.repeats" in problems[0] and "100" in problems[0]

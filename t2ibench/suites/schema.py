@@ -54,9 +54,9 @@ class Timing(Frozen):
     """``timing: {warmup: 1, repeats: 1}``: warm-up calls per config (not measured), repeats per image;
     ``max_consecutive_failures``: after that many failed calls in a row, the rest of a config is skipped."""
 
-    warmup: int = Field(1, ge=0)
-    repeats: int = Field(1, ge=1)
-    max_consecutive_failures: int = Field(3, ge=1)
+    warmup: int = Field(1, ge=0, le=100)
+    repeats: int = Field(1, ge=1, le=100)
+    max_consecutive_failures: int = Field(3, ge=1, le=10_000)
 
 
 class Bound(Frozen):
