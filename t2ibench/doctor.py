@@ -19,6 +19,34 @@ def _attention_backends(torch) -> list[str]:
     return found
 
 
+# optional packages a knob or an executor needs: (import name, distribution, the extra that brings it)
+OPTIONAL_PACKAGES: tuple[tuple[str, str, str], ...] = (
+    ("torchao", "torchao", "quant"), ("optimum.quanto", "optimum-quanto", "quant"),
+    ("bitsandbytes", "bitsandbytes", "quant"), ("gguf", "gguf", "quant"), ("DeepCache", "DeepCache", "cache"),
+    ("peft", "peft", ""), ("ray", "ray", "ray"), ("xformers", "xformers", "xformers"),
+    ("sageattention", "sageattention", ""), ("flash_attn", "flash-attn", ""),
+)
+
+
+def _optional_packages() -> Iterator[str]:
+    """Each optional package: its version, or how to install it (found without importing it)."""
+    from importlib import metadata
+
+    for module, dist, extra in OPTIONAL_PACKAGES:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a missing parent package (optimum)
+            found = False
+        if found:
+            try:
+                yield f"  {dist:16} {metadata.version(dist)}"
+            except metadata.PackageNotFoundError:
+                yield f"  {dist:16} found"
+        else:
+            how = f"pip install 't2ibench[{extra}]'" if extra else f"pip install {dist}"
+            yield f"  {dist:16} not installed ({how})"
+
+
 def _weights() -> Iterator[str]:
     """The networks every registered metric needs with its default options: found, or where to put them."""
     from t2ibench.metrics.registry import METRICS
@@ -59,7 +87,8 @@ def report() -> Iterator[str]:
 
     yield f"backends: {', '.join(BACKENDS.names())}"
     yield f"executors: {', '.join(EXECUTORS.names())}"
-    yield f"ray executor: {'installed' if importlib.util.find_spec('ray') else 'not installed'}"
+    yield "optional packages:"
+    yield from _optional_packages()
     yield f"T2IBENCH_WEIGHTS: {os.environ.get('T2IBENCH_WEIGHTS', '(unset)')}"
     yield "metric weights:"
     yield from _weights()

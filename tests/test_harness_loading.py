@@ -60,6 +60,12 @@ def test_cli_suites_and_doctor(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "attention backends: sdpa" in out and "torch" in out and "FID Inception" in out
+    from importlib import metadata
+
+    # each optional package: its installed version, or the command that installs it
+    assert f"peft             {metadata.version('peft')}" in out
+    assert "xformers         not installed (pip install 't2ibench[xformers]')" in out or \
+        f"xformers         {metadata.version('xformers')}" in out
 
 
 @pytest.mark.parametrize("argv, message", [
