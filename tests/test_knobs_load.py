@@ -99,6 +99,30 @@ def test_quanto_int8_quantizes_the_denoiser_and_every_text_encoder(write_suite, 
     assert 0 < np.abs(px["quanto"] - px["plain"]).mean() < 8
 
 
+def test_a_pipeline_folder_is_quantized_by_from_pretrained_and_takes_a_gguf_denoiser(tmp_path):
+    """The hub/folder path: a PipelineQuantizationConfig for from_pretrained; a GGUF file with a folder as base."""
+    from t2ibench.backends.torch.loading import load_pipeline
+    from t2ibench.backends.torch.options import QuantizeOptions
+
+    folder = tmp_path / "tiny-flux"
+    pipe = RANDOM_PIPELINES.get("tiny-flux")()
+    pipe.save_pretrained(folder)
+    facts: dict = {}
+    quantized = load_pipeline(str(folder), precision="fp32", facts=facts,
+                              quantize=QuantizeOptions(type="int8dq", components=("denoiser", "text_encoder")))
+    kinds = facts["quantize"]
+    assert set(kinds) == {"transformer", "text_encoder", "text_encoder_2"}
+    assert all(k["Int8Tensor"] > 0 for k in kinds.values())
+    assert type(quantized.transformer.quantization_config).__module__.startswith("diffusers")
+    assert type(quantized.text_encoder.config.quantization_config).__module__.startswith("transformers")
+
+    gguf_path = tmp_path / "flux-Q8_0.gguf"
+    n_q8 = write_tiny_gguf(gguf_path, pipe.transformer)
+    facts = {}
+    loaded = load_pipeline(str(gguf_path), precision="fp32", base=str(folder), facts=facts)
+    assert facts["gguf"]["GGUFParameter"] == n_q8 and type(loaded).__name__ == "FluxPipeline"
+
+
 def test_quantize_observation_fails_a_component_left_unquantized(monkeypatch):
     from t2ibench.backends.torch import quantization
     from t2ibench.backends.torch.loading import load_pipeline
