@@ -143,6 +143,7 @@ def test_what_needs_a_gpu_is_skipped_on_cpu_with_its_reason(write_suite, tmp_pat
         {"name": "group", "offload": "group"},
         {"name": "group-leaf", "offload": {"kind": "group", "level": "leaf", "streams": True}},
         {"name": "lc-text", "layerwise_casting": {"components": ["text_encoder"]}},
+        {"name": "both", "quantize": "int8wo", "layerwise_casting": {"storage": "float8_e4m3fn"}},
     ]
     run_quick(quick(write_suite, include=include), tmp_path / "run")
     rows = results_rows(tmp_path / "run")
@@ -154,6 +155,7 @@ def test_what_needs_a_gpu_is_skipped_on_cpu_with_its_reason(write_suite, tmp_pat
     assert "int4wo needs a CUDA GPU" in reasons["int4wo"]
     assert reasons["group"] == reasons["group-leaf"] == "offload 'group' needs a CUDA device"
     assert "layerwise_casting on text_encoder is not supported" in reasons["lc-text"]
+    assert reasons["both"] == "quantize and layerwise_casting both on denoiser: choose one per component"
     with open(tmp_path / "run" / "cells.csv") as f:
         cells = list(csv.DictReader(f))
     assert {(c["status"], c["error"]) for c in cells if c["config"] == "nf4"} == {("skipped", reasons["nf4"])}
@@ -169,6 +171,20 @@ def test_a_missing_quantization_package_is_a_skip_that_says_how_to_install(monke
         quantization.check_quantize(QuantizeOptions(backend="bitsandbytes", type="nf4"), "cuda")
     assert str(info.value) == ("quantize backend 'bitsandbytes' needs the bitsandbytes package: "
                                "pip install 't2ibench[quant]'")
+
+
+def test_a_kernel_package_missing_at_quantization_time_is_a_skip(monkeypatch):
+    from t2ibench.backends.torch import quantization
+    from t2ibench.backends.torch.loading import load_pipeline
+    from t2ibench.backends.torch.options import QuantizeOptions
+    from t2ibench.errors import SkipConfig
+
+    def missing(*args, **kwargs):
+        raise ImportError("Requires mslk >= 1.0.0")
+
+    monkeypatch.setattr(quantization, "quantize_built", missing)
+    with pytest.raises(SkipConfig, match=r"^quantize torchao int8wo cannot run here: Requires mslk >= 1.0.0$"):
+        load_pipeline("random:tiny-sd", precision="fp32", quantize=QuantizeOptions(type="int8wo"))
 
 
 def test_quantize_short_and_mapping_forms_are_one_config_and_another_load(tmp_path, monkeypatch):
@@ -321,7 +337,8 @@ def test_cuda_quantize_backends_and_group_offload(write_suite, tmp_path):
     include = [
         {"name": "int8dq", "quantize": "int8dq"},
         {"name": "float8dq", "quantize": "float8dq"},
-        {"name": "nf4", "quantize": {"backend": "bitsandbytes", "type": "nf4", "components": ["denoiser", "text_encoder"]}},
+        {"name": "nf4", "quantize": {"backend": "bitsandbytes", "type": "nf4",
+                                     "components": ["denoiser", "text_encoder"]}},
         {"name": "bnb-int8", "quantize": {"backend": "bitsandbytes", "type": "int8"}},
         {"name": "quanto-float8", "quantize": {"backend": "quanto", "type": "float8"}},
         {"name": "group", "offload": "group"},

@@ -261,26 +261,38 @@ def load_pipeline(model: str, *, precision: str, vae: str = "default", offload="
             raise SkipConfig("quantize is not supported for a single-file checkpoint (.safetensors/.ckpt)")
         if "vae" in quantize.components and vae != "default":
             raise SkipConfig(f"quantize vae with vae '{vae}': the replacement VAE would not be quantized")
-    pretrained_kwargs = {}
-    if quantize is not None and spec.kind in ("dir", "hub"):
-        pretrained_kwargs["quantization_config"] = quantization.pipeline_quantization_config(quantize, spec.value, dtype)
-    if spec.kind == "random":
-        pipe = _random_pipeline(spec.value, precision, device)
-    elif spec.kind == "gguf":
-        if quantize is not None and base and check_model_spec(base).kind in ("dir", "hub"):
-            pretrained_kwargs["quantization_config"] = quantization.pipeline_quantization_config(quantize, base, dtype)
-        pipe = _from_gguf(spec, base, precision, device, trust_remote_code, pretrained_kwargs)
-        facts["gguf"] = quantization.weight_kinds(
-            next(getattr(pipe, n) for n in quantization.DENOISERS if getattr(pipe, n, None) is not None))
-    elif spec.kind == "file":
-        pipe = _from_single_file(spec.value, dtype)
-    else:
-        pipe = _from_pretrained(spec.value, dtype, hub=spec.kind == "hub", trust_remote_code=trust_remote_code,
-                                **pretrained_kwargs)
-    if quantize is not None:
-        if "quantization_config" not in pretrained_kwargs:  # built in code: through from_pretrained all the same
-            quantization.quantize_built(pipe, quantize, dtype, device)
-        facts["quantize"] = quantization.observe_quantized(pipe, quantize)
+        both = set(quantize.components) & set(layerwise_casting.components if layerwise_casting else ())
+        if both:
+            raise SkipConfig(f"quantize and layerwise_casting both on {', '.join(sorted(both))}: "
+                             "choose one per component")
+    try:  # a kernel package that the quantizer imports only when it quantizes (torchao's int4 needs mslk)
+        pretrained_kwargs = {}
+        pipeline_location = spec.value if spec.kind in ("dir", "hub") else None
+        if spec.kind == "gguf" and base and check_model_spec(base).kind in ("dir", "hub"):
+            pipeline_location = base  # the base's other components load through from_pretrained
+        if quantize is not None and pipeline_location is not None:
+            pretrained_kwargs["quantization_config"] = quantization.pipeline_quantization_config(
+                quantize, pipeline_location, dtype)
+        if spec.kind == "random":
+            pipe = _random_pipeline(spec.value, precision, device)
+        elif spec.kind == "gguf":
+            pipe = _from_gguf(spec, base, precision, device, trust_remote_code, pretrained_kwargs)
+            facts["gguf"] = quantization.weight_kinds(
+                next(getattr(pipe, n) for n in quantization.DENOISERS if getattr(pipe, n, None) is not None))
+        elif spec.kind == "file":
+            pipe = _from_single_file(spec.value, dtype)
+        else:
+            pipe = _from_pretrained(spec.value, dtype, hub=spec.kind == "hub", trust_remote_code=trust_remote_code,
+                                    **pretrained_kwargs)
+        if quantize is not None:
+            if "quantization_config" not in pretrained_kwargs:  # built in code: through from_pretrained all the same
+                quantization.quantize_built(pipe, quantize, dtype, device)
+            facts["quantize"] = quantization.observe_quantized(pipe, quantize)
+    except ImportError as e:
+        if quantize is None and spec.kind != "gguf":
+            raise
+        what = f"quantize {quantize.backend} {quantize.type}" if quantize is not None else "a .gguf model"
+        raise SkipConfig(f"{what} cannot run here: {str(e).splitlines()[0]}") from e
     if vae == "tiny":
         pipe.vae = _tiny_vae(pipe, check_model_spec(base) if spec.kind == "gguf" else spec, dtype)
     elif vae != "default":
