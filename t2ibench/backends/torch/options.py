@@ -207,7 +207,7 @@ class TorchOptions(Frozen):
     cache: Optional[CacheOptions] = None
     lora: tuple[LoraAdapter, ...] = ()
     layerwise_casting: Optional[LayerwiseCasting] = None
-    base: Optional[str] = None  # the pipeline (hub id, folder, random:<arch>) that a .gguf denoiser plugs into
+    base: Optional[str] = Field(None, min_length=1)  # the pipeline (hub id, folder, random:<arch>) that a .gguf denoiser plugs into
 
 
 def compile_options(knobs) -> Optional[CompileOptions]:
