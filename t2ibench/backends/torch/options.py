@@ -207,7 +207,8 @@ class TorchOptions(Frozen):
     cache: Optional[CacheOptions] = None
     lora: tuple[LoraAdapter, ...] = ()
     layerwise_casting: Optional[LayerwiseCasting] = None
-    base: Optional[str] = Field(None, min_length=1)  # the pipeline (hub id, folder, random:<arch>) that a .gguf denoiser plugs into
+    # the pipeline (a hub id, a folder, random:<arch>) that a .gguf denoiser plugs into
+    base: Optional[str] = Field(None, min_length=1)
 
 
 def compile_options(knobs) -> Optional[CompileOptions]:
