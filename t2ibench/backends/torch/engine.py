@@ -48,10 +48,11 @@ def _to_uint8(images) -> list[ImageOutcome]:
 class TorchModel:
     """One loaded diffusers pipeline plus the undo state of the runtime knobs."""
 
-    def __init__(self, pipe, spec: ModelSpec, device: str, precision: str):
+    def __init__(self, pipe, spec: ModelSpec, device: str, precision: str, load_facts: dict | None = None):
         import inspect
 
         self.pipe = pipe
+        self.load_facts = dict(load_facts or {})  # what was observed of the load-time knobs (part of `applied`)
         self.spec = spec
         self.device = device
         self.cuda = device.startswith("cuda")
@@ -139,7 +140,7 @@ class TorchModel:
                 self._compiled[key] = torch.compile(self.denoiser, mode=opts.mode, fullgraph=opts.fullgraph)
             setattr(pipe, self.denoiser_attr, self._compiled[key])
             self._install_hook()
-        return {}
+        return dict(self.load_facts)
 
     def _apply_attention(self, attention: str) -> None:
         import importlib.util
@@ -310,6 +311,8 @@ class TorchBackend:
     name = "torch"
 
     def load(self, model: str, knobs: Knobs, device: str, *, trust_remote_code: bool = False) -> TorchModel:
+        facts: dict = {}
         pipe = load_pipeline(model, precision=knobs.precision, vae=knobs.vae, offload=knobs.offload, device=device,
-                             trust_remote_code=trust_remote_code)
-        return TorchModel(pipe, ModelSpec.parse(model), device, knobs.precision)
+                             trust_remote_code=trust_remote_code, quantize=knobs.quantize,
+                             layerwise_casting=knobs.layerwise_casting, base=knobs.base, facts=facts)
+        return TorchModel(pipe, ModelSpec.parse(model), device, knobs.precision, facts)

@@ -1,7 +1,7 @@
 """The torch backend's knobs, as typed options (no torch import here).
 
 Each knob is written flat in a suite (``quantize: int8wo``, ``cache: {method: first_block}``…).
-The load-time knobs (precision, vae, offload, quantize, layerwise_casting) are part of the load
+The load-time knobs (precision, vae, offload, quantize, layerwise_casting, base) are part of the load
 key; the others are applied per config and undone for the next. A knob added after the first
 store format must dump to exactly what it dumped before when left at its default, so that
 every existing ``config_id`` stays the same (see ``suites.knobs.V1_KNOBS``).
@@ -207,6 +207,8 @@ class TorchOptions(Frozen):
     cache: Optional[CacheOptions] = None
     lora: tuple[LoraAdapter, ...] = ()
     layerwise_casting: Optional[LayerwiseCasting] = None
+    # the pipeline (a hub id, a folder, random:<arch>) that a .gguf denoiser plugs into
+    base: Optional[str] = Field(None, min_length=1)
 
 
 def compile_options(knobs) -> Optional[CompileOptions]:

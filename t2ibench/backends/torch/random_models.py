@@ -272,3 +272,33 @@ def sdxl(device: str = "cpu"):
         scheduler=EulerDiscreteScheduler(**_SCHEDULER_KW, timestep_spacing="leading"),
         force_zeros_for_empty_prompt=True,
     )
+
+
+@RANDOM_PIPELINES.register("flux-dev")
+def flux_dev(device: str = "cpu"):
+    """FLUX.1-dev at full size, every part: the 11.9B-parameter transformer (19 double- and 38 single-stream
+    blocks, 24 heads × 128, guidance embedding), the 16-channel VAE, CLIP ViT-L/14 and a T5-XXL-shaped
+    encoder (24 layers, d_model 4096: 4.8B). About 17B parameters: built in fp32 then cast, so it needs
+    about 68 GB on the build device (use ``precision: bf16`` on an 80 GB GPU); test it on ``meta``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    with _building(device):
+        transformer = FluxTransformer2DModel(
+            patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+            num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+            axes_dims_rope=(16, 56, 56),
+        ).eval()
+        vae = _vae((128, 256, 512, 512), groups=32, latent_channels=16, layers=2, scaling_factor=0.3611,
+                   shift_factor=0.1159, sample_size=1024)
+        text = _clip_text(768, 12, 12)
+        t5 = T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                      feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False)
+        text_2 = T5EncoderModel(t5).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256, max_image_seq_len=4096,
+        base_shift=0.5, max_shift=1.15,
+    )
+    return FluxPipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text,
+                        tokenizer=byte_level_clip_tokenizer(), text_encoder_2=text_2,
+                        tokenizer_2=char_level_t5_tokenizer())
