@@ -28,16 +28,19 @@ OPTIONAL_PACKAGES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a missing parent package (optimum)
+        return False
+
+
 def _optional_packages() -> Iterator[str]:
     """Each optional package: its version, or how to install it (found without importing it)."""
     from importlib import metadata
 
     for module, dist, extra in OPTIONAL_PACKAGES:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:  # a missing parent package (optimum)
-            found = False
-        if found:
+        if _installed(module):
             try:
                 yield f"  {dist:16} {metadata.version(dist)}"
             except metadata.PackageNotFoundError:
@@ -70,13 +73,6 @@ def _weights() -> Iterator[str]:
             os.environ["T2IBENCH_OFFLINE"] = saved
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # a missing parent package (optimum)
-        return False
-
-
 def report() -> Iterator[str]:
     import torch
 
@@ -89,9 +85,6 @@ def report() -> Iterator[str]:
             yield f"  {key:20} {value}"
     yield f"attention backends: {', '.join(_attention_backends(torch))}"
     yield f"torchsde (dpmpp_sde): {'yes' if importlib.util.find_spec('torchsde') else 'no (pip install torchsde)'}"
-    quant = [f"{name} {'yes' if _installed(module) else 'no'}" for name, module in
-             (("torchao", "torchao"), ("quanto", "optimum.quanto"), ("bitsandbytes", "bitsandbytes"), ("gguf", "gguf"))]
-    yield f"quantize (pip install 't2ibench[quant]'): {', '.join(quant)}"
     from t2ibench.backends import BACKENDS
     from t2ibench.executors import EXECUTORS
 
