@@ -18,6 +18,7 @@ import logging
 import os
 import queue
 import socket
+import sys
 import threading
 import traceback
 from collections import deque
@@ -306,8 +307,10 @@ class RayExecutor:
         try:
             if address:
                 ray.init(address=address, **quiet)
-            else:  # a local instance on this machine; it ends with the run (or with this process)
-                ray.init(address="local", include_dashboard=False, **quiet)
+            else:  # a local instance on this machine, whose actors import what this process imports
+                path = os.pathsep.join(p for p in sys.path if p)
+                ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}},
+                         **quiet)
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise UserError(f"executor ray: cannot join the Ray cluster at '{address}': {e}") from None
         self._owns_ray = True
