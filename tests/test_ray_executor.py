@@ -1,0 +1,197 @@
+"""The Ray executor on a local Ray instance with 2 CPU actors (1 CPU each): the same cells and byte-identical
+images as a local run, actors killed mid-run, a driver killed mid-run, and Ray missing.
+
+CPU images are byte-identical for the same number of torch threads (float reductions depend on it), so the
+local reference runs with one thread, as each actor does with ``cpus_per_actor=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray", reason="needs Ray: pip install 't2ibench[ray]'")
+
+from t2ibench.cli import main  # noqa: E402
+from t2ibench.harness import ray_executor  # noqa: E402
+from t2ibench.orchestration import execute  # noqa: E402
+from t2ibench.store import RunStore  # noqa: E402
+from t2ibench.suites import load_suite  # noqa: E402
+
+# three load groups (tiny-sd fp32, tiny-sd bf16, tiny-sdxl), four configs × 3 prompts × 2 seeds
+SUITE = {
+    "name": "ray", "model": "random:tiny-sd", "prompts": ["a red cube on a table", "a lighthouse at dusk", "a cat"],
+    "seeds": [0, 1], "defaults": {"steps": 2, "width": 32, "height": 32},
+    "matrix": {"precision": ["fp32", "bf16"]}, "include": [{"name": "fewer-steps", "steps": 1},
+                                                         {"name": "xl", "model": "random:tiny-sdxl"}],
+    "timing": {"warmup": 0, "repeats": 1},
+}
+TOTAL = 4 * 3 * 2
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A small local Ray instance shared by the in-process tests (the executor joins it and leaves it up)."""
+    path = os.pathsep.join(p for p in sys.path if p)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 2**20, log_to_driver=False,
+             logging_level=logging.ERROR, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def suite_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("suite") / "ray.yaml"
+    path.write_text(yaml.safe_dump(SUITE, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def local(suite_path, tmp_path_factory) -> Path:
+    """The reference: the local executor, with one torch thread like each actor."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return execute(load_suite(suite_path), out=tmp_path_factory.mktemp("local") / "run", device="cpu",
+                       metrics=False).run_dir
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _cells(run_dir: Path) -> dict[tuple, str]:
+    with RunStore.open(run_dir) as store:
+        cells = store.cells()
+    keys = [(c["config_id"], c["prompt_id"], c["seed"]) for c in cells]
+    assert len(keys) == len(set(keys))
+    return {k: c["status"] for k, c in zip(keys, cells)}
+
+
+def _pngs(run_dir: Path) -> dict[str, bytes]:
+    return {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in (run_dir / "images").rglob("*.png")}
+
+
+def _assert_same_as_local(run_dir: Path, local: Path) -> None:
+    cells = _cells(run_dir)
+    assert cells == _cells(local) and len(cells) == TOTAL and set(cells.values()) == {"ok"}
+    assert _pngs(run_dir) == _pngs(local)
+    with RunStore.open(run_dir) as store:  # one call per cell (batch size 1): none was recorded twice
+        calls = store.calls()
+        assert len(calls) == TOTAL and {(c["config_id"], c["call_index"]) for c in calls} == \
+            {(c["config_id"], c["call_index"]) for c in store.cells()}
+    assert not list(run_dir.rglob("*.tmp"))
+
+
+def test_ray_run_gives_the_cells_and_images_of_a_local_run(cluster, suite_path, local, tmp_path):
+    run = execute(load_suite(suite_path), out=tmp_path / "run", device="cpu", executor="ray", metrics=False)
+    _assert_same_as_local(run.run_dir, local)
+    manifest = json.loads((run.run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["executor"]["name"] == "ray"
+    actors = manifest["actors"]
+    assert len(actors) == 2 and sum(a["cells"] for a in actors) == sum(a["images"] for a in actors) == TOTAL
+    assert all(a["gpu"] == "cpu" and a["hostname"] and a["node_ip"] and a["torch_threads"] == 1 and a["config_ids"]
+               for a in actors)
+    ran = [set(a["config_ids"]) for a in actors]
+    assert not ran[0] & ran[1]  # each config ran on one actor: the groups were not split
+
+
+@pytest.mark.parametrize("kill_at", [1, 12])
+def test_an_actor_killed_mid_run_is_replaced_and_no_cell_is_lost_or_doubled(kill_at, cluster, suite_path, local,
+                                                                           tmp_path, monkeypatch):
+    killed = []
+
+    def kill(batch: int, actors: list) -> None:
+        if batch == kill_at and not killed:
+            killed.append(actors[0])
+            ray.kill(actors[0])
+
+    monkeypatch.setattr(ray_executor, "AFTER_BATCH", kill)
+    run = execute(load_suite(suite_path), out=tmp_path / "run", device="cpu", executor="ray", metrics=False)
+    assert killed
+    _assert_same_as_local(run.run_dir, local)
+    actors = json.loads((run.run_dir / "manifest.json").read_text())["actors"]
+    assert [a["actor"] for a in actors if a.get("died")] == [0] and len(actors) == 3  # one replacement
+    assert sum(a["images"] for a in actors) == TOTAL
+
+
+def test_a_config_split_across_actors_is_timed_and_recorded_like_a_local_run(cluster, tmp_path):
+    """One config of 16 cells and two actors: each runs one half; calls keep distinct indices."""
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump({**SUITE, "name": "one", "prompts": [f"prompt {i}" for i in range(8)],
+                                    "matrix": {}, "include": []}))
+    run = execute(load_suite(path), out=tmp_path / "run", device="cpu", executor="ray", metrics=False)
+    cells = run.cells()
+    assert len(cells) == 16 and set(cells["status"]) == {"ok"}
+    with RunStore.open(run.run_dir) as store:
+        assert sorted(c["call_index"] for c in store.calls()) == list(range(16))
+        assert [c["status"] for c in store.configs()] == ["done"]
+    actors = json.loads((run.run_dir / "manifest.json").read_text())["actors"]
+    assert sorted(a["cells"] for a in actors) == [8, 8]
+
+
+def _ok_cells(run_dir: Path) -> int:
+    try:
+        with sqlite3.connect(run_dir / "run.sqlite", timeout=5) as conn:
+            return conn.execute("SELECT count(*) FROM cells WHERE status='ok'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_killed_driver_resumes_with_the_same_command(suite_path, local, tmp_path):
+    """SIGKILL the driver (its local Ray instance goes with it) once some cells are saved; the same command
+    then starts a new instance and finishes the run."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "t2ibench", "run", str(suite_path), "--out", str(out), "--device", "cpu",
+               "--no-metrics", "--executor", "ray"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while _ok_cells(out) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    saved = _ok_cells(out)
+    assert 2 <= saved < TOTAL
+    with RunStore.open(out) as store:
+        kept = {(c["config_id"], c["prompt_id"], c["seed"]): c["created_at"] for c in store.cells()}
+
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{saved} already done" in resumed.stderr
+    assert "images" in resumed.stdout and "actor 0 on" in resumed.stdout  # images per actor
+    _assert_same_as_local(out, local)
+    with RunStore.open(out) as store:  # the cells saved before the kill were not redone
+        now = {(c["config_id"], c["prompt_id"], c["seed"]): c["created_at"] for c in store.cells()}
+    assert {k: now[k] for k in kept} == kept
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_without_ray_the_user_gets_one_line_naming_the_extra(suite_path, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as when it is not installed
+    assert main(["run", str(suite_path), "--out", str(tmp_path / "run"), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["t2ibench: error: executor 'ray' needs Ray: pip install 't2ibench[ray]'"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_shared_gpus_are_flagged_in_the_report():
+    from t2ibench.reports.html import render_html
+    from t2ibench.reports.recommend import Recommendation
+
+    kwargs = dict(suite={"name": "s"}, rows=[], cells=[], metrics=[], plots=[], environment={},
+                  random_metrics=[], recommendation=Recommendation(None, None, "none"))
+    assert 'id="shared-gpus"' in render_html(**kwargs, shared_gpus=True)
+    assert 'id="shared-gpus"' not in render_html(**kwargs)
