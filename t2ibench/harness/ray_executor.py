@@ -39,7 +39,8 @@ BUFFER_EVENTS = 16  # per actor: results waiting for the driver; its worker paus
 MAX_ATTEMPTS = 3  # deaths of a shard's actor after which its remaining cells are recorded as failed
 MIN_SPLIT_CELLS = 8  # a config's cells are split across actors only into shards at least this large
 POLL_S = 0.5  # how often the driver checks for Ctrl-C while it waits for results
-# Test hook: called on the driver after each result batch with (batches so far, the live actors' handles).
+# Test hook: called on the driver after each result batch with (batches so far, the handles of the actors
+# running a shard); the tests kill actors from it.
 AFTER_BATCH: Callable[[int, list], None] | None = None
 
 _END = "end"
@@ -426,7 +427,7 @@ class _Sweep:
             self.inflight[actor.handle.next_events.remote()] = actor
         self.batches += 1
         if AFTER_BATCH is not None:
-            AFTER_BATCH(self.batches, [a.handle for a in self.actors if not a.died])
+            AFTER_BATCH(self.batches, [a.handle for a in self.actors if a.shard is not None])
 
     def _apply(self, actor: _Actor, events: list[tuple]) -> None:
         shard = actor.shard
@@ -463,19 +464,21 @@ class _Sweep:
         """An actor died: what its shard had not sent runs again elsewhere, and a replacement starts."""
         reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         actor.died = reason
-        if actor.info is None:
-            raise UserError(f"executor ray: an actor could not start ({reason}); is this t2ibench installed "
-                            "on every node?")
+        if getattr(error, "actor_init_failed", False):
+            raise UserError(f"executor ray: an actor could not start ({str(error).strip()[-500:]}); is this "
+                            "t2ibench installed on every node?")
+        if len(self.actors) > self.n_actors * (MAX_ATTEMPTS + 1):
+            raise RuntimeError(f"executor ray: {len(self.actors)} actors started and died; last: {reason}")
+        self.ray.kill(actor.handle)  # one that is only unreachable must not go on working
         shard, actor.shard = actor.shard, None
-        if shard is None:
-            return
-        rest = shard.remainder()
-        if rest is not None:
-            if shard.attempt < MAX_ATTEMPTS:
-                self.pending.appendleft(self.replay.open(rest, shard.attempt + 1))
-            else:
-                self.replay.fail(shard, rest, f"its Ray actor died {shard.attempt} times (last: {reason})")
-        self.replay.close(shard)
+        if shard is not None:
+            rest = shard.remainder()
+            if rest is not None:
+                if shard.attempt < MAX_ATTEMPTS:
+                    self.pending.appendleft(self.replay.open(rest, shard.attempt + 1))
+                else:
+                    self.replay.fail(shard, rest, f"its Ray actor died {shard.attempt} times (last: {reason})")
+            self.replay.close(shard)
         if self.pending:
             self._spawn()
 
