@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -162,8 +163,12 @@ def test_a_killed_driver_resumes_with_the_same_command(suite_path, local, tmp_pa
     while _ok_cells(out) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()}"
+    instance = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                if p.name() in ("raylet", "gcs_server")]
+    assert len(instance) == 2  # the driver's own local instance
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
+    assert not psutil.wait_procs(instance, timeout=30)[1]  # it died with the driver
     saved = _ok_cells(out)
     assert 2 <= saved < TOTAL
     with RunStore.open(out) as store:

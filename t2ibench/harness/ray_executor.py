@@ -306,7 +306,9 @@ class RayExecutor:
         address = self.options.address or os.environ.get("RAY_ADDRESS")
         quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
         try:
-            if address:
+            if address and "://" in address:  # Ray Client: it takes its own options
+                ray.init(address=address)
+            elif address:
                 ray.init(address=address, **quiet)
             else:  # a local instance on this machine, whose actors import what this process imports
                 path = os.pathsep.join(p for p in sys.path if p)
@@ -331,15 +333,16 @@ class RayExecutor:
         return device
 
     def execute(self, plan: RunPlan, sink: ResultSink) -> None:
-        if not plan.groups:
-            return
         ray = self._connect()
-        sweep = _Sweep(ray, self.options, plan, sink)
+        sweep = None
         try:
-            sweep.run()
+            if plan.groups:
+                sweep = _Sweep(ray, self.options, plan, sink)
+                sweep.run()
         finally:
-            sweep.kill_all()
-            self.actors = [a.record() for a in sweep.actors]
+            if sweep is not None:
+                sweep.kill_all()
+                self.actors = [a.record() for a in sweep.actors]
             if self._owns_ray:
                 ray.shutdown()
                 self._owns_ray = False
@@ -360,6 +363,7 @@ class _Sweep:
         self.inflight: dict[Any, _Actor] = {}  # the one describe() or next_events() of each live actor
         self.problems: list[str] = []
         self.batches = 0
+        self.stopping = False  # after Ctrl-C: actors finish their current call, nothing new starts
 
     def _pool_size(self) -> tuple[int, dict]:
         """How many actors, and the resources of each: a GPU (half of one with share_gpus), else CPUs."""
@@ -368,6 +372,8 @@ class _Sweep:
         if self.device.startswith("cuda"):
             per_gpu = 2 if self.options.share_gpus else 1
             n, each = int(resources.get("GPU", 0)) * per_gpu, {"num_gpus": 1 / per_gpu, "num_cpus": cpus}
+            if n == 0:
+                raise UserError("executor ray: the Ray cluster has no GPU now; use --device cpu")
         else:
             n, each = int(resources.get("CPU", 0)) // cpus, {"num_cpus": cpus}
             if n == 0:
@@ -388,13 +394,12 @@ class _Sweep:
     def run(self) -> None:
         for _ in range(self.n_actors):
             self._spawn()
-        stopping = False
-        while self.pending or self.inflight:
-            if not stopping:
+        while self.pending or any(a.shard is not None for a in self.actors):
+            if not self.stopping:
                 try:
                     check_stop()
                 except StopRequested:
-                    stopping = True
+                    self.stopping = True
                     self.pending.clear()
                     for actor in self.actors:
                         if actor.shard is not None:
@@ -402,11 +407,9 @@ class _Sweep:
             ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=POLL_S)
             for ref in ready:
                 self._receive(ref)
-            if not stopping:
+            if not self.stopping:
                 self._dispatch()
-            elif not any(a.shard for a in self.actors):
-                break
-        if stopping:
+        if self.stopping:
             raise StopRequested()
         if self.problems:
             unique = list(dict.fromkeys(self.problems))
@@ -471,7 +474,7 @@ class _Sweep:
             raise RuntimeError(f"executor ray: {len(self.actors)} actors started and died; last: {reason}")
         self.ray.kill(actor.handle)  # one that is only unreachable must not go on working
         shard, actor.shard = actor.shard, None
-        if shard is not None:
+        if shard is not None and not self.stopping:
             rest = shard.remainder()
             if rest is not None:
                 if shard.attempt < MAX_ATTEMPTS:
