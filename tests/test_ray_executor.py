@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,9 +26,10 @@ ray = pytest.importorskip("ray", reason="needs Ray: pip install 't2ibench[ray]'"
 
 from t2ibench.cli import main  # noqa: E402
 from t2ibench.harness import ray_executor  # noqa: E402
+from t2ibench.harness.plan import CellTask, ConfigTask, GroupTask, RunPlan  # noqa: E402
 from t2ibench.orchestration import execute  # noqa: E402
 from t2ibench.store import RunStore  # noqa: E402
-from t2ibench.suites import load_suite  # noqa: E402
+from t2ibench.suites import Timing, load_suite  # noqa: E402
 
 # three load groups (tiny-sd fp32, tiny-sd bf16, tiny-sdxl), four configs × 3 prompts × 2 seeds
 SUITE = {
@@ -128,19 +130,60 @@ def test_actors_killed_mid_run_are_replaced_and_no_cell_is_lost_or_doubled(clust
     assert sum(a["images"] for a in actors) == TOTAL
 
 
-def test_a_config_split_across_actors_is_timed_and_recorded_like_a_local_run(cluster, tmp_path):
-    """One config of 16 cells and two actors: each runs one half; calls keep distinct indices."""
-    path = tmp_path / "one.yaml"
-    path.write_text(yaml.safe_dump({**SUITE, "name": "one", "prompts": [f"prompt {i}" for i in range(8)],
-                                    "matrix": {}, "include": []}))
-    run = execute(load_suite(path), out=tmp_path / "run", device="cpu", executor="ray", metrics=False)
-    cells = run.cells()
-    assert len(cells) == 16 and set(cells["status"]) == {"ok"}
-    with RunStore.open(run.run_dir) as store:
-        assert sorted(c["call_index"] for c in store.calls()) == list(range(16))
-        assert [c["status"] for c in store.configs()] == ["done"]
-    actors = json.loads((run.run_dir / "manifest.json").read_text())["actors"]
-    assert sorted(a["cells"] for a in actors) == [8, 8]
+def _tasks(n_configs: int, n_cells: int, batch_size: int = 1) -> GroupTask:
+    suite = {**SUITE, "prompts": [f"p{i}" for i in range(n_cells)], "seeds": [0], "matrix": {},
+             "include": [{"name": f"c{i}", "steps": i + 1, "batch_size": batch_size} for i in range(n_configs)]}
+    path = Path(tempfile.mkdtemp()) / "s.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    loaded = load_suite(path)
+    configs = [c for c in loaded.configs() if c.name.startswith("c")]  # the included ones
+    cells = tuple(CellTask(p, 0) for p in loaded.prompt_list())
+    return GroupTask(("m",), tuple(ConfigTask(c, cells) for c in configs))
+
+
+def test_groups_are_split_by_configs_then_by_batch_aligned_cells():
+    three = _tasks(3, 6)
+    assert [len(s.configs) for s in ray_executor.split_groups((three,), 2)] == [2, 1]  # by configs
+    assert ray_executor.split_groups((three,), 1) == [three]
+    one = _tasks(1, 20, batch_size=4)  # 5 batches: halves of 2 and 3 batches
+    assert sorted(len(s.configs[0].cells) for s in ray_executor.split_groups((one,), 2)) == [8, 12]
+    small = _tasks(1, 10)  # halves under MIN_SPLIT_CELLS: not split
+    assert ray_executor.split_groups((small,), 2) == [small]
+
+
+class _Sink:
+    def __init__(self):
+        self.events = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.events.append((name, *args))
+
+
+def test_a_split_config_starts_once_gets_distinct_call_indices_and_ends_once_with_its_worst_status():
+    group = _tasks(1, 16)
+    halves = ray_executor.split_groups((group,), 2)
+    plan = RunPlan(groups=(group,), timing=Timing(), devices=("cpu",))
+    sink = _Sink()
+    replay = ray_executor._Replay(sink, plan)
+    a, b = (replay.open(h) for h in halves)
+    config = group.configs[0].config
+    for shard in (a, b):
+        replay.apply(shard, "config_started", (config, 8))
+        for i, cell in enumerate(shard.group.configs[0].cells[:4]):
+            replay.apply(shard, "cells_done", (config, [cell], None, "boom", (None, 1.0), i, []))
+    replay.apply(a, "config_ended", (config, "done", "", (), {"recompiles": 1}))
+    rest = b.group.configs[0].cells[4:]
+    replay.apply(b, "config_ended", (config, "skipped", "too many failures", rest, {"recompiles": 2}))
+    assert [e[0] for e in sink.events].count("config_started") == 1 and sink.events[0][2] == 16
+    indices = [e[6] for e in sink.events if e[0] == "cells_done"]
+    assert sorted(indices) == [0, 1, 2, 3, 8, 9, 10, 11]  # each shard has its own block of call indices
+    ends = [e for e in sink.events if e[0] == "config_ended"]
+    assert len(ends) == 1 and ends[0][2:5] == ("skipped", "too many failures", rest)
+    assert ends[0][5]["recompiles"] == 3
+    # a shard lost with cells left: only the cells the driver did not receive run again
+    c = replay.open(halves[0])
+    replay.apply(c, "cells_done", (config, [halves[0].configs[0].cells[0]], None, "x", (None, 1.0), 0, []))
+    assert c.remainder().configs[0].cells == halves[0].configs[0].cells[1:]
 
 
 def _ok_cells(run_dir: Path) -> int:
@@ -151,12 +194,12 @@ def _ok_cells(run_dir: Path) -> int:
         return 0
 
 
-def test_a_killed_driver_resumes_with_the_same_command(suite_path, local, tmp_path):
-    """SIGKILL the driver (its local Ray instance goes with it) once some cells are saved; the same command
-    then starts a new instance and finishes the run."""
+def test_a_killed_driver_resumes_with_the_same_command(cluster, suite_path, local, tmp_path, capsys):
+    """SIGKILL the driver once some cells are saved: its local Ray instance dies with it, and the same command
+    finishes the run."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "t2ibench", "run", str(suite_path), "--out", str(out), "--device", "cpu",
-               "--no-metrics", "--executor", "ray"]
+               "--no-metrics", "--executor", "ray", "--executor-opt", "max_actors=1"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
@@ -174,10 +217,10 @@ def test_a_killed_driver_resumes_with_the_same_command(suite_path, local, tmp_pa
     with RunStore.open(out) as store:
         kept = {(c["config_id"], c["prompt_id"], c["seed"]): c["created_at"] for c in store.cells()}
 
-    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"{saved} already done" in resumed.stderr
-    assert "images" in resumed.stdout and "actor 0 on" in resumed.stdout  # images per actor
+    assert main(command[3:]) == 0  # the same command (here it joins the tests' Ray instance)
+    out_err = capsys.readouterr()
+    assert f"{saved} already done" in out_err.err
+    assert "images" in out_err.out and "actor 0 on" in out_err.out  # images per actor
     _assert_same_as_local(out, local)
     with RunStore.open(out) as store:  # the cells saved before the kill were not redone
         now = {(c["config_id"], c["prompt_id"], c["seed"]): c["created_at"] for c in store.cells()}
