@@ -187,10 +187,8 @@ def _print_actors(run, console) -> None:
     """Images per actor of a Ray run, with the node and GPU each ran on."""
     from rich.markup import escape
 
-    from t2ibench.store import RunStore
-
-    with RunStore.open(run.run_dir) as store:
-        actors, executor = store.get_meta("actors") or [], store.get_meta("executor") or {}
+    executor = run.executor()
+    actors = executor["actors"]
     for a in actors:
         died = f" (died: {a['died']})" if a.get("died") else ""
         console.print(escape(f"actor {a['actor']} on {a.get('hostname', '?')} ({a.get('node_ip', '?')}, "

@@ -328,6 +328,12 @@ class Run:
         with self._store() as store:
             return cells_frame(store)
 
+    def executor(self) -> dict:
+        """The executor of the latest session and its options; for a Ray run also ``actors``: each actor's
+        node, GPU, and the cells and images it ran."""
+        with self._store() as store:
+            return {**(store.get_meta("executor") or {}), "actors": store.get_meta("actors") or []}
+
     @property
     def n_failed(self) -> int:
         cells = self.cells()
