@@ -68,6 +68,26 @@ def round_trip_ms(calls: int = 200) -> float:
         ray.shutdown()
 
 
+def png_costs_ms(size: int = 1024, repeats: int = 10) -> tuple[float, float, int]:
+    """For one ``size``² image of noise (the worst case for PNG): the actor's encoding, and the driver's
+    atomic write with its sha256 (median ms), and the PNG's bytes."""
+    import numpy as np
+
+    from t2ibench.store import encode_png, write_png_atomic
+
+    pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    encode, write = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            data = encode_png(pixels)
+            t1 = time.perf_counter()
+            write_png_atomic(Path(tmp) / f"{i}.png", data)
+            write.append((time.perf_counter() - t1) * 1000.0)
+            encode.append((t1 - t0) * 1000.0)
+    return statistics.median(encode), statistics.median(write), len(data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=2, help="ABAB pairs (default 2)")
@@ -100,6 +120,7 @@ def main() -> None:
           f"per cell {r['per_cell_ms']:6.1f} ms", flush=True)
     identical = all(r["pngs"] == runs["local"][0]["pngs"] for r in runs["local"] + runs["ray-1x"])
     rtt = round_trip_ms()
+    encode_ms, write_ms, png_bytes = png_costs_ms()
     print(f"load average after: {os.getloadavg()}")
 
     def mean(name: str, key: str) -> float:
@@ -108,7 +129,8 @@ def main() -> None:
     n = runs["local"][0]["n_cells"]
     summary = {
         "cells": n, "cpus": cpus, "threads": args.threads, "pairs": args.pairs, "identical_pngs_local_vs_ray_1x": identical,
-        "actor_call_round_trip_ms": rtt,
+        "actor_call_round_trip_ms": rtt, "png_1024_encode_ms_on_actor": encode_ms,
+        "png_1024_write_ms_on_driver": write_ms, "png_1024_bytes": png_bytes,
         **{f"{name}_{key}": mean(name, key) for name in runs for key in ("wall_s", "generation_s", "per_cell_ms")},
     }
     summary["wall_ratio"] = summary["ray-1x_wall_s"] / summary["local_wall_s"]

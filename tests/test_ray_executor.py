@@ -186,6 +186,23 @@ def test_a_split_config_starts_once_gets_distinct_call_indices_and_ends_once_wit
     assert c.remainder().configs[0].cells == halves[0].configs[0].cells[1:]
 
 
+def test_a_gpu_actor_encodes_pngs_beside_its_calls_and_sends_no_padding():
+    import numpy as np
+
+    from t2ibench.backends.engine import CallOutcome, ImageOutcome
+    from t2ibench.backends.timing import CallTiming
+    from t2ibench.store import encode_png
+
+    runner = ray_executor.ShardRunner("cuda", Timing(), False, 1, {})  # nothing runs: no GPU needed
+    sink = ray_executor._QueueSink(runner.events, encode_inline=False)
+    pixels = np.full((8, 8, 3), 7, np.uint8)
+    padded = CallOutcome([ImageOutcome("ok", pixels)] * 2, CallTiming(1.0, 0.2, 0.6, 0.2, [0.6]))
+    sink.cells_done("config", ["one cell"], padded, "", (None, 1.0), 0, [1.0])
+    assert runner.events.queue[0][1][2].images[0].pixels is pixels  # not encoded in the worker's thread
+    ((kind, args),) = runner.next_events()
+    assert kind == "cells_done" and [i.pixels for i in args[2].images] == [encode_png(pixels)]
+
+
 def _ok_cells(run_dir: Path) -> int:
     try:
         with sqlite3.connect(run_dir / "run.sqlite", timeout=5) as conn:

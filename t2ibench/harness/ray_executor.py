@@ -56,11 +56,27 @@ def import_ray():
 
 # --- on the actor ---------------------------------------------------------------------------------
 
-class _QueueSink:
-    """The actor's :class:`ResultSink`: each result becomes an event in a bounded queue (images as PNG bytes)."""
+def _encoded(event: tuple) -> tuple:
+    """The event with its images as PNG bytes (the bytes a local run writes)."""
+    kind, args = event
+    if kind != "cells_done" or args[2] is None:
+        return event
+    outcome = args[2]
+    images = [ImageOutcome(i.status, encode_png(i.pixels) if i.pixels is not None and not isinstance(i.pixels, bytes)
+                           else i.pixels, i.error) for i in outcome.images]
+    return kind, (*args[:2], replace(outcome, images=images), *args[3:])
 
-    def __init__(self, events: queue.Queue):
+
+class _QueueSink:
+    """The actor's :class:`ResultSink`: each result becomes an event in a bounded queue.
+
+    As the local recorder writes, a CPU actor encodes PNGs between its calls (the calls use every CPU it
+    has); a GPU actor leaves them to :meth:`ShardRunner.next_events`, which overlaps the next call.
+    """
+
+    def __init__(self, events: queue.Queue, encode_inline: bool):
         self.events = events
+        self.encode_inline = encode_inline
 
     def config_started(self, config: Config, n_cells: int) -> None:
         self.events.put(("config_started", (config, n_cells)))
@@ -70,10 +86,9 @@ class _QueueSink:
 
     def cells_done(self, config, cells, outcome, error, peak, call_index, samples) -> None:
         if outcome is not None:  # the padding of a last partial batch is not sent
-            images = [ImageOutcome(i.status, encode_png(i.pixels) if i.pixels is not None else None, i.error)
-                      for i in outcome.images[:len(cells)]]
-            outcome = replace(outcome, images=images)
-        self.events.put(("cells_done", (config, cells, outcome, error, peak, call_index, samples)))
+            outcome = replace(outcome, images=outcome.images[:len(cells)])
+        event = ("cells_done", (config, cells, outcome, error, peak, call_index, samples))
+        self.events.put(_encoded(event) if self.encode_inline else event)
 
     def group_ended(self, report) -> None:
         self.events.put(("group_ended", (report,)))
@@ -110,7 +125,7 @@ class ShardRunner:
 
     def _run(self, group: GroupTask) -> None:
         try:
-            self.worker.run_group(group, _QueueSink(self.events))
+            self.worker.run_group(group, _QueueSink(self.events, encode_inline=self.worker.device == "cpu"))
         except StopRequested:
             pass
         except UserError as e:  # a model that cannot be found: the driver reports it with the others
@@ -127,7 +142,7 @@ class ShardRunner:
                 out.append(self.events.get_nowait())
             except queue.Empty:
                 break
-        return out
+        return [_encoded(e) for e in out]
 
     def stop(self) -> None:
         """Stop after the current call, as a first Ctrl-C does in a local run."""
