@@ -128,7 +128,8 @@ def main() -> None:
 
     n = runs["local"][0]["n_cells"]
     summary = {
-        "cells": n, "cpus": cpus, "threads": args.threads, "pairs": args.pairs, "identical_pngs_local_vs_ray_1x": identical,
+        "cells": n, "cpus": cpus, "threads": args.threads, "pairs": args.pairs,
+        "identical_pngs_local_vs_ray_1x": identical,
         "actor_call_round_trip_ms": rtt, "png_1024_encode_ms_on_actor": encode_ms,
         "png_1024_write_ms_on_driver": write_ms, "png_1024_bytes": png_bytes,
         **{f"{name}_{key}": mean(name, key) for name in runs for key in ("wall_s", "generation_s", "per_cell_ms")},

@@ -155,12 +155,10 @@ def _suite(tmp_path: Path, **over) -> Path:
     return path
 
 
-HAS_RAY = importlib.util.find_spec("ray") is not None
+NO_RAY = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs Ray: pip install 't2ibench[ray]'")
 
 
-@pytest.mark.parametrize("executor", [
-    pytest.param(n, marks=pytest.mark.skipif(n == "ray" and not HAS_RAY, reason="needs Ray: pip install 't2ibench[ray]'"))
-    for n in EXECUTORS.names()])
+@pytest.mark.parametrize("executor", [pytest.param(n, marks=NO_RAY if n == "ray" else ()) for n in EXECUTORS.names()])
 def test_executor_reports_every_cell_once_isolates_failures_and_resumes(executor, tmp_path):
     from t2ibench.orchestration import execute
     from t2ibench.store import RunStore

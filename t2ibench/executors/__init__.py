@@ -26,7 +26,7 @@ class LocalOptions(Frozen):
 class RayOptions(Frozen):
     """``executor: {name: ray, address: auto, cpus_per_actor: 2, max_actors: 8}``."""
 
-    address: Optional[str] = None  # None: $RAY_ADDRESS, else a new local instance; "auto" or ray://host:port: join one
+    address: Optional[str] = None  # None: $RAY_ADDRESS, else a new local instance; auto or ray://host:port: join
     cpus_per_actor: int = Field(1, ge=1)  # CPUs per actor on a CPU-only cluster (its torch threads)
     max_actors: Optional[int] = Field(None, ge=1)  # default: the cluster's GPUs (else CPUs // cpus_per_actor)
     share_gpus: bool = False  # two actors on one GPU: latency is then not single-tenant
