@@ -189,9 +189,11 @@ def _print_actors(run, console) -> None:
 
     executor = run.executor()
     actors = executor["actors"]
+    sessions = len({a["session"] for a in actors})
     for a in actors:
+        where = f"session {a['session']}, " if sessions > 1 else ""
         died = f" (died: {a['died']})" if a.get("died") else ""
-        console.print(escape(f"actor {a['actor']} on {a.get('hostname', '?')} ({a.get('node_ip', '?')}, "
+        console.print(escape(f"{where}actor {a['actor']} on {a.get('hostname', '?')} ({a.get('node_ip', '?')}, "
                              f"{a.get('gpu', '?')}): {a['images']} images{died}"))
     if executor.get("share_gpus") and actors:
         console.print("[yellow]share_gpus: two actors per GPU; latency is not comparable with a single-tenant "

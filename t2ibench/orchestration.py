@@ -244,7 +244,11 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
                                    "unload_ms": g.unload_ms, "generate_s": g.generate_end - g.generate_start}
                                   for g in recorder.groups])
         store.set_meta("executor", {"name": choice.name, **choice.options.model_dump(mode="json")})
-        store.set_meta("actors", getattr(runner, "actors", []))  # where a distributed run's cells ran
+        actors = getattr(runner, "actors", [])  # where a distributed run's cells ran, added to earlier sessions'
+        if actors:
+            earlier = store.get_meta("actors") or []
+            session = max((a["session"] for a in earlier), default=0) + 1
+            store.set_meta("actors", earlier + [{"session": session, **a} for a in actors])
         if stop.requested:  # the reports of what is done; scoring waits for the resumed run
             for config in store.configs():
                 if config["status"] == "running":
@@ -329,8 +333,8 @@ class Run:
             return cells_frame(store)
 
     def executor(self) -> dict:
-        """The executor of the latest session and its options; for a Ray run also ``actors``: each actor's
-        node, GPU, and the cells and images it ran."""
+        """The executor of the latest session and its options, and ``actors``: each Ray actor of every session
+        (numbered from 1) with its node, GPU, and the cells and images it ran."""
         with self._store() as store:
             return {**(store.get_meta("executor") or {}), "actors": store.get_meta("actors") or []}
 

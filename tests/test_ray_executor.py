@@ -243,7 +243,10 @@ def test_a_killed_driver_resumes_with_the_same_command(cluster, suite_path, loca
     with RunStore.open(out) as store:  # the cells saved before the kill were not redone
         now = {(c["config_id"], c["prompt_id"], c["seed"]): c["created_at"] for c in store.cells()}
     assert {k: now[k] for k in kept} == kept
-    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    # the killed session recorded no actors; the resumed one ran exactly the rest
+    assert [a["session"] for a in manifest["actors"]] == [1] and manifest["actors"][0]["images"] == TOTAL - saved
 
 
 def test_without_ray_the_user_gets_one_line_naming_the_extra(suite_path, tmp_path, monkeypatch, capsys):
