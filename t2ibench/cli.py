@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", default=None, metavar="NAME",
                    help="how cells are distributed: local | ray (default: the suite's executor:, else local)")
     p.add_argument("--executor-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="an executor option, e.g. address=auto, max_actors=8 (repeatable)")
+                   help="an executor option, e.g. address=auto, max_actors=8, cpus_per_actor=2, "
+                        "share_gpus=true (repeatable)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     p.add_argument("--no-metrics", action="store_true", help="skip quality metrics (timing and images only)")
     p.add_argument("--baseline", metavar="DIR", help="then compare with this run directory or results.json "
@@ -178,7 +179,25 @@ def _print_summary(run) -> None:
     for _, r in results[results["recompiles"] > 0].iterrows():
         console.print(f"[yellow]{r['config']}: recompiled {r['recompiles']}× during timed calls; its latency "
                       "includes compilation[/yellow]")
+    _print_actors(run, console)
     console.print(f"report: {run.report_path}")
+
+
+def _print_actors(run, console) -> None:
+    """Images per actor of a Ray run, with the node and GPU each ran on."""
+    from rich.markup import escape
+
+    executor = run.executor()
+    actors = executor["actors"]
+    sessions = len({a["session"] for a in actors})
+    for a in actors:
+        where = f"session {a['session']}, " if sessions > 1 else ""
+        died = f" (died: {a['died']})" if a.get("died") else ""
+        console.print(escape(f"{where}actor {a['actor']} on {a.get('hostname', '?')} ({a.get('node_ip', '?')}, "
+                             f"{a.get('gpu', '?')}): {a['images']} images{died}"))
+    if executor.get("share_gpus") and actors:
+        console.print("[yellow]share_gpus: two actors per GPU; latency is not comparable with a single-tenant "
+                      "run[/yellow]")
 
 
 def _report(args) -> int:

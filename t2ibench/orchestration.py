@@ -88,6 +88,8 @@ def write_manifest(store: RunStore, suite: Suite, status: str, counts: dict) -> 
         "suite": suite.resolved(),
         "environment": store.get_meta("environment"),
     }
+    if store.get_meta("actors"):  # a Ray run: its executor options (share_gpus) and each actor's node and GPU
+        manifest.update(executor=store.get_meta("executor"), actors=store.get_meta("actors"))
     tmp = store.run_dir / ".manifest.json.tmp"
     try:
         tmp.write_text(json.dumps(manifest, indent=2, default=str))
@@ -189,7 +191,7 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
 
     choice = choose_executor(suite, executor, executor_options)
     runner = choice.make()
-    device = resolve_device(device)
+    device = getattr(runner, "resolve_device", resolve_device)(device)  # a cluster's executor asks the cluster
     run_dir, why = choose_run_dir(suite, out, fresh)
     configs, prompts, seeds = suite.configs(), suite.prompt_list(), suite.seed_list()
     total = len(configs) * len(prompts) * len(seeds)
@@ -242,6 +244,11 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
                                    "unload_ms": g.unload_ms, "generate_s": g.generate_end - g.generate_start}
                                   for g in recorder.groups])
         store.set_meta("executor", {"name": choice.name, **choice.options.model_dump(mode="json")})
+        actors = getattr(runner, "actors", [])  # where a distributed run's cells ran, added to earlier sessions'
+        if actors:
+            earlier = store.get_meta("actors") or []
+            session = max((a["session"] for a in earlier), default=0) + 1
+            store.set_meta("actors", earlier + [{"session": session, **a} for a in actors])
         if stop.requested:  # the reports of what is done; scoring waits for the resumed run
             for config in store.configs():
                 if config["status"] == "running":
@@ -324,6 +331,12 @@ class Run:
 
         with self._store() as store:
             return cells_frame(store)
+
+    def executor(self) -> dict:
+        """The executor of the latest session and its options, and ``actors``: each Ray actor of every session
+        (numbered from 1) with its node, GPU, and the cells and images it ran."""
+        with self._store() as store:
+            return {**(store.get_meta("executor") or {}), "actors": store.get_meta("actors") or []}
 
     @property
     def n_failed(self) -> int:

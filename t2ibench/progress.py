@@ -14,7 +14,7 @@ class RichObserver:
         )
         self.console = console
         self._overall = None
-        self._config = None
+        self._configs: dict[str, object] = {}  # config_id → its bar; several at once on a Ray cluster
 
     def __enter__(self) -> "RichObserver":
         self.progress.start()
@@ -28,19 +28,16 @@ class RichObserver:
             self._overall = self.progress.add_task("all cells", total=n_cells)
 
     def config_started(self, config, n_cells: int) -> None:
-        if self._config is not None:
-            self.progress.remove_task(self._config)
-        self._config = self.progress.add_task(f"  {config.name[:40]}", total=n_cells)
+        self._configs[config.config_id] = self.progress.add_task(f"  {config.name[:40]}", total=n_cells)
 
     def cells_advanced(self, config, n: int) -> None:
-        if self._config is not None:
-            self.progress.advance(self._config, n)
+        if config.config_id in self._configs:
+            self.progress.advance(self._configs[config.config_id], n)
         if self._overall is not None:
             self.progress.advance(self._overall, n)
 
     def config_ended(self, config, status: str, reason: str) -> None:
         if status != "done":
             self.console.print(f"[yellow]{status}[/yellow] {config.name} ({config.config_id}): {reason}")
-        if self._config is not None:
-            self.progress.remove_task(self._config)
-            self._config = None
+        if config.config_id in self._configs:
+            self.progress.remove_task(self._configs.pop(config.config_id))

@@ -76,7 +76,8 @@ def test_cli_summary_at_80_columns(monkeypatch, tmp_path):
     frame = pd.DataFrame(_records())
     for m in METRICS:
         frame[f"{m}_lo"] = frame[f"{m}_hi"] = frame[m]
-    run = types.SimpleNamespace(results=lambda: frame, run_dir=Path(tmp_path), report_path=tmp_path / "report.html")
+    run = types.SimpleNamespace(results=lambda: frame, run_dir=Path(tmp_path), report_path=tmp_path / "report.html",
+                                executor=lambda: {"name": "local", "actors": []})
     console = Console(width=80, file=io.StringIO(), color_system=None, highlight=False)
     monkeypatch.setattr(cli, "_console", lambda stderr=False: console)
     cli._print_summary(run)

@@ -3,6 +3,7 @@ backends (the torch backend and a fake one), executors, and metrics."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import shutil
 from pathlib import Path
@@ -154,7 +155,10 @@ def _suite(tmp_path: Path, **over) -> Path:
     return path
 
 
-@pytest.mark.parametrize("executor", [n for n in EXECUTORS.names() if n != "ray"])
+NO_RAY = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs Ray: pip install 't2ibench[ray]'")
+
+
+@pytest.mark.parametrize("executor", [pytest.param(n, marks=NO_RAY if n == "ray" else ()) for n in EXECUTORS.names()])
 def test_executor_reports_every_cell_once_isolates_failures_and_resumes(executor, tmp_path):
     from t2ibench.orchestration import execute
     from t2ibench.store import RunStore

@@ -26,9 +26,9 @@ class LocalOptions(Frozen):
 class RayOptions(Frozen):
     """``executor: {name: ray, address: auto, cpus_per_actor: 2, max_actors: 8}``."""
 
-    address: Optional[str] = None  # None: start a local Ray instance; "auto" or ray://host:port: join one
-    cpus_per_actor: int = Field(1, ge=1)
-    max_actors: Optional[int] = Field(None, ge=1)
+    address: Optional[str] = None  # None: $RAY_ADDRESS, else a new local instance; auto or ray://host:port: join
+    cpus_per_actor: int = Field(1, ge=1)  # CPUs per actor on a CPU-only cluster (its torch threads)
+    max_actors: Optional[int] = Field(None, ge=1)  # default: the cluster's GPUs (else CPUs // cpus_per_actor)
     share_gpus: bool = False  # two actors on one GPU: latency is then not single-tenant
 
 
@@ -47,8 +47,8 @@ class ExecutorSpec:
 EXECUTORS: Registry[ExecutorSpec] = Registry("executor")
 EXECUTORS.add("local", ExecutorSpec("local", LocalOptions, "t2ibench.harness.executors:LocalExecutor",
                                     "this process, groups one after another"))
-EXECUTORS.add("ray", ExecutorSpec("ray", RayOptions, "t2ibench.harness.executors:ray_executor",
-                                  "Ray actors, one per GPU (not available yet)"))
+EXECUTORS.add("ray", ExecutorSpec("ray", RayOptions, "t2ibench.harness.ray_executor:RayExecutor",
+                                  "Ray actors, one per GPU (or cpus_per_actor CPUs); the driver writes the store"))
 
 
 class ExecutorChoice(Frozen):

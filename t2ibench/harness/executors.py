@@ -1,11 +1,14 @@
-"""Executor implementations (declared in :mod:`t2ibench.executors`): they run a plan's load groups."""
+"""Executor implementations (declared in :mod:`t2ibench.executors`): they run a plan's load groups.
+
+The local one is here; the Ray one is :mod:`t2ibench.harness.ray_executor`.
+"""
 
 from __future__ import annotations
 
 from typing import Protocol
 
 from t2ibench.errors import UserError
-from t2ibench.executors import LocalOptions, RayOptions
+from t2ibench.executors import LocalOptions
 from t2ibench.harness.plan import RunPlan
 from t2ibench.harness.worker import ResultSink, Worker
 
@@ -33,7 +36,3 @@ class LocalExecutor:
         if problems:
             unique = list(dict.fromkeys(problems))
             raise UserError(unique[0], problems=unique)
-
-
-def ray_executor(options: RayOptions) -> Executor:
-    raise UserError("executor 'ray' is not available in this t2ibench version yet; use --executor local")

@@ -23,6 +23,11 @@ def check_stop() -> None:
         raise StopRequested()
 
 
+def request_stop() -> None:
+    """Ask for a stop where no SIGINT arrives (a Ray actor, told by its driver): the same as a first Ctrl-C."""
+    _stop.set()
+
+
 class StopFlag:
     """Whether a stop was asked while the handler was installed (still readable after it is removed)."""
 

@@ -47,5 +47,6 @@ def write_reports(store: RunStore, formats: tuple[str, ...] = FORMATS,
         plots = make_plots(ctx.rows, ctx.cells, ctx.metrics, set(ctx.random_metrics), run_dir / "plots")
         out["html"] = write_html(run_dir / "report.html", suite=ctx.suite, rows=ctx.rows, cells=ctx.cells,
                                  metrics=ctx.metrics, plots=plots, recommendation=ctx.recommendation,
-                                 environment=ctx.environment, random_metrics=ctx.random_metrics)
+                                 environment=ctx.environment, random_metrics=ctx.random_metrics,
+                                 shared_gpus=bool(ctx.executor.get("share_gpus")))
     return out

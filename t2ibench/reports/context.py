@@ -21,6 +21,7 @@ class ReportContext:
     constraints: dict[str, dict]
     recommendation: Recommendation
     environment: dict
+    executor: dict  # the executor and its options (``share_gpus`` for a Ray run)
 
 
 def build_context(store: RunStore, objectives: dict[str, str] | None = None) -> ReportContext:
@@ -34,4 +35,5 @@ def build_context(store: RunStore, objectives: dict[str, str] | None = None) -> 
         objectives=objectives, constraints=constraints,
         recommendation=recommend(rows, objectives, constraints, [not r["pareto_note"] for r in rows]),
         environment=store.get_meta("environment", {}) or {},
+        executor=store.get_meta("executor", {}) or {},
     )

@@ -163,9 +163,14 @@ def _grid(rows: list[dict], cells: list[dict], seeds: list[int], prompt_order: l
 
 
 def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: list[str], plots: list[Plot],
-                recommendation: Recommendation, environment: dict, random_metrics: list[str]) -> str:
+                recommendation: Recommendation, environment: dict, random_metrics: list[str],
+                shared_gpus: bool = False) -> str:
     name = escape(str(suite.get("name", "?")))
     banners = []
+    if shared_gpus:
+        banners.append('<div class="banner" id="shared-gpus"><b>Shared GPUs:</b> this run put two Ray actors on '
+                       "each GPU (<code>share_gpus=true</code>), so its latencies are <b>not comparable</b> with "
+                       "a run that has a GPU to itself.</div>")
     if random_metrics:
         banners.append(f'<div class="banner"><b>Random weights:</b> {escape(", ".join(random_metrics))} were computed '
                        "with randomly initialised networks; their values are <b>not meaningful</b>.</div>")

@@ -176,16 +176,23 @@ def image_relpath(config_id: str, prompt_id: str, seed: int) -> str:
     return f"images/{config_id}/{prompt_id}-{seed}.png"
 
 
-def write_png_atomic(path: Path, pixels) -> str:
-    """Encode ``pixels`` (HxWx3 uint8) as PNG at ``path`` atomically; returns the file's sha256."""
-    import hashlib
+def encode_png(pixels) -> bytes:
+    """``pixels`` (HxWx3 uint8) as PNG bytes: the one encoding every executor uses, so images are byte-identical."""
     import io
 
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
-    data = buf.getvalue()
+    return buf.getvalue()
+
+
+def write_png_atomic(path: Path, pixels) -> str:
+    """Write ``pixels`` (HxWx3 uint8, or PNG bytes from :func:`encode_png`) as PNG at ``path`` atomically;
+    returns the file's sha256."""
+    import hashlib
+
+    data = pixels if isinstance(pixels, bytes) else encode_png(pixels)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
