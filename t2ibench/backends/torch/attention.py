@@ -107,3 +107,18 @@ def check_observed(knob: str, seen: dict, denoiser_name: str) -> dict:
     if others:
         raise SkipConfig(f"attention '{knob}': the dispatcher also ran {', '.join(others)} (expected only '{expected}')")
     return {"knob": knob, "backend": expected, "calls_per_image_call": seen[expected]}
+
+
+def dispatcher_backends(cuda: bool) -> dict[str, str]:
+    """Each dispatcher knob → "available" or why not (diffusers' own requirement check), for ``doctor``."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
+
+    out = {}
+    for knob, value in DISPATCHER_ATTENTION.items():
+        try:
+            _check_attention_backend_requirements(AttentionBackendName(value))
+        except RuntimeError as e:
+            out[knob] = str(e).splitlines()[0]
+            continue
+        out[knob] = "needs a CUDA device" if knob in CUDA_ONLY and not cuda else "available"
+    return out
