@@ -168,6 +168,27 @@ def test_fused_lora_is_removed_to_the_exact_base_weights():
     assert not hasattr(pipe.transformer, "peft_config") and pipe.get_list_adapters() == {}
 
 
+def test_lora_from_a_local_file_and_a_hub_id_not_in_the_cache(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from t2ibench.backends.torch.lora import LoraManager, random_lora
+    from t2ibench.backends.torch.options import LoraAdapter
+    from t2ibench.backends.torch.random_models import tiny_sd
+    from t2ibench.errors import UserError
+
+    pipe = tiny_sd()
+    path = tmp_path / "adapter.safetensors"
+    save_file(random_lora("f", pipe.unet, "unet"), str(path))
+    manager = LoraManager(pipe, "unet")
+    seen = manager.apply([LoraAdapter(source=str(path), scale=0.8)])
+    assert (seen[0]["active"], seen[0]["layers"], seen[0]["fused"]) == (True, 32, False)
+    manager.remove()
+    assert pipe.get_list_adapters() == {}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="lora 'latent-consistency/lcm-lora-sdxl' .* is not in the Hugging Face cache"):
+        manager.state_dict(LoraAdapter(source="latent-consistency/lcm-lora-sdxl"))
+
+
 # -- attention dispatcher --------------------------------------------------------------------------
 def test_dispatcher_backends_are_observed_and_cuda_ones_skip_on_cpu(write_suite, tmp_path):
     knobs = ["native", "flex", "flash_attn", "flash3", "sage", "cudnn"]

@@ -56,13 +56,16 @@ def _hub_file(repo: str, weight_name: str | None) -> str:
     filename = weight_name or "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
     try:
         return hf_hub_download(repo, filename)
+    except LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError: not cached, and offline
+        cause: Exception = e
     except EntryNotFoundError as e:
         raise UserError(f"lora '{repo}' has no file '{filename}'; name the file with lora weight_name") from e
-    except (LocalEntryNotFoundError, RepositoryNotFoundError, OSError) as e:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-        why = "HF_HUB_OFFLINE is set" if offline else "it could not be downloaded"
-        raise UserError(f"lora '{repo}' ({filename}) is not in the Hugging Face cache and {why}; fetch it with "
-                        f"`hf download {repo} {filename}` on a connected machine, or give a local .safetensors file") from e
+    except (RepositoryNotFoundError, OSError) as e:
+        cause = e
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    why = "HF_HUB_OFFLINE is set" if offline else "it could not be downloaded"
+    raise UserError(f"lora '{repo}' ({filename}) is not in the Hugging Face cache and {why}; fetch it with "
+                    f"`hf download {repo} {filename}` on a connected machine, or give a local .safetensors file") from cause
 
 
 class LoraManager:
