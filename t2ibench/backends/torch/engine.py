@@ -119,6 +119,8 @@ class TorchModel:
         self._install_hook()
 
     def configure(self, knobs: Knobs) -> dict:
+        """Apply the config's runtime knobs; returns ``applied``, what was observed of them (the dispatcher
+        backend really called is added to it by the config's first call, before the worker stores it)."""
         import torch
 
         self._reset()
@@ -196,11 +198,16 @@ class TorchModel:
                        "efficient": SDPBackend.EFFICIENT_ATTENTION}[attention]
             self._attention_ctx = lambda: sdpa_kernel([backend])
         elif attention in DISPATCHER_ATTENTION:
-            from t2ibench.backends.torch.attention import set_dispatcher_backend
+            from t2ibench.backends.torch.attention import observe_dispatch, set_dispatcher_backend
 
             self._undo.append(set_dispatcher_backend(attention, self.denoiser, self.cuda))
+            # the dispatcher's backend functions stay wrapped (a counter) for the whole config, so that a
+            # compiled graph's guards on them hold; the first call's counts are checked and recorded
+            stack, seen = contextlib.ExitStack(), {}
+            stack.enter_context(observe_dispatch(seen))
+            self._undo.append(stack.close)
             applied["attention"] = {"knob": attention, "backend": None}  # filled in by the first call
-            self._observe_dispatch = (attention, applied)
+            self._observe_dispatch = (attention, applied, seen)
 
     def _upcast_vae(self) -> None:
         import torch
@@ -270,15 +277,12 @@ class TorchModel:
             kwargs["callback"] = lambda step, timestep, latents: self.timer.step_ended(pipe, step, timestep, {})
             kwargs["callback_steps"] = 1
         graphs_before = _dynamo_graph_count()
-        cache, observe, seen = self._cache, self._observe_dispatch, {}
+        cache, observe = self._cache, self._observe_dispatch
         if cache is not None:
             cache.before_call()
-        watch = contextlib.nullcontext
-        if observe is not None:  # the config's first call only
-            from t2ibench.backends.torch.attention import observe_dispatch
-
-            watch = lambda: observe_dispatch(seen)  # noqa: E731
-        with torch.inference_mode(), self._attention_ctx(), watch():
+        if observe is not None:  # the config's first call: what the dispatcher really runs
+            observe[2].clear()
+        with torch.inference_mode(), self._attention_ctx():
             self.timer.start()  # the timed call covers what a caller's pipe() call costs, noise to uint8 pixels
             if self._accepts_latents:
                 cfg = self._original_denoiser.config
@@ -293,8 +297,8 @@ class TorchModel:
             from t2ibench.backends.torch.attention import check_observed
 
             self._observe_dispatch = None
-            knob, applied = observe
-            applied["attention"] = check_observed(knob, seen, type(self.denoiser).__name__)
+            knob, applied, seen = observe
+            applied["attention"] = check_observed(knob, dict(seen), type(self.denoiser).__name__)
         return CallOutcome(images, timing, recompiles=_dynamo_graph_count() - graphs_before,
                            cache_hit_rate=cache.hit_rate() if cache is not None else None)
 
