@@ -21,10 +21,10 @@ CPU = not torch.cuda.is_available()
 
 
 def run_suite(write_suite, tmp_path, model, include, name="run", steps=STEPS, warmup=0, device="cpu",
-              guidance_scale=5.0):
+              guidance_scale=5.0, repeats=1):
     path = write_suite(f"{name}.yaml", model=model, prompts=["a red cube"], seeds=[0],
                        defaults={"steps": steps, "width": 32, "height": 32, "guidance_scale": guidance_scale},
-                       timing={"warmup": warmup, "repeats": 1}, include=include or None)
+                       timing={"warmup": warmup, "repeats": repeats}, include=include or None)
     run = t2ibench.run(path, out=tmp_path / name, device=device, metrics=False)
     return run, run.results().set_index("config")
 
@@ -222,11 +222,14 @@ def test_a_dispatcher_fallback_is_a_skip_not_a_silent_result():
     from t2ibench.backends.torch.attention import check_observed
     from t2ibench.errors import SkipConfig
 
-    assert check_observed("flex", {"flex": 4}, "X")["backend"] == "flex"
+    assert check_observed("flex", {"calls": {"flex": 4}}, "X")["backend"] == "flex"
+    assert check_observed("flex", {"calls": {}, "traced": {"flex"}}, "X")["compiled_into_graph"]
     with pytest.raises(SkipConfig, match="also ran native"):
-        check_observed("flex", {"flex": 2, "native": 2}, "X")
+        check_observed("flex", {"calls": {"flex": 2, "native": 2}}, "X")
+    with pytest.raises(SkipConfig, match="also ran native"):
+        check_observed("flex", {"calls": {"flex": 2}, "traced": {"native"}}, "X")
     with pytest.raises(SkipConfig, match="no attention call"):
-        check_observed("flex", {}, "X")
+        check_observed("flex", {"calls": {}}, "X")
 
 
 # -- undo ----------------------------------------------------------------------------------------
@@ -242,15 +245,19 @@ def test_knobs_are_undone_and_regional_compile_observed(write_suite, tmp_path, m
         {"name": "fbc", "cache": {"method": "first_block", "threshold": 0.5}},
         {"name": "lora-fused", "lora": [{"source": "random:a", "fuse": True}]},
         {"name": "flex", "attention": "flex"},
-        {"name": "regional", "compile": {"regional": True}},
+        {"name": "regional", "compile": {"regional": True}, "attention": "native"},
         {"name": "plain", "guidance_scale": 4.0},
     ]
-    run, results = run_suite(write_suite, tmp_path, "random:tiny-flux", include, steps=2, name="mixed")
+    run, results = run_suite(write_suite, tmp_path, "random:tiny-flux", include, steps=2, name="mixed",
+                             repeats=2)
     assert (order[-1].guidance_scale, order[-1].cache, order[-1].lora) == (4.0, None, ())  # the plain one ran last
     assert set(results["status"]) == {"done"}
     assert applied(results, "regional")["compiled_regions"] == {"FluxTransformerBlock": 1,
                                                                 "FluxSingleTransformerBlock": 1}
-    assert results.loc["regional", "compile_ms"] > 0
+    assert results.loc["regional", "compile_ms"] > 0 and results.loc["regional", "recompiles"] == 0
+    # inside compiled blocks the dispatcher's backend is recorded when traced (no counter in the graph)
+    assert applied(results, "regional")["attention"] == {"knob": "native", "backend": "native",
+                                                         "calls_per_image_call": 0, "compiled_into_graph": True}
     assert applied(results, "plain") == {}
     fresh, fresh_results = run_suite(write_suite, tmp_path, "random:tiny-flux", [], steps=2, name="fresh",
                                      guidance_scale=4.0)

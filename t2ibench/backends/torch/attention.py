@@ -76,16 +76,28 @@ def set_dispatcher_backend(knob: str, denoiser, cuda: bool) -> Callable[[], None
 
 @contextlib.contextmanager
 def observe_dispatch(seen: dict):
-    """Wrap every registered dispatcher backend function for the duration: ``seen`` gets the count of
-    calls per backend name (the function really called, after the dispatcher's own choice)."""
+    """Wrap every registered dispatcher backend function for the duration: ``seen["calls"]`` gets the
+    count of eager calls per backend name (the function really called, after the dispatcher's own choice),
+    and ``seen["traced"]`` the backends that torch.compile traced into a graph (recorded once, at trace
+    time, so that a compiled graph holds no counter and no guard on one)."""
+    import torch
     from diffusers.models.attention_dispatch import _AttentionBackendRegistry
 
     backends = _AttentionBackendRegistry._backends
     originals = dict(backends)
+    calls, traced = seen.setdefault("calls", {}), seen.setdefault("traced", set())
 
     def wrapper(name, fn):
+        @torch.compiler.assume_constant_result
+        def trace_time() -> bool:  # run by dynamo while tracing, not at each call
+            traced.add(name)
+            return True
+
         def counted(**kwargs):
-            seen[name] = seen.get(name, 0) + 1
+            if torch.compiler.is_compiling():
+                trace_time()
+            else:
+                calls[name] = calls.get(name, 0) + 1
             return fn(**kwargs)
         return counted
 
@@ -101,12 +113,17 @@ def observe_dispatch(seen: dict):
 def check_observed(knob: str, seen: dict, denoiser_name: str) -> dict:
     """What the first call showed; SkipConfig when the dispatcher ran no call or another backend."""
     expected = DISPATCHER_ATTENTION[knob]
-    if not seen:
+    calls, traced = dict(seen.get("calls", {})), set(seen.get("traced", ()))
+    used = set(calls) | traced
+    if not used:
         raise SkipConfig(f"attention '{knob}': no attention call of {denoiser_name} went through diffusers' dispatcher")
-    others = sorted(set(seen) - {expected})
+    others = sorted(used - {expected})
     if others:
         raise SkipConfig(f"attention '{knob}': the dispatcher also ran {', '.join(others)} (expected only '{expected}')")
-    return {"knob": knob, "backend": expected, "calls_per_image_call": seen[expected]}
+    out = {"knob": knob, "backend": expected, "calls_per_image_call": calls.get(expected, 0)}
+    if traced:
+        out["compiled_into_graph"] = True
+    return out
 
 
 def dispatcher_backends(cuda: bool) -> dict[str, str]:

@@ -281,7 +281,7 @@ class TorchModel:
         if cache is not None:
             cache.before_call()
         if observe is not None:  # the config's first call: what the dispatcher really runs
-            observe[2].clear()
+            observe[2]["calls"].clear()
         with torch.inference_mode(), self._attention_ctx():
             self.timer.start()  # the timed call covers what a caller's pipe() call costs, noise to uint8 pixels
             if self._accepts_latents:
@@ -298,7 +298,7 @@ class TorchModel:
 
             self._observe_dispatch = None
             knob, applied, seen = observe
-            applied["attention"] = check_observed(knob, dict(seen), type(self.denoiser).__name__)
+            applied["attention"] = check_observed(knob, seen, type(self.denoiser).__name__)
         return CallOutcome(images, timing, recompiles=_dynamo_graph_count() - graphs_before,
                            cache_hit_rate=cache.hit_rate() if cache is not None else None)
 
