@@ -83,8 +83,11 @@ def test_transformer_caches_skip_what_they_are_observed_to_skip(write_suite, tmp
 
 def test_deepcache_on_a_unet_and_transformer_caches_are_skipped_there(write_suite, tmp_path):
     include = [{"name": "deepcache", "cache": {"method": "deepcache", "cache_interval": 3}},
-               *({"name": m, "cache": {"method": m}} for m in ("first_block", "taylorseer", "pab", "magcache"))]
+               *({"name": m, "cache": {"method": m}} for m in ("first_block", "taylorseer", "pab", "magcache")),
+               {"name": "plain", "guidance_scale": 4.0}]
     run, results = run_suite(write_suite, tmp_path, "random:tiny-sd", include)
+    fresh, fresh_results = run_suite(write_suite, tmp_path, "random:tiny-sd", [], name="fresh", guidance_scale=4.0)
+    assert np.array_equal(pixels(run, results, "plain"), pixels(fresh, fresh_results, "default"))  # DeepCache undone
     # 4 steps, interval 3: steps 1 and 2 reuse the deep features; 4 of the 5 UNet blocks (2 down, mid,
     # the deeper up block) are skipped there: 2 × 4 / (4 × 5)
     assert results.loc["deepcache", "cache_hit_rate"] == pytest.approx(0.4)
@@ -94,6 +97,31 @@ def test_deepcache_on_a_unet_and_transformer_caches_are_skipped_there(write_suit
         assert results.loc[m, "status"] == "skipped"
         assert results.loc[m, "reason"] == (f"cache '{m}' needs a transformer denoiser (Flux, SD3…), "
                                             "not UNet2DConditionModel")
+
+
+@pytest.mark.parametrize("model,cache", [("random:tiny-sd3", {"method": "taylorseer", "cache_interval": 2,
+                                                                   "disable_cache_before_step": 1}),
+                                         ("random:tiny-flux", {"method": "first_block", "threshold": 0.5})])
+def test_every_call_of_a_cached_config_starts_from_a_fresh_cache(model, cache):
+    """SD3's pipeline neither opens a cache context nor resets the hooks: the engine does, before each call."""
+    from t2ibench.backends.torch.engine import TorchBackend
+    from t2ibench.suites.knobs import Knobs
+
+    knobs = Knobs(steps=STEPS, width=32, height=32, guidance_scale=5.0, cache=cache)
+    model = TorchBackend().load(model, knobs, "cpu")
+    try:
+        model.configure(knobs)
+        first, second = (model.generate(["a red cube"], [0], knobs) for _ in range(2))
+        assert first.cache_hit_rate == second.cache_hit_rate > 0
+        assert np.array_equal(first.images[0].pixels, second.images[0].pixels)
+        plain = Knobs(steps=STEPS, width=32, height=32, guidance_scale=5.0)
+        model.configure(plain)
+        assert model.generate(["a red cube"], [0], plain).cache_hit_rate is None
+        # no hook and no forward left (Flux's pipeline itself gives its transformer an empty hook registry)
+        assert not any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks or "forward" in m.__dict__
+                       for m in model.denoiser.modules())
+    finally:
+        model.close()
 
 
 def test_cache_reasons_deepcache_missing_and_magcache_without_ratios(monkeypatch):
