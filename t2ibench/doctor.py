@@ -84,6 +84,15 @@ def report() -> Iterator[str]:
         if value is not None:
             yield f"  {key:20} {value}"
     yield f"attention backends: {', '.join(_attention_backends(torch))}"
+    from t2ibench.backends.torch.attention import dispatcher_backends
+
+    usable = dispatcher_backends(torch.cuda.is_available())
+    yield f"dispatcher attention backends: {', '.join(k for k, v in usable.items() if v == 'available') or 'none'}"
+    for knob, why in usable.items():
+        if why != "available":
+            yield f"  {knob:12} {why}"
+    yield f"deepcache (cache: deepcache): {'installed' if importlib.util.find_spec('DeepCache') else 'not installed (pip install ' + repr('t2ibench[cache]') + ')'}"
+    yield f"peft (lora): {'installed' if importlib.util.find_spec('peft') else 'not installed (pip install peft)'}"
     yield f"torchsde (dpmpp_sde): {'yes' if importlib.util.find_spec('torchsde') else 'no (pip install torchsde)'}"
     from t2ibench.backends import BACKENDS
     from t2ibench.executors import EXECUTORS

@@ -80,15 +80,43 @@ def _data_value(v) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else escape(str(v), quote=True)
 
 
+def has_caches(rows: list[dict]) -> bool:
+    """Whether some config of the run measured a cache hit rate."""
+    return any(isinstance(r.get("cache_hit_rate"), float) and not math.isnan(r["cache_hit_rate"]) for r in rows)
+
+
+def applied_summary(applied) -> str:
+    """One short line of what the engine observed of a config's knobs (results.csv has the full JSON)."""
+    import json
+
+    data = json.loads(applied) if isinstance(applied, str) and applied else applied or {}
+    parts = []
+    if cache := data.get("cache"):
+        parts.append(f"cache {cache.get('method')}: {cache.get('units')} {cache.get('unit')}")
+    for lora in data.get("lora") or []:
+        parts.append(f"lora {lora.get('source')} ×{lora.get('scale')}" + (" fused" if lora.get("fused") else "")
+                     + ("" if lora.get("active") else " (inactive)"))
+    if attention := data.get("attention"):
+        parts.append(f"attention {attention.get('backend')}")
+    if regions := data.get("compiled_regions"):
+        parts.append("compiled " + ", ".join(f"{k}×{v}" for k, v in sorted(regions.items())))
+    return "; ".join(parts)
+
+
 def _results_table(rows: list[dict], metrics: list[str]) -> str:
     varying = [k for k in KNOB_NAMES if len({str(r.get(k)) for r in rows}) > 1]
     figures = [("n_ok", "ok"), ("n_failed", "failed"), ("n_nan", "NaN"), ("n_skipped", "skipped"),
                ("latency_ms_p50", "p50 ms"), ("latency_ms_p95", "p95 ms"), ("latency_ms_mean", "mean ms"),
                ("images_per_s", "img/s"), ("peak_vram_mb", "VRAM MB"), ("peak_rss_mb", "RSS MB")]
+    if has_caches(rows):
+        figures.append(("cache_hit_rate", "cache hit"))
+    show_applied = any(r.get("applied") for r in rows)
     head = ['<th class="t pin" data-type="text">config</th>']
     head += [f'<th class="t" data-type="text">{escape(k)}</th>' for k in varying]
     head += [f'<th data-type="num">{escape(label)}</th>' for _, label in figures]
     head += [f'<th data-type="num" title="{escape(m)}">{escape(column_label(m))}</th>' for m in metrics]
+    if show_applied:
+        head.append('<th class="t" data-type="text" title="what the engine observed of the knobs">applied</th>')
     head += ['<th data-type="text">pareto</th>', '<th class="t" data-type="text">note</th>',
              '<th class="t" data-type="text">config_id</th>']  # last: a hash is looked up, not read
     body = []
@@ -101,6 +129,8 @@ def _results_table(rows: list[dict], metrics: list[str]) -> str:
             lo, hi = r.get(f"{m}_lo"), r.get(f"{m}_hi")
             ci = "" if lo is None or math.isnan(lo) else f' <span class="ci">[{_num(lo)}, {_num(hi)}]</span>'
             tds.append(f'<td data-value="{_data_value(r.get(m))}">{_num(r.get(m))}{ci}</td>')
+        if show_applied:
+            tds.append(f'<td class="t">{escape(applied_summary(r.get("applied")))}</td>')
         note = r.get("pareto_note") or (r.get("reason") or "")
         tds += [f'<td>{"✓" if r["pareto"] else ""}</td>', f'<td class="note">{escape(note)}</td>',
                 f'<td class="t"><code>{escape(r["config_id"])}</code></td>']
@@ -177,6 +207,11 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
     if str(suite.get("model", "")).startswith("random:"):
         banners.append(f'<div class="banner">Model <code>{escape(str(suite["model"]))}</code> has random weights: '
                        "latency and memory are real, the images are noise.</div>")
+    cached_random = [r for r in rows if isinstance(r.get("cache_hit_rate"), float) and not math.isnan(r["cache_hit_rate"])
+                     and str(r.get("model") or suite.get("model", "")).startswith("random:")]
+    if cached_random:
+        banners.append('<div class="banner"><b>Cache hit rates</b> measured with random weights are not those '
+                       "of a trained model: a step cache skips what the model's residuals allow.</div>")
     rec_class = "rec" if recommendation.config_id else "rec none"
     env_rows = "".join(f'<tr><td class="t">{escape(str(k))}</td><td class="t">{escape(str(v))}</td></tr>'
                        for k, v in environment.items() if v is not None)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from t2ibench.errors import SkipConfig
 from t2ibench.backends.engine import CallOutcome, ImageOutcome
 from t2ibench.backends.torch.loading import ModelSpec, load_pipeline, torch_dtype
+from t2ibench.backends.torch.options import DISPATCHER_ATTENTION
 from t2ibench.backends.memory import MemoryTracker
 from t2ibench.backends.torch.schedulers import build_scheduler
 from t2ibench.backends.timing import CallTimer
@@ -71,6 +72,10 @@ class TorchModel:
         self._embedding_cache: dict[tuple, Any] = {}
         self._hook = None
         self._attention_ctx = contextlib.nullcontext
+        self._undo: list = []  # undo steps of the per-config knobs (cache, lora, dispatcher, regional compile)
+        self._cache = None  # the config's ActiveCache (caching.py)
+        self._lora = None  # LoraManager, made at the first config with LoRA
+        self._observe_dispatch = None  # (knob, applied dict): the first call records the backend really called
         params = inspect.signature(pipe.__call__).parameters
         self._step_callback = ("callback_on_step_end" if "callback_on_step_end" in params
                                else "callback" if "callback" in params else None)
@@ -96,6 +101,10 @@ class TorchModel:
 
         pipe = self.pipe
         setattr(pipe, self.denoiser_attr, self._original_denoiser)
+        while self._undo:
+            self._undo.pop()()
+        self._cache = None
+        self._observe_dispatch = None
         pipe.scheduler = self._original_scheduler
         for name, processors in self._original_processors.items():
             pipe.components[name].set_attn_processor(dict(processors))
@@ -111,6 +120,8 @@ class TorchModel:
         self._install_hook()
 
     def configure(self, knobs: Knobs) -> dict:
+        """Apply the config's runtime knobs; returns ``applied``, what was observed of them (the dispatcher
+        backend really called is added to it by the config's first call, before the worker stores it)."""
         import torch
 
         self._reset()
@@ -121,7 +132,10 @@ class TorchModel:
             torch.backends.cuda.matmul.allow_tf32 = knobs.tf32
         if knobs.scheduler:
             pipe.scheduler = build_scheduler(knobs.scheduler, self._original_scheduler)
-        self._apply_attention(knobs.attention)
+        applied: dict = {}
+        self._apply_attention(knobs.attention, applied)
+        if knobs.lora:
+            applied["lora"] = self._apply_lora(knobs.lora)
         if knobs.channels_last:
             for module in (self.denoiser, pipe.vae):
                 module.to(memory_format=torch.channels_last)
@@ -133,16 +147,38 @@ class TorchModel:
             self._upcast_vae()
         if knobs.cache_text_embeddings:
             self._cache_encode_prompt()
-        if knobs.compile_options is not None:
+        if knobs.cache is not None:
+            if knobs.compile_options is not None:
+                raise SkipConfig("cache together with compile is not supported yet")
+            from t2ibench.backends.torch.caching import apply_cache
+
+            self._cache = apply_cache(knobs.cache, pipe, self.denoiser, self.denoiser_attr, knobs.steps)
+            self._undo.append(self._cache.remove)
+            applied["cache"] = self._cache.applied
+        if knobs.compile_options is not None and knobs.compile_options.regional:
+            from t2ibench.backends.torch.regional import compile_regions
+
+            opts = knobs.compile_options
+            applied["compiled_regions"], undo = compile_regions(self.denoiser, opts.mode, opts.fullgraph)
+            self._undo.append(undo)
+        elif knobs.compile_options is not None:
             opts = knobs.compile_options
             key = (opts.mode, opts.fullgraph, knobs.channels_last, knobs.attention)
             if key not in self._compiled:
                 self._compiled[key] = torch.compile(self.denoiser, mode=opts.mode, fullgraph=opts.fullgraph)
             setattr(pipe, self.denoiser_attr, self._compiled[key])
             self._install_hook()
-        return dict(self.load_facts)
+        return {**self.load_facts, **applied}
 
-    def _apply_attention(self, attention: str) -> None:
+    def _apply_lora(self, adapters) -> list[dict]:
+        from t2ibench.backends.torch.lora import LoraManager
+
+        if self._lora is None:
+            self._lora = LoraManager(self.pipe, self.denoiser_attr)
+        self._undo.append(self._lora.remove)
+        return self._lora.apply(adapters)
+
+    def _apply_attention(self, attention: str, applied: dict) -> None:
         import importlib.util
 
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -162,6 +198,17 @@ class TorchModel:
             backend = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION,
                        "efficient": SDPBackend.EFFICIENT_ATTENTION}[attention]
             self._attention_ctx = lambda: sdpa_kernel([backend])
+        elif attention in DISPATCHER_ATTENTION:
+            from t2ibench.backends.torch.attention import observe_dispatch, set_dispatcher_backend
+
+            self._undo.append(set_dispatcher_backend(attention, self.denoiser, self.cuda))
+            # the dispatcher's backend functions stay wrapped (a counter) for the whole config, so that a
+            # compiled graph's guards on them hold; the first call's counts are checked and recorded
+            stack, seen = contextlib.ExitStack(), {}
+            stack.enter_context(observe_dispatch(seen))
+            self._undo.append(stack.close)
+            applied["attention"] = {"knob": attention, "backend": None}  # filled in by the first call
+            self._observe_dispatch = (attention, applied, seen)
 
     def _upcast_vae(self) -> None:
         import torch
@@ -231,6 +278,11 @@ class TorchModel:
             kwargs["callback"] = lambda step, timestep, latents: self.timer.step_ended(pipe, step, timestep, {})
             kwargs["callback_steps"] = 1
         graphs_before = _dynamo_graph_count()
+        cache, observe = self._cache, self._observe_dispatch
+        if cache is not None:
+            cache.before_call()
+        if observe is not None:  # the config's first call: what the dispatcher really runs
+            observe[2]["calls"].clear()
         with torch.inference_mode(), self._attention_ctx():
             self.timer.start()  # the timed call covers what a caller's pipe() call costs, noise to uint8 pixels
             if self._accepts_latents:
@@ -242,7 +294,14 @@ class TorchModel:
                 kwargs["generator"] = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
             images = _to_uint8(pipe(**kwargs).images)
             timing = self.timer.stop()
-        return CallOutcome(images, timing, recompiles=_dynamo_graph_count() - graphs_before)
+        if observe is not None:
+            from t2ibench.backends.torch.attention import check_observed
+
+            self._observe_dispatch = None
+            knob, applied, seen = observe
+            applied["attention"] = check_observed(knob, seen, type(self.denoiser).__name__)
+        return CallOutcome(images, timing, recompiles=_dynamo_graph_count() - graphs_before,
+                           cache_hit_rate=cache.hit_rate() if cache is not None else None)
 
     def _runnable_call(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> CallOutcome:
         """``_call``, with "no SDPA kernel for this device/dtype/shape" turned into a skip of the config."""
@@ -283,6 +342,8 @@ class TorchModel:
         import torch
 
         self._hook.remove()
+        if self._lora is not None:
+            self._lora.clear()
         self.pipe = None
         self._compiled.clear()
         self._embedding_cache.clear()
