@@ -159,7 +159,6 @@ def test_random_lora_changes_the_output_fused_or_not(write_suite, tmp_path, monk
                                        {"source": "random:b", "scale": 0.5, "fuse": True}]},
         {"name": "two", "lora": [{"source": "random:a", "scale": 0.5}, {"source": "random:b", "scale": 0.5}]},
         {"name": "mixed", "lora": [{"source": "random:a", "fuse": True}, {"source": "random:b"}]},
-        {"name": "missing", "lora": [{"source": str(tmp_path / "nope.safetensors")}]},
     ]
     run, results = run_suite(write_suite, tmp_path, "random:tiny-sd", include)
     assert sorted(built) == ["a", "b"]  # each source is built (read) once per loaded model
@@ -174,8 +173,19 @@ def test_random_lora_changes_the_output_fused_or_not(write_suite, tmp_path, monk
     assert seen[0]["layers"] == 32  # to_q, to_k, to_v, to_out.0 of the tiny UNet's 8 attention layers
     assert [a["fused"] for a in applied(results, "two")["lora"]] == [False, False]
     assert results.loc["mixed", "status"] == "skipped" and "fuse must be the same" in results.loc["mixed", "reason"]
+
+
+def test_a_missing_lora_file_is_a_user_error_after_the_others_ran(write_suite, tmp_path):
+    from t2ibench.errors import UserError
+
+    missing = tmp_path / "nope.safetensors"
+    include = [{"name": "missing", "lora": [{"source": str(missing)}]}, {"name": "after", "steps": 1}]
+    with pytest.raises(UserError, match=f"lora file '{missing}' does not exist"):
+        run_suite(write_suite, tmp_path, "random:tiny-sd", include)
+    results = t2ibench.open_run(tmp_path / "run").results().set_index("config")
     assert results.loc["missing", "status"] == "failed"
-    assert f"lora file '{tmp_path / 'nope.safetensors'}' does not exist" in results.loc["missing", "reason"]
+    assert f"lora file '{missing}' does not exist" in results.loc["missing", "reason"]
+    assert results.loc["after", "status"] == "done" and results.loc["default", "status"] == "done"
 
 
 def test_fused_lora_is_removed_to_the_exact_base_weights():

@@ -34,7 +34,8 @@ class LoadedModel(Protocol):
     def configure(self, knobs: Knobs) -> dict:
         """Apply the config's runtime knobs (raises SkipConfig); returns what was observed of them
         (JSON-able: the attention backend really called, the weight classes, the hooks…), recorded
-        with the config as ``applied``."""
+        with the config as ``applied`` when it ends. What only a call can show (the attention function
+        really called) the engine may add to this same dict during the config's first call."""
 
     def warmup(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> float:
         """One untimed call; returns its wall time in ms."""

@@ -92,15 +92,21 @@ class Worker:
             return
         load_ms = (time.perf_counter() - t0) * 1000.0
         generate_start = time.time()
+        problems: list[str] = []
         try:
             for task in group.configs:
-                self.run_config(model, spec, task, sink, {"load_ms": load_ms})
+                try:
+                    self.run_config(model, spec, task, sink, {"load_ms": load_ms})
+                except UserError as e:  # that config is recorded as failed; the group's others still run
+                    problems.extend(e.problems)
         finally:
             generate_end = time.time()
             t0 = time.perf_counter()
             model.close()
             sink.group_ended(GroupReport(group.load_key, self.device, load_ms, (time.perf_counter() - t0) * 1000.0,
                                          generate_start, generate_end))
+        if problems:
+            raise UserError(problems[0], problems=problems)
 
     def run_config(self, model: LoadedModel, spec: BackendSpec, task: ConfigTask, sink: ResultSink,
                    facts: dict) -> None:
@@ -119,6 +125,10 @@ class Worker:
         except SkipConfig as e:
             sink.config_ended(config, "skipped", str(e), task.cells, {})
             return
+        except UserError as e:  # the user's to fix (a LoRA file that does not exist): recorded, then exit 2
+            model.recover()
+            sink.config_ended(config, "failed", str(e), task.cells, {})
+            raise
         except Exception as e:
             setup_error = (f"setup failed: {short_error(e)}", traceback.format_exc())
         else:

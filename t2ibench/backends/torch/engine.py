@@ -168,7 +168,8 @@ class TorchModel:
                 self._compiled[key] = torch.compile(self.denoiser, mode=opts.mode, fullgraph=opts.fullgraph)
             setattr(pipe, self.denoiser_attr, self._compiled[key])
             self._install_hook()
-        return {**self.load_facts, **applied}
+        applied.update({k: v for k, v in self.load_facts.items() if k not in applied})
+        return applied  # the same dict: the first call completes it (the attention backend really called)
 
     def _apply_lora(self, adapters) -> list[dict]:
         from t2ibench.backends.torch.lora import LoraManager
