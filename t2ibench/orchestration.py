@@ -150,6 +150,11 @@ def sweep_seconds(groups: list[GroupReport]) -> float:
     return total
 
 
+def _plain(value):
+    """A load key's part as JSON: options models as their dicts (as a suite writes them)."""
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
 def choose_executor(suite: Suite, executor: str | ExecutorChoice | None,
                     options: dict | None = None) -> ExecutorChoice:
     """The CLI's ``--executor``/``--executor-opt`` win over the suite's ``executor:``."""
@@ -240,7 +245,7 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
                     write_manifest(store, suite, "incomplete", _counts(store))
         store.set_meta("generation_s", generation_s)
         store.set_meta("sweep_s", sweep_seconds(recorder.groups))  # excludes model load and unload
-        store.set_meta("groups", [{"load_key": list(map(str, g.load_key)), "device": g.device, "load_ms": g.load_ms,
+        store.set_meta("groups", [{"load_key": [_plain(v) for v in g.load_key], "device": g.device, "load_ms": g.load_ms,
                                    "unload_ms": g.unload_ms, "generate_s": g.generate_end - g.generate_start}
                                   for g in recorder.groups])
         store.set_meta("executor", {"name": choice.name, **choice.options.model_dump(mode="json")})
