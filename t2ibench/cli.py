@@ -168,6 +168,8 @@ def _print_summary(run) -> None:
 
     results = run.results()
     metric_cols = [c[:-3] for c in results.columns if c.endswith("_lo")]
+    if "cache_hit_rate" in results and results["cache_hit_rate"].notna().any():
+        metric_cols.append("cache_hit_rate")  # shown like a metric: how much a step cache skipped
     console = _console()
     table, dropped = summary_table(results.to_dict("records"), metric_cols, console.width, f"results: {run.run_dir}")
     console.print(table)

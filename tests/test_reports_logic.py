@@ -121,3 +121,16 @@ def test_latex_escapes_and_balances_columns():
     stripped = re.sub(r"\\[{}]", "", tex)
     assert stripped.count("{") == stripped.count("}")
     assert escape_latex("100%") == r"100\%"
+
+
+def test_structured_knobs_read_in_a_few_words():
+    """Report cells and plot categories: the JSON a results.csv holds, said briefly; unset is '–'."""
+    from t2ibench.reports.labels import knob_text
+
+    assert knob_text('{"backend": "torchao", "components": ["denoiser"], "type": "int8dq"}') == "torchao int8dq"
+    assert knob_text({"backend": "quanto", "type": "int8", "components": ["denoiser", "text_encoder"]}) == \
+        "quanto int8 denoiser+text_encoder"
+    assert knob_text('[{"fuse": true, "scale": 0.8, "source": "random:a", "weight_name": null}]') == "random:a ×0.8 fused"
+    assert knob_text({"method": "first_block", "threshold": 0.08}) == "first_block threshold=0.08"
+    assert knob_text({"mode": None, "fullgraph": False, "regional": True}) == "regional=True"
+    assert [knob_text(v) for v in (None, "", "[]", {}, "sdpa", 30, True)] == ["–", "–", "–", "–", "sdpa", "30", "True"]

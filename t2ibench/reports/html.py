@@ -12,7 +12,7 @@ from pathlib import Path
 
 from t2ibench.reports.plots import Plot
 from t2ibench.reports.recommend import Recommendation
-from t2ibench.reports.labels import label as column_label
+from t2ibench.reports.labels import knob_text, label as column_label
 from t2ibench.suites.knobs import KNOB_NAMES
 
 LAZY_ABOVE = 400  # images; beyond this the grid loads lazily
@@ -96,6 +96,9 @@ def applied_summary(applied) -> str:
     for lora in data.get("lora") or []:
         parts.append(f"lora {lora.get('source')} ×{lora.get('scale')}" + (" fused" if lora.get("fused") else "")
                      + ("" if lora.get("active") else " (inactive)"))
+    for component, kinds in sorted((data.get("quantize") or {}).items()):
+        quantized = {k: n for k, n in kinds.items() if k not in ("float32", "float16", "bfloat16")}
+        parts.append(f"{component}: " + ", ".join(f"{n} {k}" for k, n in sorted(quantized.items())))
     if attention := data.get("attention"):
         parts.append(f"attention {attention.get('backend')}")
     if regions := data.get("compiled_regions"):
@@ -123,7 +126,7 @@ def _results_table(rows: list[dict], metrics: list[str]) -> str:
     for r in rows:
         name = escape(str(r["config"]), quote=True)
         tds = [f'<td class="t pin" title="{name}">{name}</td>']
-        tds += [f'<td class="t">{_num(r.get(k))}</td>' for k in varying]
+        tds += [f'<td class="t">{escape(knob_text(r.get(k)))}</td>' for k in varying]
         tds += [f'<td data-value="{_data_value(r.get(c))}">{_num(r.get(c))}</td>' for c, _ in figures]
         for m in metrics:
             lo, hi = r.get(f"{m}_lo"), r.get(f"{m}_hi")

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from t2ibench.reports.labels import higher_is_better, label
+from t2ibench.reports.labels import higher_is_better, knob_text, label
 from t2ibench.reports.pareto import pareto_front
 from t2ibench.suites.knobs import KNOB_NAMES
 
@@ -128,16 +128,20 @@ def _knob_effects(rows: list[dict], metrics: list[str], out_dir: Path) -> list[P
             ax.grid(alpha=0.3)
         title = f"effect of {knob}" + (f" (one line per {series_key})" if series_key else "")
         fig.suptitle(title, fontsize=11)
-        if len(groups) > 1:
+        bottom = 0.0
+        if len(groups) > 1:  # below the panels: a narrow figure has no room beside its title
             handles, labels = axes[0][0].get_legend_handles_labels()
-            fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=min(4, len(groups)), frameon=False)
-        fig.tight_layout(rect=(0, 0, 1, 0.93 if nrows == 1 else 0.96))
+            ncol = min(2 if ncols < 3 else 4, len(groups))
+            fig.legend(handles, labels, loc="lower center", fontsize=8, ncol=ncol, frameon=False)
+            bottom = min(0.3, 0.06 * math.ceil(len(groups) / ncol) / nrows)
+        fig.tight_layout(rect=(0, bottom, 1, 0.93 if nrows == 1 else 0.96))
         plots.append(_save(fig, out_dir, f"effect_{knob}", title, wide=True))
     return plots
 
 
 def _category(value) -> str:
-    return "default" if value is None or value == "" else str(value)
+    text = knob_text(value)
+    return "default" if text == "–" else text
 
 
 def _memory(rows: list[dict], out_dir: Path) -> Plot | None:

@@ -126,7 +126,7 @@ def _default_knob(name: str):
 
 
 def _cell_value(v):
-    if isinstance(v, dict):
+    if isinstance(v, (dict, list)):  # structured knobs (quantize, cache, lora…) as JSON in results.csv
         return json.dumps(v, sort_keys=True)
     return v
 
