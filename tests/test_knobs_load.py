@@ -325,6 +325,12 @@ def test_deploy_2026_sweeps_the_new_knobs_on_sdxl_and_flux():
     lcm = [k for k in knobs if k.lora]
     assert lcm and all(k.scheduler == "lcm" and k.steps == 4 for k in lcm)
     assert all(c.model == "stabilityai/stable-diffusion-xl-base-1.0" for c in configs if c.knobs.lora)
+    # nothing that is always skipped: the UNet's attention is not the dispatcher's, and cache + compile is refused
+    from t2ibench.backends.torch.options import DISPATCHER_ATTENTION
+
+    assert not [c.name for c in configs if "xl" in c.model and c.knobs.attention in DISPATCHER_ATTENTION]
+    assert not [c.name for c in configs if c.knobs.cache and c.knobs.compile_options]
+    assert any(k.cache and k.cache.method == "deepcache" for k in knobs)
 
 
 # -- CUDA ---------------------------------------------------------------------------------------------
