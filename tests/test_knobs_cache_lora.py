@@ -81,6 +81,17 @@ def test_transformer_caches_skip_what_they_are_observed_to_skip(write_suite, tmp
     assert "cache taylorseer: 2 attention layers" in html
 
 
+def test_a_cache_with_compile_is_skipped_with_its_reason(write_suite, tmp_path):
+    """Counting skipped blocks in Python under torch.compile makes dynamo guard on the count (a recompile
+    inside the timed calls, seen with TORCH_LOGS=recompiles): refused until the count leaves Python."""
+    cache = {"method": "first_block", "threshold": 0.5}
+    _, results = run_suite(write_suite, tmp_path, "random:tiny-flux", [{"name": "compiled", "cache": cache,
+                                                                         "compile": True}])
+    assert results.loc["compiled", "status"] == "skipped"
+    assert "cache together with compile is not supported yet" in results.loc["compiled", "reason"]
+    assert results.loc["default", "status"] == "done"
+
+
 def test_deepcache_on_a_unet_and_transformer_caches_are_skipped_there(write_suite, tmp_path):
     include = [{"name": "deepcache", "cache": {"method": "deepcache", "cache_interval": 3}},
                *({"name": m, "cache": {"method": m}} for m in ("first_block", "taylorseer", "pab", "magcache")),
