@@ -5,7 +5,8 @@ previous backends are put back for the next config. Only processors that call di
 ``dispatch_attention_fn`` use it (Flux's do; the UNet's and SD3's call SDPA directly): on those models a
 dispatcher backend is a skip with that reason. A missing package or a CUDA-only kernel on CPU is a skip
 with diffusers' own reason, never a silent fallback. The backend really called is *observed* on the
-config's first call: the dispatcher's registered backend functions are wrapped for that one call.
+config's first call: the dispatcher's registered backend functions stay wrapped while the config runs (so
+a compiled graph's guards on them hold), and the first call's record is checked and kept.
 """
 
 from __future__ import annotations
