@@ -107,3 +107,22 @@ def observed(monkeypatch) -> list[Observed]:
     monkeypatch.setattr(TorchModel, "_call", call)
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", sdpa)
     return calls
+
+
+@pytest.fixture
+def fail_scheduler(monkeypatch):
+    """``fail_scheduler("ddim", "simulated driver failure")``: every timed call of that scheduler's configs
+    raises ``RuntimeError(message)``; the other configs generate as usual."""
+    from t2ibench.backends.torch.engine import TorchModel
+
+    real = TorchModel.generate
+
+    def install(scheduler: str, message: str) -> None:
+        def generate(self, prompts, seeds, knobs):
+            if knobs.scheduler == scheduler:
+                raise RuntimeError(message)
+            return real(self, prompts, seeds, knobs)
+
+        monkeypatch.setattr(TorchModel, "generate", generate)
+
+    return install

@@ -510,17 +510,9 @@ def test_cuda_oom_is_recorded_memory_freed_and_the_sweep_goes_on(suite_path, tmp
 
 
 @pytest.mark.parametrize("limit", [None, 2])
-def test_consecutive_failures_skip_the_rest_of_a_config(limit, write_suite, tmp_path, monkeypatch, capsys):
-    from t2ibench.backends.torch.engine import TorchModel
-
-    real = TorchModel.generate
-
-    def generate(self, prompts, seeds, knobs):
-        if knobs.scheduler == "ddim":
-            raise RuntimeError("simulated driver failure")
-        return real(self, prompts, seeds, knobs)
-
-    monkeypatch.setattr(TorchModel, "generate", generate)
+def test_consecutive_failures_skip_the_rest_of_a_config(limit, write_suite, tmp_path, monkeypatch, fail_scheduler,
+                                                        capsys):
+    fail_scheduler("ddim", "simulated driver failure")
     timing = {**SUITE["timing"], **({"max_consecutive_failures": limit} if limit else {})}
     path = write_suite(**{**SUITE, "prompts": SUITE["prompts"][:1], "seeds": [0, 1, 2, 3], "timing": timing,
                           "matrix": {"scheduler": ["ddim", "euler"]}})  # 4 calls per config, ddim first
@@ -596,19 +588,10 @@ def test_every_row_commits_after_its_complete_image(reference):
     assert len(COMMIT_CHECKS) == TOTAL
 
 
-def test_run_with_baseline_exits_1_when_cells_failed(suite_path, tmp_path, monkeypatch):
+def test_run_with_baseline_exits_1_when_cells_failed(suite_path, tmp_path, fail_scheduler):
     """Mutation: ``run --baseline`` exiting 0 when cells failed. The baseline is the same run, so the
     comparison itself finds no regression: only the failed cells can make the exit code 1."""
-    from t2ibench.backends.torch.engine import TorchModel
-
-    real = TorchModel.generate
-
-    def generate(self, prompts, seeds, knobs):
-        if knobs.scheduler == "ddim":
-            raise RuntimeError("simulated driver failure")
-        return real(self, prompts, seeds, knobs)
-
-    monkeypatch.setattr(TorchModel, "generate", generate)
+    fail_scheduler("ddim", "simulated driver failure")
     out = tmp_path / "run"
     args = ["run", str(suite_path), "--out", str(out), "--device", "cpu", "--no-metrics"]
     assert main(args) == 1

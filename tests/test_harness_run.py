@@ -148,17 +148,8 @@ def test_unrunnable_config_is_skipped_and_sweep_goes_on(write_suite, tmp_path):
     assert set(cells[cells["config"] == "attention=flash"]["status"]) == {"skipped"}
 
 
-def test_failed_cells_exit_1_and_are_retried_on_resume(write_suite, tmp_path, monkeypatch, capsys):
-    from t2ibench.backends.torch.engine import TorchModel
-
-    real = TorchModel.generate
-
-    def flaky(self, prompts, seeds, knobs):
-        if knobs.scheduler == "ddim":
-            raise RuntimeError("simulated device failure")
-        return real(self, prompts, seeds, knobs)
-
-    monkeypatch.setattr(TorchModel, "generate", flaky)
+def test_failed_cells_exit_1_and_are_retried_on_resume(write_suite, tmp_path, monkeypatch, capsys, fail_scheduler):
+    fail_scheduler("ddim", "simulated device failure")
     path = write_suite(matrix={"scheduler": ["euler", "ddim"]},  # every ddim call fails, none skipped
                        timing={"warmup": 1, "repeats": 1, "max_consecutive_failures": 6})
     out = tmp_path / "run"
@@ -167,7 +158,7 @@ def test_failed_cells_exit_1_and_are_retried_on_resume(write_suite, tmp_path, mo
     failed = cells[cells["status"] == "failed"]
     assert len(failed) == 6 and failed["error"].str.contains("simulated device failure").all()
     assert "6 cells failed" in capsys.readouterr().err
-    monkeypatch.setattr(TorchModel, "generate", real)
+    monkeypatch.undo()  # the device works again: the resume retries the failed cells
     assert main(["run", str(path), "--out", str(out), "--device", "cpu", "--no-metrics"]) == 0
     assert set(t2ibench.open_run(out).cells()["status"]) == {"ok"}
 
