@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from html.parser import HTMLParser
 
 import pytest
+from html_page import ParsedPage
 
 from t2ibench.reports.html import render_html
 from t2ibench.reports.plots import make_plots
@@ -38,25 +38,12 @@ def _cells() -> list[dict]:
             for i in range(len(NAMES)) for j, p in enumerate(PROMPTS) for s in (0, 1)]
 
 
-class _Parsed(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict]] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
 @pytest.fixture(scope="module")
-def parsed() -> _Parsed:
+def parsed() -> ParsedPage:
     page = render_html(suite={"name": NAMES[1], "model": "random:tiny-sd"}, rows=_rows(), cells=_cells(),
                        metrics=["clip_score"], plots=[], environment={"note": PROMPTS[1]}, random_metrics=[],
                        recommendation=Recommendation("id0", NAMES[0], f"Recommended: {NAMES[0]}."))
-    p = _Parsed()
+    p = ParsedPage()
     p.feed(page)
     return p
 

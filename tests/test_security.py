@@ -12,10 +12,10 @@ from __future__ import annotations
 import ast
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from html_page import ParsedPage
 import torch
 import yaml
 
@@ -267,24 +267,11 @@ def test_config_names_never_become_paths(hostile_run):
 
 # --- 5. reports escape user strings -----------------------------------------------------------
 
-class _Page(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict]] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
 def test_report_html_escapes_prompts_and_config_names(hostile_run):
     root, *_ = hostile_run
     raw = (root / "run" / "report.html").read_text()
     assert "<script>alert(1)" not in raw
-    page = _Page()
+    page = ParsedPage()
     page.feed(raw)
     assert [t for t, _ in page.tags].count("script") == 1  # only the report's own
     handlers = [(t, a) for t, attrs in page.tags for a in attrs if a.lower().startswith("on")]
