@@ -91,8 +91,6 @@ def report() -> Iterator[str]:
     for knob, why in usable.items():
         if why != "available":
             yield f"  {knob:12} {why}"
-    yield f"deepcache (cache: deepcache): {'installed' if importlib.util.find_spec('DeepCache') else 'not installed (pip install ' + repr('t2ibench[cache]') + ')'}"
-    yield f"peft (lora): {'installed' if importlib.util.find_spec('peft') else 'not installed (pip install peft)'}"
     yield f"torchsde (dpmpp_sde): {'yes' if importlib.util.find_spec('torchsde') else 'no (pip install torchsde)'}"
     from t2ibench.backends import BACKENDS
     from t2ibench.executors import EXECUTORS
