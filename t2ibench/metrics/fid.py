@@ -199,41 +199,46 @@ def score_fid(o: FIDOptions, ctx) -> list:
     jackknife replicate that also deletes reference images, a Cholesky factor). These agree with
     pytorch-fid's ``sqrtm`` form (a test checks it on rank-deficient and full-rank statistics).
     """
+    from t2ibench.metrics.networks import load_features
+
+    return score_frechet("fid", load_features(o.features, o.resize, o.weights), o.against, ctx)
+
+
+def score_frechet(metric: str, ext, against: str, ctx) -> list:
+    """A Fréchet distance (``fid``, ``fd_dinov2``) of every candidate config's ``ext`` features."""
     from t2ibench.metrics import bootstrap as bs
     from t2ibench.metrics import set_stats
-    from t2ibench.metrics.networks import load_features
     from t2ibench.metrics.scoring import result, too_few
 
-    ext = load_features(o.features, o.resize, o.weights)
     y = None
-    if o.against.lower().endswith(".npz"):
-        if not Path(o.against).is_file():
-            raise UserError(f"metric fid: statistics file '{o.against}' does not exist")
-        stats = load_stats(o.against)
+    if against.lower().endswith(".npz"):
+        if not Path(against).is_file():
+            raise UserError(f"metric {metric}: statistics file '{against}' does not exist")
+        stats = load_stats(against)
         ref, ref_dim = set_stats.FidReference(stats), len(stats[0])
     else:
-        ref_paths = ctx.reference_paths("fid", o.against)  # none when every reference cell failed
+        ref_paths = ctx.reference_paths(metric, against)  # none when every reference cell failed
         if len(ref_paths) < MIN_IMAGES:
-            return [too_few(cfg, "fid", len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
-                    for cfg in ctx.candidates(o.against)]
+            return [too_few(cfg, metric, len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
+                    for cfg in ctx.candidates(against)]
         y = ctx.features(ext, ref_paths)
         ref, ref_dim = set_stats.FidReference(y), y.shape[1]
-    ref_groups = ctx.reference_groups(o.against)
+    ref_groups = ctx.reference_groups(against)
     out = []
-    for cfg in ctx.candidates(o.against):
+    for cfg in ctx.candidates(against):
         recs = ctx.configs[cfg]
         x = ctx.features(ext, [r.path for r in recs])
         if len(x) < MIN_IMAGES:
-            out.append(too_few(cfg, "fid", len(x), MIN_IMAGES, ext.random_weights))
+            out.append(too_few(cfg, metric, len(x), MIN_IMAGES, ext.random_weights))
             continue
-        check_dims(o.against, ref_dim, f"the '{o.features}' features", x.shape[1])
+        check_dims(against, ref_dim, f"the {metric} features", x.shape[1])
         fid_of = set_stats.fid_stat(x, ref)
         value = fid_of(np.arange(len(x)), None)
         n_ref = len(y) if y is not None else None
         notes = [bias_note(n) for n in sorted({len(x), n_ref or len(x)}) if n < MIN_UNBIASED_N]
         ci = bs.set_ci(fid_of, [r.prompt_id for r in recs], ref_groups, seed=ctx.seed, estimate=value,
                        floor=0.0) if ctx.ci else None
-        out.append(result(cfg, "fid", value, ci, ext.random_weights, len(x), notes,
+        out.append(result(cfg, metric, value, ci, ext.random_weights, len(x), notes,
                           **({"n_ref": n_ref} if n_ref is not None else {})))
     return out
 
