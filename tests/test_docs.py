@@ -77,6 +77,11 @@ def annotation_names(annotation, seen: set) -> set[str]:
     return names
 
 
+def options_of(registry) -> set[str]:
+    """The names in a registry of specs with an options model, and every name of those models."""
+    return set(registry.names()).union(*(model_names(spec.options) for _, spec in registry.items()))
+
+
 def suite_names() -> dict[str, set[str]]:
     from t2ibench.backends import BACKENDS
     from t2ibench.backends.torch import QUANTIZE_TYPES
@@ -90,13 +95,13 @@ def suite_names() -> dict[str, set[str]]:
 
     return {
         # `executor:` is written flat ({name: ray, address: auto}): its options are the executors' own, below
-        "suite keys": model_names(Suite, seen={ExecutorChoice}) | {"name"} | model_names(PromptSource) | model_names(SeedRange)
-        | model_names(Timing) | model_names(Bound),
+        "suite keys": model_names(Suite, seen={ExecutorChoice}) | {"name"} | model_names(PromptSource)
+        | model_names(SeedRange) | model_names(Timing) | model_names(Bound),
         "knobs and their options": model_names(Knobs),
-        "backends and their options": set(BACKENDS.names()).union(*(model_names(s.options) for _, s in BACKENDS.items())),
+        "backends and their options": options_of(BACKENDS),
         "quantize types": {t for types_ in QUANTIZE_TYPES.values() for t in types_},
         "schedulers": set(SCHEDULERS.names()),
-        "executors and their options": set(EXECUTORS.names()).union(*(model_names(s.options) for _, s in EXECUTORS.items())),
+        "executors and their options": options_of(EXECUTORS),
         "prompt sources": {n.lstrip(".") for n in PROMPT_SOURCES.names()},
         "random pipelines": set(RANDOM_PIPELINES.names()),
         "objective/constraint/gate columns": set(MEASURES),
@@ -150,13 +155,30 @@ def column_names() -> dict[str, set[str]]:
     }
 
 
+def plugin_names() -> dict[str, set[str]]:
+    """The pytest plugin's command-line options and fixtures."""
+    from t2ibench import pytest_plugin
+
+    class Group:
+        def __init__(self) -> None:
+            self.options: set[str] = set()
+
+        def addoption(self, *names: str, **_: object) -> None:
+            self.options.update(names)
+
+    group = Group()
+    pytest_plugin.pytest_addoption(types.SimpleNamespace(getgroup=lambda *_: group))
+    fixtures = {n for n in vars(pytest_plugin) if n.startswith("t2ibench_") and callable(getattr(pytest_plugin, n))}
+    return {"pytest plugin options": group.options, "pytest plugin fixtures": fixtures}
+
+
 def report_names() -> dict[str, set[str]]:
     from t2ibench.reports import FORMATS
 
     return {"report formats": set(FORMATS)}
 
 
-@pytest.mark.parametrize("kind", [suite_names, metric_names, cli_names, column_names, report_names],
+@pytest.mark.parametrize("kind", [suite_names, metric_names, cli_names, column_names, plugin_names, report_names],
                          ids=lambda f: f.__name__)
 def test_every_registered_name_is_documented(kind, documented):
     missing = {group: sorted(names - documented) for group, names in kind().items()}
@@ -173,11 +195,16 @@ def test_the_lists_are_not_empty():
             "max-autotune", "blocks_per_group", "float8_e4m3fn"} <= knobs
     assert {"fid", "kid", "cmmd", "clip_score", "lpips"} <= names["metrics"]
     assert {"against", "features", "subset_size"} <= names["options of metric kid"]
-    assert {"latency_ms_p50", "fid_lo", "lpips_diversity_hi", "cache_hit_rate", "applied"} <= names["results.csv columns"]
-    assert {"address", "max_actors", "cpus_per_actor", "share_gpus", "ray", "local"} <= names["executors and their options"]
+    results = names["results.csv columns"]
+    assert {"latency_ms_p50", "fid_lo", "lpips_diversity_hi", "cache_hit_rate", "applied"} <= results
+    executors = names["executors and their options"]
+    assert {"address", "max_actors", "cpus_per_actor", "share_gpus", "ray", "local"} <= executors
     cli = cli_names()
     assert {"run", "report", "validate", "suites", "doctor", "score", "compare", "export"} <= cli["verbs of `t2ibench`"]
     assert "--executor-opt" in cli["options of `t2ibench run`"]
+    plugin = plugin_names()
+    assert {"--t2ibench-baselines", "--t2ibench-update-baseline"} <= plugin["pytest plugin options"]
+    assert {"t2ibench_regression", "t2ibench_benchmark"} <= plugin["pytest plugin fixtures"]
 
 
 def test_code_words_reads_spans_and_fences_only():
@@ -187,15 +214,31 @@ def test_code_words_reads_spans_and_fences_only():
     assert "prose" not in words and "steps" not in words
 
 
+def slugs(markdown: str) -> set[str]:
+    """GitHub's anchors of the headings of a page: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+\s+(.*?)\s*$", _FENCE.sub("", markdown), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_slugs_follow_github():
+    assert slugs("## What each number estimates, and its interval\n### `model`\n## manifest.json\n") == {
+        "what-each-number-estimates-and-its-interval", "model", "manifestjson"}
+
+
 def test_links_between_pages_resolve():
-    """Every relative link in docs/ and the README points to a file that exists."""
+    """Every relative link in docs/ and the README points to a file that exists, and to a heading in it."""
     broken = []
     for page in [ROOT / "README.md", *(DOCS / p for p in PAGES)]:
-        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
-            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
                 continue
-            if not (page.parent / target.split("#", 1)[0]).exists():
+            path, _, anchor = target.partition("#")
+            file = page.parent / path if path else page
+            if not file.exists():
                 broken.append(f"{page.relative_to(ROOT)} → {target}")
+            elif anchor and file.suffix == ".md" and anchor not in slugs(file.read_text(encoding="utf-8")):
+                broken.append(f"{page.relative_to(ROOT)} → {target} (no such heading)")
     assert not broken, "broken links: " + "; ".join(broken)
 
 
