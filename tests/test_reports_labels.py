@@ -159,8 +159,12 @@ def test_the_figures_that_decide_stay_outside_the_scrolling_columns():
     titles = [a.get("title") for a in ths[:5]]
     assert titles[2:] == ["latency_ms_p50", "clip_score", "images_per_s"]
     assert sum(a.get("title") == "images_per_s" for a in ths) == 1  # moved, not repeated
-    offsets = dict(re.findall(r"#results \.p(\d)\{--w:\d+px;left:(\d+)px\}", page))
-    widths = dict(re.findall(r"#results \.p(\d)\{--w:(\d+)px", page))
-    assert [int(offsets[str(i)]) for i in range(5)] == [sum(int(widths[str(j)]) for j in range(i)) for i in range(5)]
+    rules = [(int(i), int(w), int(left)) for i, w, left in
+             re.findall(r"#results \.p(\d)\{--w:(\d+)px;left:(\d+)px\}", page)]
+    assert rules and len(rules) % 5 == 0  # a set of five per page width
+    for k in range(0, len(rules), 5):  # each column starts where the pinned ones before it end
+        five = rules[k:k + 5]
+        assert [i for i, _, _ in five] == list(range(5))
+        assert [left for _, _, left in five] == [sum(w for _, w, _ in five[:i]) for i in range(5)]
     tds = [a["class"] for t, a in parsed.tags if t == "td" and re.search(r"\bp\d\b", a.get("class", ""))]
     assert tds == [c for _ in rows for c in ("t pin p0", "t pin p1", "pin p2", "pin p3", "pin p4 last")]

@@ -29,17 +29,21 @@ th{background:#f3f4f8;cursor:pointer;position:sticky;top:0;z-index:2}th[aria-sor
 td.t,th.t{text-align:left}tr.front td{background:#f4fbf4}.ci{display:block;color:#889;font-size:11px}.note{color:#a55;text-align:left}
 #filter{margin:6px 0 10px;padding:5px 8px;width:320px;max-width:100%}
 .scroll{overflow:auto;max-width:100%}.tablebox{max-height:80vh;border:1px solid #e4e6ee;border-radius:6px}
-.pin{position:sticky;left:0;z-index:1;box-shadow:inset -1px 0 0 #c9ccd8}th.pin{z-index:3}#results .pin:not(.last){box-shadow:none}
+.pin{position:sticky;left:0;z-index:1;box-shadow:inset -1px 0 0 #c9ccd8}th.pin{z-index:3}
+#results .pin:not(.last){box-shadow:none}
 #results .pin{overflow:hidden;text-overflow:ellipsis;max-width:var(--w);min-width:var(--w);width:var(--w)}
 #results th.pin{white-space:normal}.cid{font-weight:600}
 .sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:-1px}
 .keybox{flex:1 1 420px;max-width:100%;border:1px solid #e4e6ee;border-radius:6px;padding:6px}
-.keybox h3{margin:2px 0 6px;font-size:14px}table.key{font-size:12px;width:100%}table.key th:nth-child(2){width:65%}table.key th{cursor:default;position:static}
-table.key td{text-align:left;white-space:normal;overflow-wrap:anywhere}table.key td:first-child{white-space:nowrap}table.key td.muted{color:#778}
+.keybox h3{margin:2px 0 6px;font-size:14px}table.key{font-size:12px;width:100%}
+table.key th:nth-child(2){width:65%}table.key th{cursor:default;position:static}
+table.key td{text-align:left;white-space:normal;overflow-wrap:anywhere}table.key td:first-child{white-space:nowrap}
+table.key td.muted{color:#778}
 .hint{color:#667;font-size:12px;margin:4px 0}
 @media (max-width:700px){#results .pin:not(.p0):not(.p1){position:static}#results .pin{--w:auto}}
 .plots{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.plots figure{margin:0;border:1px solid #e4e6ee;padding:6px;border-radius:6px;max-width:100%}
-.plots figure{flex:0 1 656px}.plots figure.scatter{flex:0 1 840px}.plots figure.wide{flex:1 1 100%}.plots img{display:block;max-width:100%;height:auto}
+.plots figure{flex:0 1 656px}.plots figure.scatter{flex:0 1 840px}
+.plots figure.wide{flex:1 1 100%}.plots img{display:block;max-width:100%;height:auto}
 .grid td{vertical-align:top;text-align:center}.grid th{text-align:center;white-space:normal;min-width:176px;max-width:240px;overflow-wrap:anywhere}
 .grid td.prompt,.grid th.prompt{text-align:left;min-width:200px;max-width:260px;white-space:normal;overflow-wrap:anywhere}
 .grid img{width:160px;height:auto;display:block;margin:auto}.grid .missing{color:#a55;font-size:11px;width:160px;margin:auto}
@@ -111,7 +115,7 @@ def applied_summary(applied) -> str:
     return "; ".join(parts)
 
 
-ID_W, NAME_W, FIGURE_W = 64, 220, 96  # px: the pinned columns' widths (their sticky offsets add them up)
+ID_W, NAME_W, WIDE_NAME_W, FIGURE_W = 64, 220, 340, 96  # px: the pinned columns' widths (sticky offsets add up)
 
 
 def decisive_columns(rows: list[dict], metrics: list[str], objectives: dict | None) -> list[str]:
@@ -122,9 +126,12 @@ def decisive_columns(rows: list[dict], metrics: list[str], objectives: dict | No
 
 
 def _pin_css(n: int) -> str:
-    """Sticky offsets of the ``n`` pinned columns (id, config, then the decisive figures)."""
-    widths = [ID_W, NAME_W] + [FIGURE_W] * (n - 2)
-    return "".join(f"#results .p{i}{{--w:{w}px;left:{sum(widths[:i])}px}}" for i, w in enumerate(widths))
+    """Sticky offsets of the ``n`` pinned columns (id, config, then the decisive figures); a wide page gives the
+    config name more room."""
+    def rules(name_w: int) -> str:
+        widths = [ID_W, name_w] + [FIGURE_W] * (n - 2)
+        return "".join(f"#results .p{i}{{--w:{w}px;left:{sum(widths[:i])}px}}" for i, w in enumerate(widths))
+    return f"{rules(NAME_W)}@media (min-width:1200px){{{rules(WIDE_NAME_W)}}}"
 
 
 def _results_table(rows: list[dict], metrics: list[str], objectives: dict | None = None) -> str:
@@ -201,12 +208,13 @@ def _key(rows: list[dict]) -> str:
     """The config key beside the plots: each id with its colour, the knobs that set it apart, and its name
     where that says something else."""
     labels = config_labels(rows)
-    named = [str(r["config"]) if set(str(r["config"]).split()) != set(text.split()) else "" for r, text in zip(rows, labels)]
+    named = [str(r["config"]) if set(str(r["config"]).split()) != set(text.split()) else ""
+             for r, text in zip(rows, labels)]
     trs = []
     for cid, colour, text, name in zip(short_ids(rows), _colours(rows), labels, named):
         name_td = f'<td class="t muted">{escape(name)}</td>' if any(named) else ""
-        trs.append(f'<tr><td class="t"><span class="sw" style="background:{colour}"></span><span class="cid">{cid}</span>'
-                   f'</td><td class="t">{escape(text)}</td>{name_td}</tr>')
+        trs.append(f'<tr><td class="t"><span class="sw" style="background:{colour}"></span>'
+                   f'<span class="cid">{cid}</span></td><td class="t">{escape(text)}</td>{name_td}</tr>')
     name_th = '<th class="t">config name</th>' if any(named) else ""
     return ('<div class="keybox" id="config-key"><h3>Config key</h3><table class="key"><thead><tr><th class="t">id</th>'
             f'<th class="t">knobs that differ</th>{name_th}</tr></thead><tbody>{"".join(trs)}</tbody></table></div>')

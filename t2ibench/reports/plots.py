@@ -98,7 +98,8 @@ def _legend_below(fig, handles, labels, fontsize: float = 7.5) -> None:
                frameon=False, handlelength=1.6, columnspacing=1.4)
 
 
-def _quality_vs_latency(rows: list[dict], metric: str, out_dir: Path, random_weights: bool, names: Names) -> Plot | None:
+def _quality_vs_latency(rows: list[dict], metric: str, out_dir: Path, random_weights: bool,
+                        names: Names) -> Plot | None:
     import matplotlib.pyplot as plt
 
     pts = [r for r in rows if _finite(r.get(metric)) and _finite(r.get("latency_ms_p50"))]
@@ -183,8 +184,10 @@ def _place_ids(ax, xs: list[float], ys: list[float], texts: list[str], colours: 
                 break
         _, box, r = best
         scale = 72 / fig.dpi
-        ax.annotate(text, (xs[members[0]], ys[members[0]]), xytext=((box[0] + 1 - x0) * scale, (box[1] + 1 - y0) * scale),
+        offset = ((box[0] + 1 - x0) * scale, (box[1] + 1 - y0) * scale)
+        ax.annotate(text, (xs[members[0]], ys[members[0]]), xytext=offset,
                     textcoords="offset points", ha="left", va="bottom", fontsize=ID_FONT, zorder=4,
+                    bbox=dict(boxstyle="square,pad=0.05", fc="white", ec="none", alpha=0.75),
                     color=_darker(colours[members[0]]) if len(members) == 1 else "0.15",
                     arrowprops=dict(arrowstyle="-", color="0.55", lw=0.6, shrinkA=0, shrinkB=3) if r > 12 else None)
         taken.append(box)
@@ -310,7 +313,7 @@ def _memory(rows: list[dict], out_dir: Path, names: Names) -> Plot | None:
     fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(pts) + 1.2))
     colours = [names.colours[r["config_id"]] for r in pts]
     ax.barh(range(len(pts)), [r[column] for r in pts], color=colours)
-    ax.set_yticks(range(len(pts)), [names.legend(r["config_id"]) for r in pts], fontsize=8)  # positions: equal names stay apart
+    ax.set_yticks(range(len(pts)), [names.legend(r["config_id"]) for r in pts], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"{column} (MB)")
     title = "peak VRAM per config" if column == "peak_vram_mb" else "peak RSS per config (CPU run)"
