@@ -320,7 +320,8 @@ def _memory(rows: list[dict], out_dir: Path, names: Names) -> Plot | None:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     series = [(names.legend(r["config_id"]), (r["config_id"],), c) for r, c in zip(pts, colours)]
-    return _save(fig, out_dir, "memory", title, series=series)
+    wide = len(pts) > 12 or max(len(s[0]) for s in series) > 40  # long labels: shown at natural size
+    return _save(fig, out_dir, "memory", title, wide=wide, series=series)
 
 
 def _step_profile(rows: list[dict], cells: list[dict], out_dir: Path, names: Names) -> Plot | None:
