@@ -37,7 +37,7 @@ td.t,th.t{text-align:left}tr.front td{background:#f4fbf4}.ci{display:block;color
 .keybox{flex:1 1 420px;max-width:100%;border:1px solid #e4e6ee;border-radius:6px;padding:6px}
 .keybox h3{margin:2px 0 6px;font-size:14px}table.key{font-size:12px;width:100%}
 table.key th:nth-child(2){width:65%}table.key th{cursor:default;position:static}
-table.key td{text-align:left;white-space:normal;overflow-wrap:anywhere}table.key td:first-child{white-space:nowrap}
+table.key td{text-align:left;white-space:normal;overflow-wrap:break-word}table.key td:first-child{white-space:nowrap}
 table.key td.muted{color:#778}
 .hint{color:#667;font-size:12px;margin:4px 0}
 @media (max-width:700px){#results .pin:not(.p0):not(.p1){position:static}#results .pin{--w:auto}}
@@ -206,10 +206,9 @@ def _colours(rows: list[dict]) -> list[str]:
 
 def _key(rows: list[dict]) -> str:
     """The config key beside the plots: each id with its colour, the knobs that set it apart, and its name
-    where that says something else."""
+    where that is more than knob=value pairs (``reference``, a named include)."""
     labels = config_labels(rows)
-    named = [str(r["config"]) if set(str(r["config"]).split()) != set(text.split()) else ""
-             for r, text in zip(rows, labels)]
+    named = [str(r["config"]) if not all("=" in w for w in str(r["config"]).split()) else "" for r in rows]
     trs = []
     for cid, colour, text, name in zip(short_ids(rows), _colours(rows), labels, named):
         name_td = f'<td class="t muted">{escape(name)}</td>' if any(named) else ""
