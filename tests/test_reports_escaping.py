@@ -72,13 +72,15 @@ def _svg_texts(path) -> list[str]:
 
 
 def test_plots_draw_user_strings_literally(tmp_path):
-    rows, cells = _rows(), _cells()
-    plots = {p.svg.stem: p for p in make_plots(rows, cells, ["clip_score"], {"clip_score"}, tmp_path)}
-    assert {"clip_score_vs_latency", "effect_steps", "effect_scheduler", "memory", "step_profile"} <= set(plots)
-    memory = _svg_texts(plots["memory"].svg)
-    assert all(n in memory for n in NAMES), memory  # bar labels
-    assert all(n in _svg_texts(plots["clip_score_vs_latency"].svg) for n in NAMES)  # point labels
-    assert all(n in _svg_texts(plots["step_profile"].svg) for n in NAMES)  # legend
+    """Plots name configs by the knobs that differ: user text in a knob (here the negative prompt) is drawn as
+    written, in the bar labels and the legend; points carry their ids."""
+    rows = [dict(r, negative_prompt=n) for r, n in zip(_rows(), NAMES)]
+    plots = {p.svg.stem: p for p in make_plots(rows, _cells(), ["clip_score"], {"clip_score"}, tmp_path)}
+    assert {"clip_score_vs_latency", "memory", "step_profile"} <= set(plots)
+    for stem in ("memory", "step_profile"):  # bar labels, legend
+        texts = " | ".join(_svg_texts(plots[stem].svg))
+        assert all(f"negative_prompt={n}" in texts for n in NAMES), texts
+    assert {"C1", "C2", "C3", "C4"} <= set(_svg_texts(plots["clip_score_vs_latency"].svg))  # point ids
     assert all(p.png.stat().st_size > 0 for p in plots.values())
 
 

@@ -62,7 +62,7 @@ def page(report):
 
 
 def test_one_row_per_config(page):
-    names = page.locator("#results tbody tr td:first-child").all_inner_texts()
+    names = page.locator("#results tbody tr td:nth-child(2)").all_inner_texts()  # after the short id
     assert len(names) == 6 and "reference" in names and FRAC in names
 
 
@@ -220,3 +220,30 @@ def test_small_multiples_one_knob_per_row_at_readable_size(page):
         others = [o for o in figs if o is not f]
         assert all(o["bottom"] <= f["top"] + 1 or o["top"] >= f["bottom"] - 1 for o in others)  # alone on its row
         assert f["w"] >= 0.95 * f["nw"] and f["w"] >= 900, f  # shown at (about) its natural size, page-wide
+
+
+def test_at_900px_the_config_p50_and_objectives_stay_in_view_while_the_rest_scrolls(sized):
+    pg = sized(900)
+    box = pg.locator("#results").locator("xpath=..")
+    heads = pg.eval_on_selector_all("#results th", "ths => ths.map(h => h.title || h.textContent)")
+    keep = [heads.index(h) for h in ("config", "latency_ms_p50", "clip_score")]
+    scrolled = heads.index("steps")  # a knob column: in the scrolling part
+
+    def rects():
+        return pg.evaluate("""(cols) => { const row = document.querySelector('#results tbody tr:not(.hidden)');
+          return cols.map(i => { const r = row.cells[i].getBoundingClientRect(); return [r.left, r.right, r.top,
+            r.bottom]; }); }""", keep + [scrolled])
+
+    before = rects()
+    box.evaluate("b => { b.scrollLeft = b.scrollWidth; }")
+    pg.wait_for_timeout(50)
+    after = rects()
+    b = box.bounding_box()
+    for (l0, r0, *_), (l1, r1, t1, b1) in zip(before[:-1], after[:-1]):
+        assert abs(l1 - l0) <= 1 and r1 <= b["x"] + b["width"]  # did not move, and in the box
+        hit = pg.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('td')?.classList.contains('pin')",
+                          [(l1 + r1) / 2, (t1 + b1) / 2])
+        assert hit  # not covered by the cells scrolled under it
+    assert after[-1][0] < before[-1][0] - 50  # the knob column did scroll
+    assert after[-1][0] < after[-2][1] + 1 or after[-1][1] < b["x"]  # …under (or past) the pinned ones
+    box.evaluate("b => { b.scrollLeft = 0; }")

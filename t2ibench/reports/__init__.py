@@ -48,5 +48,6 @@ def write_reports(store: RunStore, formats: tuple[str, ...] = FORMATS,
         out["html"] = write_html(run_dir / "report.html", suite=ctx.suite, rows=ctx.rows, cells=ctx.cells,
                                  metrics=ctx.metrics, plots=plots, recommendation=ctx.recommendation,
                                  environment=ctx.environment, random_metrics=ctx.random_metrics,
-                                 shared_gpus=bool(ctx.executor.get("share_gpus")))
+                                 shared_gpus=bool(ctx.executor.get("share_gpus")),
+                                 objectives=ctx.objectives)
     return out

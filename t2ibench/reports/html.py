@@ -12,8 +12,7 @@ from pathlib import Path
 
 from t2ibench.reports.plots import Plot
 from t2ibench.reports.recommend import Recommendation
-from t2ibench.reports.labels import knob_text, label as column_label
-from t2ibench.suites.knobs import KNOB_NAMES
+from t2ibench.reports.labels import config_labels, knob_text, label as column_label, short_ids, varying_knobs
 
 LAZY_ABOVE = 400  # images; beyond this the grid loads lazily
 
@@ -31,10 +30,20 @@ td.t,th.t{text-align:left}tr.front td{background:#f4fbf4}.ci{display:block;color
 #filter{margin:6px 0 10px;padding:5px 8px;width:320px;max-width:100%}
 .scroll{overflow:auto;max-width:100%}.tablebox{max-height:80vh;border:1px solid #e4e6ee;border-radius:6px}
 .pin{position:sticky;left:0;z-index:1;box-shadow:inset -1px 0 0 #c9ccd8}th.pin{z-index:3}
-#results td.pin{max-width:320px;overflow:hidden;text-overflow:ellipsis}
+#results .pin:not(.last){box-shadow:none}
+#results .pin{overflow:hidden;text-overflow:ellipsis;max-width:var(--w);min-width:var(--w);width:var(--w)}
+#results th.pin{white-space:normal}.cid{font-weight:600}
+.sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:-1px}
+.keybox{flex:1 1 420px;max-width:100%;border:1px solid #e4e6ee;border-radius:6px;padding:6px}
+.keybox h3{margin:2px 0 6px;font-size:14px}table.key{font-size:12px;width:100%}
+table.key th:nth-child(2){width:65%}table.key th{cursor:default;position:static}
+table.key td{text-align:left;white-space:normal;overflow-wrap:break-word}table.key td:first-child{white-space:nowrap}
+table.key td.muted{color:#778}
 .hint{color:#667;font-size:12px;margin:4px 0}
+@media (max-width:700px){#results .pin:not(.p0):not(.p1){position:static}#results .pin{--w:auto}}
 .plots{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.plots figure{margin:0;border:1px solid #e4e6ee;padding:6px;border-radius:6px;max-width:100%}
-.plots figure{flex:0 1 656px}.plots figure.wide{flex:1 1 100%}.plots img{display:block;max-width:100%;height:auto}
+.plots figure{flex:0 1 656px}.plots figure.scatter{flex:0 1 840px}
+.plots figure.wide{flex:1 1 100%}.plots img{display:block;max-width:100%;height:auto}
 .grid td{vertical-align:top;text-align:center}.grid th{text-align:center;white-space:normal;min-width:176px;max-width:240px;overflow-wrap:anywhere}
 .grid td.prompt,.grid th.prompt{text-align:left;min-width:200px;max-width:260px;white-space:normal;overflow-wrap:anywhere}
 .grid img{width:160px;height:auto;display:block;margin:auto}.grid .missing{color:#a55;font-size:11px;width:160px;margin:auto}
@@ -106,51 +115,119 @@ def applied_summary(applied) -> str:
     return "; ".join(parts)
 
 
-def _results_table(rows: list[dict], metrics: list[str]) -> str:
-    varying = [k for k in KNOB_NAMES if len({str(r.get(k)) for r in rows}) > 1]
+ID_W, NAME_W, WIDE_NAME_W, FIGURE_W = 64, 220, 340, 96  # px: the pinned columns' widths (sticky offsets add up)
+
+
+def decisive_columns(rows: list[dict], metrics: list[str], objectives: dict | None) -> list[str]:
+    """The figures that decide, pinned beside the config name: p50 and the objectives (the metrics when no
+    objective is set)."""
+    chosen = [o for o in (objectives or {}) if any(o in r for r in rows)] or list(metrics)
+    return list(dict.fromkeys(["latency_ms_p50", *chosen]))
+
+
+def _pin_css(n: int) -> str:
+    """Sticky offsets of the ``n`` pinned columns (id, config, then the decisive figures); a wide page gives the
+    config name more room."""
+    def rules(name_w: int) -> str:
+        widths = [ID_W, name_w] + [FIGURE_W] * (n - 2)
+        return "".join(f"#results .p{i}{{--w:{w}px;left:{sum(widths[:i])}px}}" for i, w in enumerate(widths))
+    return f"{rules(NAME_W)}@media (min-width:1200px){{{rules(WIDE_NAME_W)}}}"
+
+
+def _results_table(rows: list[dict], metrics: list[str], objectives: dict | None = None) -> str:
+    """The results, one row per config. Its id, name, p50 and the objectives stay pinned on the left (at 900 px
+    they are what shows); the knobs and the other figures scroll sideways in the table's box."""
+    varying = varying_knobs(rows)
     figures = [("n_ok", "ok"), ("n_failed", "failed"), ("n_nan", "NaN"), ("n_skipped", "skipped"),
                ("latency_ms_p50", "p50 ms"), ("latency_ms_p95", "p95 ms"), ("latency_ms_mean", "mean ms"),
                ("images_per_s", "img/s"), ("peak_vram_mb", "VRAM MB"), ("peak_rss_mb", "RSS MB")]
     if has_caches(rows):
         figures.append(("cache_hit_rate", "cache hit"))
+    names = dict(figures)
+    decisive = decisive_columns(rows, metrics, objectives)
+    pinned = len(decisive) + 2
+
+    def pin(i: int) -> str:
+        return f" pin p{i}" + (" last" if i == pinned - 1 else "")
+
+    def head_cell(column: str, cls: str) -> str:
+        if column in metrics:
+            return f'<th class="{cls}" data-type="num" title="{escape(column)}">{escape(column_label(column))}</th>'
+        return f'<th class="{cls}" data-type="num" title="{escape(column)}">{escape(names.get(column, column))}</th>'
+
+    def cell(r: dict, column: str, cls: str) -> str:
+        ci = ""
+        if column in metrics:
+            lo, hi = r.get(f"{column}_lo"), r.get(f"{column}_hi")
+            ci = "" if lo is None or math.isnan(lo) else f' <span class="ci">[{_num(lo)}, {_num(hi)}]</span>'
+        return f'<td class="{cls}" data-value="{_data_value(r.get(column))}">{_num(r.get(column))}{ci}</td>'.replace(
+            'class="" ', "")
+
     show_applied = any(r.get("applied") for r in rows)
-    head = ['<th class="t pin" data-type="text">config</th>']
+    rest_figures = [c for c, _ in figures if c not in decisive]
+    rest_metrics = [m for m in metrics if m not in decisive]
+    head = [f'<th class="t{pin(0)}" data-type="text" title="the id plots use">id</th>',
+            f'<th class="t{pin(1)}" data-type="text">config</th>']
+    head += [head_cell(c, pin(i + 2).strip()) for i, c in enumerate(decisive)]
     head += [f'<th class="t" data-type="text">{escape(k)}</th>' for k in varying]
-    head += [f'<th data-type="num">{escape(label)}</th>' for _, label in figures]
-    head += [f'<th data-type="num" title="{escape(m)}">{escape(column_label(m))}</th>' for m in metrics]
+    head += [head_cell(c, "") for c in rest_figures + rest_metrics]
     if show_applied:
         head.append('<th class="t" data-type="text" title="what the engine observed of the knobs">applied</th>')
     head += ['<th data-type="text">pareto</th>', '<th class="t" data-type="text">note</th>',
              '<th class="t" data-type="text">config_id</th>']  # last: a hash is looked up, not read
+    head = [h.replace(' class=""', "") for h in head]
     body = []
-    for r in rows:
+    colours = _colours(rows)
+    for r, cid, colour in zip(rows, short_ids(rows), colours):
         name = escape(str(r["config"]), quote=True)
-        tds = [f'<td class="t pin" title="{name}">{name}</td>']
+        tds = [f'<td class="t{pin(0)}" data-value="{cid[1:].zfill(4)}"><span class="sw" style="background:{colour}">'
+               f'</span><span class="cid">{cid}</span></td>',
+               f'<td class="t{pin(1)}" title="{name}">{name}</td>']
+        tds += [cell(r, c, pin(i + 2).strip()) for i, c in enumerate(decisive)]
         tds += [f'<td class="t">{escape(knob_text(r.get(k)))}</td>' for k in varying]
-        tds += [f'<td data-value="{_data_value(r.get(c))}">{_num(r.get(c))}</td>' for c, _ in figures]
-        for m in metrics:
-            lo, hi = r.get(f"{m}_lo"), r.get(f"{m}_hi")
-            ci = "" if lo is None or math.isnan(lo) else f' <span class="ci">[{_num(lo)}, {_num(hi)}]</span>'
-            tds.append(f'<td data-value="{_data_value(r.get(m))}">{_num(r.get(m))}{ci}</td>')
+        tds += [cell(r, c, "") for c in rest_figures + rest_metrics]
         if show_applied:
             tds.append(f'<td class="t">{escape(applied_summary(r.get("applied")))}</td>')
         note = r.get("pareto_note") or (r.get("reason") or "")
         tds += [f'<td>{"✓" if r["pareto"] else ""}</td>', f'<td class="note">{escape(note)}</td>',
                 f'<td class="t"><code>{escape(r["config_id"])}</code></td>']
         body.append(f'<tr class="{"front" if r["pareto"] else ""}">{"".join(tds)}</tr>')
-    return (f'<input id="filter" placeholder="filter configs…" aria-label="filter configs">'
+    return ('<input id="filter" placeholder="filter configs…" aria-label="filter configs">'
             '<p class="hint hidden" id="results-hint">More columns to the right: scroll the table sideways '
-            '(the config column stays put).</p><div class="scroll tablebox">'
+            '(the config and the figures that decide stay put).</p><div class="scroll tablebox">'
             f'<table id="results"><thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
-def _plots(plots: list[Plot]) -> str:
+def _colours(rows: list[dict]) -> list[str]:
+    from t2ibench.reports.plots import config_colours
+
+    return config_colours(len(rows))
+
+
+def _key(rows: list[dict]) -> str:
+    """The config key beside the plots: each id with its colour, the knobs that set it apart, and its name
+    where that is more than knob=value pairs (``reference``, a named include)."""
+    labels = config_labels(rows)
+    named = [str(r["config"]) if not all("=" in w for w in str(r["config"]).split()) else "" for r in rows]
+    trs = []
+    for cid, colour, text, name in zip(short_ids(rows), _colours(rows), labels, named):
+        name_td = f'<td class="t muted">{escape(name)}</td>' if any(named) else ""
+        trs.append(f'<tr><td class="t"><span class="sw" style="background:{colour}"></span>'
+                   f'<span class="cid">{cid}</span></td><td class="t">{escape(text)}</td>{name_td}</tr>')
+    name_th = '<th class="t">config name</th>' if any(named) else ""
+    return ('<div class="keybox" id="config-key"><h3>Config key</h3><table class="key"><thead><tr><th class="t">id</th>'
+            f'<th class="t">knobs that differ</th>{name_th}</tr></thead><tbody>{"".join(trs)}</tbody></table></div>')
+
+
+def _plots(plots: list[Plot], rows: list[dict]) -> str:
     figs = []
-    for p in plots:
+    for i, p in enumerate(plots):
         data = base64.b64encode(p.png.read_bytes()).decode()
-        wide = ' class="wide"' if p.wide else ""
+        wide = ' class="wide"' if p.wide else ' class="scatter"' if p.svg.stem.endswith("_vs_latency") else ""
         figs.append(f'<figure{wide}><img alt="{escape(p.title, quote=True)}" src="data:image/png;base64,{data}">'
                     f'<figcaption>{escape(p.title)} · <a href="plots/{escape(p.svg.name)}">SVG</a></figcaption></figure>')
+        if i == 0:  # the key beside the first plot (a row of its own on a narrow page)
+            figs.append(_key(rows))
     return f'<div class="plots">{"".join(figs)}</div>' if figs else "<p>No plots (nothing measured).</p>"
 
 
@@ -197,7 +274,7 @@ def _grid(rows: list[dict], cells: list[dict], seeds: list[int], prompt_order: l
 
 def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: list[str], plots: list[Plot],
                 recommendation: Recommendation, environment: dict, random_metrics: list[str],
-                shared_gpus: bool = False) -> str:
+                shared_gpus: bool = False, objectives: dict | None = None) -> str:
     name = escape(str(suite.get("name", "?")))
     banners = []
     if shared_gpus:
@@ -219,16 +296,18 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
     env_rows = "".join(f'<tr><td class="t">{escape(str(k))}</td><td class="t">{escape(str(v))}</td></tr>'
                        for k, v in environment.items() if v is not None)
     seeds = sorted({c["seed"] for c in cells})
+    objectives = suite.get("objectives") if objectives is None else objectives
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>t2ibench: {name}</title><style>{STYLE}</style></head><body>
+<title>t2ibench: {name}</title><style>{STYLE}{_pin_css(len(decisive_columns(rows, metrics, objectives)) + 2)}</style>
+</head><body>
 <h1>t2ibench report: {name}</h1>
 <p class="meta">model <code>{escape(str(suite.get("model", "?")))}</code> · {len(rows)} configs ·
 {len({c["prompt_id"] for c in cells})} prompts × {len(seeds)} seeds</p>
 {"".join(banners)}
 <div class="{rec_class}" id="recommendation">{escape(recommendation.message)}</div>
-<h2>Results</h2>{_results_table(rows, metrics)}
-<h2>Plots</h2>{_plots(plots)}
+<h2>Results</h2>{_results_table(rows, metrics, objectives)}
+<h2>Plots</h2>{_plots(plots, rows)}
 <h2>Images</h2>{_grid(rows, cells, seeds, [p.get("prompt_id") for p in suite.get("prompts") or []])}
 <h2>Environment</h2><table class="env">{env_rows}</table>
 <script>{SCRIPT}</script></body></html>

@@ -1,5 +1,9 @@
 """Report plots (matplotlib, PNG and SVG): quality vs latency with the frontier, per-knob effects,
-peak memory per config, and the per-step time profile."""
+peak memory per config, and the per-step time profile.
+
+Every plot names configs the same way: a short id (C1, C2…, keyed to a table in the report) and the knobs
+that differ between the configs (``labels.distinguishing_knobs``); each config keeps one colour and marker
+across the plots, and no two configs share both. Legends sit outside the axes."""
 
 from __future__ import annotations
 
@@ -7,13 +11,15 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from t2ibench.reports.labels import higher_is_better, knob_text, label
+from t2ibench.reports.labels import (config_labels, effect_groups, higher_is_better, knob_key, knob_text, label,
+                                     short_ids, varying_knobs)
 from t2ibench.reports.pareto import pareto_front
-from t2ibench.suites.knobs import KNOB_NAMES
 
 
 # user strings (config names, knob values) are never parsed as TeX; SVG keeps text as text
 LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False, "svg.fonttype": "none"}
+MARKERS = "osD^vPX*p<>h"  # the next marker every 10 colours: similar shades never share a marker
+ID_FONT = 7.5
 
 
 @dataclass(frozen=True)
@@ -22,13 +28,58 @@ class Plot:
     png: Path
     svg: Path
     wide: bool = False  # shown on a row of its own, at its natural size
+    series: tuple[tuple[str, tuple[str, ...], str], ...] = ()  # what was drawn: (label, config_ids, colour) each
+
+
+@dataclass(frozen=True)
+class Names:
+    """How the plots name and draw each config, by config_id."""
+    ids: dict[str, str]
+    labels: dict[str, str]
+    colours: dict[str, str]
+    markers: dict[str, str]
+
+    @classmethod
+    def of(cls, rows: list[dict]) -> "Names":
+        keys = [r["config_id"] for r in rows]
+        colours = config_colours(len(rows))
+        return cls(dict(zip(keys, short_ids(rows))), dict(zip(keys, config_labels(rows))), dict(zip(keys, colours)),
+                   {k: marker(i) for i, k in enumerate(keys)})
+
+    def legend(self, config_id: str) -> str:
+        return f"{self.ids[config_id]}  {self.labels[config_id]}"
+
+
+def config_colours(n: int) -> list[str]:
+    """``n`` distinct colours (hex): tab10, then tab20's lighter shades, then tab20b and tab20c one hue
+    family at a time; beyond those 60, evenly spaced hues."""
+    from matplotlib import colormaps
+    from matplotlib.colors import hsv_to_rgb, to_hex
+
+    out = [to_hex(c) for c in colormaps["tab10"].colors] + [to_hex(c) for c in colormaps["tab20"].colors[1::2]]
+    for name in ("tab20b", "tab20c"):
+        shades = colormaps[name].colors
+        out += [to_hex(shades[family * 4 + shade]) for shade in range(4) for family in range(5)]
+    out = list(dict.fromkeys(out))
+    extra = max(0, n - len(out))
+    for i in range(extra * 2):
+        if len(out) >= n:
+            break
+        c = to_hex(hsv_to_rgb((i / (extra * 2), 0.75 if i % 2 else 0.5, 0.85 if i % 2 else 0.6)))
+        if c not in out:
+            out.append(c)
+    return out[:n]
+
+
+def marker(i: int) -> str:
+    return MARKERS[(i // 10) % len(MARKERS)]
 
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _save(fig, out_dir: Path, stem: str, title: str, wide: bool = False) -> Plot:
+def _save(fig, out_dir: Path, stem: str, title: str, wide: bool = False, series=()) -> Plot:
     out_dir.mkdir(parents=True, exist_ok=True)
     png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
     fig.savefig(png, dpi=110, bbox_inches="tight")
@@ -36,41 +87,127 @@ def _save(fig, out_dir: Path, stem: str, title: str, wide: bool = False) -> Plot
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    return Plot(title, png, svg, wide)
+    return Plot(title, png, svg, wide, tuple(series))
 
 
-def _quality_vs_latency(rows: list[dict], metric: str, out_dir: Path, random_weights: bool) -> Plot | None:
+def _legend_below(fig, handles, labels, fontsize: float = 7.5) -> None:
+    """The legend under the figure's axes (after their layout), never over the data; one column for long labels."""
+    longest = max((len(t) for t in labels), default=0)
+    ncol = 1 if longest > 60 or len(labels) < 4 else (2 if longest > 28 else 3)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, fontsize=fontsize,
+               frameon=False, handlelength=1.6, columnspacing=1.4)
+
+
+def _quality_vs_latency(rows: list[dict], metric: str, out_dir: Path, random_weights: bool,
+                        names: Names) -> Plot | None:
     import matplotlib.pyplot as plt
 
     pts = [r for r in rows if _finite(r.get(metric)) and _finite(r.get("latency_ms_p50"))]
     if not pts:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.4, 5.0) if len(pts) > 12 else (6.4, 4.4))
     x = [r["latency_ms_p50"] for r in pts]
     y = [r[metric] for r in pts]
-    ax.plot(x, y, "o", color="tab:blue")
     for xi, r in zip(x, pts):  # the CI as given (it contains the point)
         if _finite(r.get(f"{metric}_lo")) and _finite(r.get(f"{metric}_hi")):
-            ax.vlines(xi, r[f"{metric}_lo"], r[f"{metric}_hi"], color="0.6")
+            ax.vlines(xi, r[f"{metric}_lo"], r[f"{metric}_hi"], color="0.75", lw=1, zorder=1)
+    series = []
     for xi, yi, r in zip(x, y, pts):
-        ax.annotate(_short(r["config"], 24), (xi, yi), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        cid = r["config_id"]
+        line, = ax.plot([xi], [yi], linestyle="none", marker=names.markers[cid], color=names.colours[cid],
+                        markersize=6, markeredgecolor="white", markeredgewidth=0.5, zorder=3)
+        series.append((names.ids[cid], (cid,), line.get_color()))
     direction = "max" if higher_is_better(metric) else "min"
     front = [p for p, on in zip(pts, pareto_front([[a, b] for a, b in zip(x, y)], ["min", direction])) if on]
     front.sort(key=lambda r: r["latency_ms_p50"])
     if len(front) > 1:
         ax.step([r["latency_ms_p50"] for r in front], [r[metric] for r in front], where="post",
-                color="tab:red", label="Pareto frontier")
-        ax.legend(fontsize=8)
-    ax.set_xlabel("latency p50 (ms)")
+                color="tab:red", lw=1, alpha=0.7, zorder=2, label="Pareto frontier")
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, borderaxespad=0.2)
+    ax.margins(0.1)
+    _fit_points(ax, y, [r.get(f"{metric}_lo") for r in pts] + [r.get(f"{metric}_hi") for r in pts])
+    ax.set_xlabel("latency p50 (ms, lower is better)")
     ax.set_ylabel(f"{label(metric)} ({'higher' if direction == 'max' else 'lower'} is better)")
     title = f"{label(metric)} vs latency" + (" — random weights, not meaningful" if random_weights else "")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, loc="left", pad=18 if len(front) > 1 else 6)
     ax.grid(alpha=0.3)
-    return _save(fig, out_dir, f"{metric}_vs_latency", title)
+    fig.tight_layout()
+    _place_ids(ax, x, y, [names.ids[r["config_id"]] for r in pts], [names.colours[r["config_id"]] for r in pts])
+    return _save(fig, out_dir, f"{metric}_vs_latency", title, series=series)
 
 
-def _varying(rows: list[dict]) -> list[str]:
-    return [k for k in KNOB_NAMES if len({str(r.get(k)) for r in rows}) > 1]
+def _fit_points(ax, ys: list[float], bounds: list) -> None:
+    """The y range shows the whole CIs unless they would squeeze the points into a sliver (random-weight metrics
+    on a few images): then it fits the points, and the CIs run off the frame."""
+    ends = [b for b in bounds if _finite(b)]
+    lo, hi = min(ys), max(ys)
+    span = (hi - lo) or abs(hi) * 0.1 or 1.0
+    if ends and max(ends) - min(ends) > 4 * span:
+        ax.set_ylim(lo - 0.15 * span, hi + 0.15 * span)
+
+
+def _place_ids(ax, xs: list[float], ys: list[float], texts: list[str], colours: list[str]) -> None:
+    """Each point's id beside it where it overlaps no other id, marker or the frame (a leader line when it had to
+    move away); points drawn on top of each other share one label (``C3, C7``)."""
+    import numpy as np
+
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    px = ax.transData.transform(np.column_stack([xs, ys]))
+    frame = ax.get_window_extent(renderer)
+    clusters: list[list[int]] = []
+    for i, p in enumerate(px):
+        home = next((c for c in clusters if np.hypot(*(px[c[0]] - p)) < 4), None)
+        home.append(i) if home is not None else clusters.append([i])
+    taken = [(x - 4, y - 4, x + 4, y + 4) for x, y in px]
+    directions = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    for members in clusters:
+        ids = [texts[i] for i in members]
+        text = "\n".join(", ".join(ids[j:j + 4]) for j in range(0, len(ids), 4))
+        probe = ax.text(0, 0, text, fontsize=ID_FONT, transform=None)
+        bb = probe.get_window_extent(renderer)
+        probe.remove()
+        w, h = bb.width + 2, bb.height + 2
+        x0, y0 = px[members[0]]
+        best = None
+        for r in (5, 12, 22, 34, 50, 70):
+            for dx, dy in directions:
+                cx, cy = x0 + dx * r, y0 + dy * r
+                left = cx if dx > 0 else cx - w if dx < 0 else cx - w / 2
+                bottom = cy if dy > 0 else cy - h if dy < 0 else cy - h / 2
+                box = (left, bottom, left + w, bottom + h)
+                cost = sum(_overlap(box, t) for t in taken) + 10 * _outside(box, frame)
+                if best is None or cost < best[0]:
+                    best = (cost, box, r)
+            if best[0] == 0:
+                break
+        _, box, r = best
+        scale = 72 / fig.dpi
+        offset = ((box[0] + 1 - x0) * scale, (box[1] + 1 - y0) * scale)
+        ax.annotate(text, (xs[members[0]], ys[members[0]]), xytext=offset,
+                    textcoords="offset points", ha="left", va="bottom", fontsize=ID_FONT, zorder=4,
+                    bbox=dict(boxstyle="square,pad=0.05", fc="white", ec="none", alpha=0.75),
+                    color=_darker(colours[members[0]]) if len(members) == 1 else "0.15",
+                    arrowprops=dict(arrowstyle="-", color="0.55", lw=0.6, shrinkA=0, shrinkB=3) if r > 12 else None)
+        taken.append(box)
+
+
+def _darker(colour: str) -> str:
+    """A config's colour dark enough to read as text on white (light shades become their deep tone)."""
+    from matplotlib.colors import rgb_to_hsv, hsv_to_rgb, to_hex, to_rgb
+
+    h, s, v = rgb_to_hsv(to_rgb(colour))
+    return to_hex(hsv_to_rgb((h, max(s, 0.55) if s > 0.1 else s, min(v, 0.6))))
+
+
+def _overlap(a, b) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _outside(box, frame) -> float:
+    inner = (frame.x0, frame.y0, frame.x1, frame.y1)
+    return (box[2] - box[0]) * (box[3] - box[1]) - _overlap(box, inner)
 
 
 PANELS_PER_ROW = 4  # per-knob small multiples: one knob per figure (a full-width row of the report)
@@ -88,94 +225,121 @@ def _axis_label(column: str) -> str:
 
 
 def _knob_effects(rows: list[dict], metrics: list[str], out_dir: Path) -> list[Plot]:
-    """One figure per varying knob: latency and each metric against the knob, one line per value of
-    the richest other knob. Numeric knobs on a numeric axis, the others (scheduler, bools…) as categories."""
+    """One figure per knob that varies alone somewhere: latency and each metric against the knob, one line per
+    group of configs that share every other knob (``labels.effect_groups``). Numeric knobs on a numeric axis,
+    the others (scheduler, quantize, bools…) as categories, each group's markers side by side."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in rows if r["n_ok"] > 0]
-    varying = _varying(rows)
     panels = ["latency_ms_p50", *[m for m in metrics if any(_finite(r.get(m)) for r in rows)]]
     plots = []
-    for knob in varying:
-        numeric = all(_finite(r.get(knob)) for r in rows)
-        categories = list(dict.fromkeys(_category(r.get(knob)) for r in rows))
-        x_of = (lambda r: r[knob]) if numeric else (lambda r: categories.index(_category(r.get(knob))))
-        others = [k for k in varying if k != knob]  # one line per value of the richest other knob
-        series_key = max(others, key=lambda k: len({str(r.get(k)) for r in rows}), default=None)
-        groups: dict[str, list[dict]] = {}
-        for r in rows:
-            label = f"{series_key}={_short(_category(r.get(series_key)), 24)}" if series_key else "all"
-            groups.setdefault(label, []).append(r)
+    for knob in varying_knobs(rows):
+        groups = effect_groups(rows, knob)
+        if not groups:
+            continue  # no two configs differ only in this knob
+        members = [r for _, g in groups for r in g]
+        numeric = all(_finite(r.get(knob)) for r in members)
+        categories = _categories(members, knob)
+        dodge = 0.5 / max(len(groups), 1)
+        colours = config_colours(len(groups))
+
+        def x_of(r, g):
+            if numeric:
+                return r[knob]
+            return categories.index(_category_key(r.get(knob))) + (g - (len(groups) - 1) / 2) * dodge
+
         ncols = min(PANELS_PER_ROW, len(panels))
         nrows = math.ceil(len(panels) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.8 * nrows + 0.6), squeeze=False)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(max(3.0 * ncols, 8.0), 2.8 * nrows + 0.3), squeeze=False)
         for ax in axes.flat[len(panels):]:
             ax.set_visible(False)
         for ax, panel in zip(axes.flat, panels):
-            for label, members in groups.items():
-                pts = sorted((x_of(r), r[panel]) for r in members if _finite(r.get(panel)))
+            for g, (text, group) in enumerate(groups):
+                pts = sorted((x_of(r, g), r[panel]) for r in group if _finite(r.get(panel)))
                 if pts:  # categories have no order: markers only
-                    ax.plot(*zip(*pts), marker="o", linestyle="-" if numeric else "none", label=label)
-            if numeric and all(isinstance(r[knob], int) for r in rows):
+                    ax.plot(*zip(*pts), marker=marker(g), linestyle="-" if numeric else "none", color=colours[g],
+                            markersize=5, label=text or knob)
+            if numeric and all(isinstance(r[knob], int) for r in members):
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if not numeric:
-                ax.set_xticks(range(len(categories)), [_short(c, 14) for c in categories],
-                              rotation=30 if len(categories) > 3 else 0, ha="right" if len(categories) > 3 else "center")
+                ticks = [_short(_category_text(c), 16) for c in categories]
+                tilt = len(categories) > 3 or max(map(len, ticks)) > 10
+                ax.set_xticks(range(len(categories)), ticks, rotation=30 if tilt else 0,
+                              ha="right" if tilt else "center", fontsize=8)
+                ax.set_xlim(-0.6, len(categories) - 0.4)
             ax.set_xlabel(knob)
             ax.set_ylabel(_axis_label(panel), fontsize=9)
             ax.set_title(panel, fontsize=10)
             ax.grid(alpha=0.3)
-        title = f"effect of {knob}" + (f" (one line per {series_key})" if series_key else "")
+        others = [k for k in varying_knobs(members) if k != knob]
+        if others:
+            title = f"effect of {knob} (one line per {', '.join(others)}; nothing else changes along a line)"
+        else:  # one group: what it holds fixed
+            title = f"effect of {knob}" + (f" (at {groups[0][0]})" if groups[0][0] else "")
         fig.suptitle(title, fontsize=11)
-        bottom = 0.0
-        if len(groups) > 1:  # below the panels: a narrow figure has no room beside its title
+        fig.tight_layout(rect=(0, 0, 1, 0.93 if nrows == 1 else 0.96))
+        if any(text for text, _ in groups) and len(groups) > 1:
             handles, labels = axes[0][0].get_legend_handles_labels()
-            ncol = min(2 if ncols < 3 else 4, len(groups))
-            fig.legend(handles, labels, loc="lower center", fontsize=8, ncol=ncol, frameon=False)
-            bottom = min(0.3, 0.06 * math.ceil(len(groups) / ncol) / nrows)
-        fig.tight_layout(rect=(0, bottom, 1, 0.93 if nrows == 1 else 0.96))
-        plots.append(_save(fig, out_dir, f"effect_{knob}", title, wide=True))
+            _legend_below(fig, handles, labels, fontsize=8)
+        series = [(text, tuple(r["config_id"] for r in group), colours[g]) for g, (text, group) in enumerate(groups)]
+        plots.append(_save(fig, out_dir, f"effect_{knob}", title, wide=True, series=series))
     return plots
 
 
-def _category(value) -> str:
-    text = knob_text(value)
-    return "default" if text == "–" else text
+def _category_key(value) -> str:
+    return knob_key(value)
 
 
-def _memory(rows: list[dict], out_dir: Path) -> Plot | None:
+def _categories(rows: list[dict], knob: str) -> list[str]:
+    """The knob's values among ``rows`` as category keys: unset first, then in first-seen order."""
+    keys = list(dict.fromkeys(_category_key(r.get(knob)) for r in rows))
+    return sorted(keys, key=lambda k: k != "null")
+
+
+def _category_text(key: str) -> str:
+    import json
+
+    return "none" if key == "null" else knob_text(json.loads(key))
+
+
+def _memory(rows: list[dict], out_dir: Path, names: Names) -> Plot | None:
     import matplotlib.pyplot as plt
 
     column = "peak_vram_mb" if any(_finite(r.get("peak_vram_mb")) for r in rows) else "peak_rss_mb"
     pts = [r for r in rows if _finite(r.get(column))]
     if not pts:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(pts) + 1.2))
-    ax.barh(range(len(pts)), [r[column] for r in pts], color="tab:green")
-    ax.set_yticks(range(len(pts)), [_short(r["config"], 32) for r in pts])  # positions: equal names stay apart
+    fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(pts) + 1.2))
+    colours = [names.colours[r["config_id"]] for r in pts]
+    ax.barh(range(len(pts)), [r[column] for r in pts], color=colours)
+    ax.set_yticks(range(len(pts)), [names.legend(r["config_id"]) for r in pts], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"{column} (MB)")
     title = "peak VRAM per config" if column == "peak_vram_mb" else "peak RSS per config (CPU run)"
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, axis="x")
-    return _save(fig, out_dir, "memory", title)
+    series = [(names.legend(r["config_id"]), (r["config_id"],), c) for r, c in zip(pts, colours)]
+    wide = len(pts) > 12 or max(len(s[0]) for s in series) > 40  # long labels: shown at natural size
+    return _save(fig, out_dir, "memory", title, wide=wide, series=series)
 
 
-def _step_profile(rows: list[dict], cells: list[dict], out_dir: Path) -> Plot | None:
+def _step_profile(rows: list[dict], cells: list[dict], out_dir: Path, names: Names) -> Plot | None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    drawn = False
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    series = []
     for r in rows:
         steps = [c["step_ms"] for c in cells if c["config_id"] == r["config_id"] and c["status"] == "ok" and c["step_ms"]]
         n = min((len(s) for s in steps), default=0)
         if n:
-            ax.plot(range(1, n + 1), np.mean([s[:n] for s in steps], axis=0), marker=".", label=_short(r["config"], 28))
-            drawn = True
-    if not drawn:
+            cid = r["config_id"]
+            line, = ax.plot(range(1, n + 1), np.mean([s[:n] for s in steps], axis=0), marker=names.markers[cid],
+                            markersize=4, lw=1.2, color=names.colours[cid], label=names.legend(cid))
+            series.append((names.legend(cid), (cid,), line.get_color()))
+    if not series:
         plt.close(fig)
         return None
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -183,8 +347,9 @@ def _step_profile(rows: list[dict], cells: list[dict], out_dir: Path) -> Plot | 
     ax.set_ylabel("mean step time (ms)")
     ax.set_title("per-step time profile", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, out_dir, "step_profile", "per-step time profile")
+    fig.tight_layout()
+    _legend_below(fig, *ax.get_legend_handles_labels())
+    return _save(fig, out_dir, "step_profile", "per-step time profile", series=series)
 
 
 def make_plots(rows: list[dict], cells: list[dict], metrics: list[str], random_metrics: set[str],
@@ -194,8 +359,9 @@ def make_plots(rows: list[dict], cells: list[dict], metrics: list[str], random_m
     import matplotlib
 
     matplotlib.use("Agg")
+    names = Names.of(rows)
     with matplotlib.rc_context(LITERAL_TEXT):
-        plots = [_quality_vs_latency(rows, m, out_dir, m in random_metrics) for m in metrics]
+        plots = [_quality_vs_latency(rows, m, out_dir, m in random_metrics, names) for m in metrics]
         plots += _knob_effects(rows, metrics, out_dir)
-        plots += [_memory(rows, out_dir), _step_profile(rows, cells, out_dir)]
+        plots += [_memory(rows, out_dir, names), _step_profile(rows, cells, out_dir, names)]
     return [p for p in plots if p is not None]
