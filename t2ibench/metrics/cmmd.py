@@ -6,25 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from t2ibench.metrics._arrays import FeatureSet
-
-SIGMA = 10.0
-SCALE = 1000.0
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def rbf_kernel(x: np.ndarray, y: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
-    """k(x, y) = exp(−‖x−y‖² / (2σ²))."""
-    d2 = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * x @ y.T
-    return np.exp(-d2 / (2 * sigma**2))
-
-
-def mean_rbf(x: np.ndarray, y: np.ndarray, sigma: float = SIGMA, block: int = 2048) -> float:
-    """Mean of k over all pairs, diagonal included, in row blocks to bound memory."""
-    total = sum(rbf_kernel(x[i:i + block], y, sigma).sum() for i in range(0, len(x), block))
-    return float(total / (len(x) * len(y)))
+from t2ibench.metrics.kernels import SCALE, SIGMA, l2_normalise, mean_rbf, rbf_kernel  # noqa: F401
 
 
 def cmmd(x: np.ndarray, y: np.ndarray, sigma: float = SIGMA) -> float:
@@ -63,33 +45,14 @@ class CMMDOptions(Frozen):
 
 
 def score_cmmd(o: CMMDOptions, ctx) -> list:
-    """CMMD per config with a prompt-jackknife CI (paired with the reference config's prompts)."""
-    from t2ibench.metrics import bootstrap as bs
+    """CMMD per config with a jackknife CI (``bootstrap.set_ci``) covering CMMD at this set size."""
     from t2ibench.metrics import set_stats
     from t2ibench.metrics.networks import load_clip
-    from t2ibench.metrics.scoring import result, too_few
+    from t2ibench.metrics.set_scoring import score_set
 
-    ext = load_clip(o.model, o.pretrained).image
-    ref_paths = ctx.reference_paths("cmmd", o.against)  # none when every reference cell failed
-    if len(ref_paths) < MIN_IMAGES:
-        return [too_few(cfg, "cmmd", len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
-                for cfg in ctx.candidates(o.against)]
-    y = l2_normalise(ctx.features(ext, ref_paths))
-    ref_groups = ctx.reference_groups(o.against)
-    out = []
-    for cfg in ctx.candidates(o.against):
-        recs = ctx.configs[cfg]
-        x = l2_normalise(ctx.features(ext, [r.path for r in recs]))
-        if min(len(x), len(y)) < MIN_IMAGES:
-            side = "reference" if len(y) < MIN_IMAGES else ""
-            out.append(too_few(cfg, "cmmd", min(len(x), len(y)), MIN_IMAGES, ext.random_weights, side))
-            continue
-        stat = set_stats.cmmd_stat(x, y, paired=ref_groups is not None)
-        value = stat(np.arange(len(x)), None if ref_groups is None else np.arange(len(y)))
-        ci = bs.set_ci(stat, [r.prompt_id for r in recs], ref_groups, seed=ctx.seed, estimate=value,
-                       floor=0.0) if ctx.ci else None
-        out.append(result(cfg, "cmmd", value, ci, ext.random_weights, len(x), n_ref=len(y)))
-    return out
+    return score_set("cmmd", load_clip(o.model, o.pretrained).image, o.against, ctx,
+                     stat_of=lambda x, ref: set_stats.cmmd_stat(x, ref.features), min_images=MIN_IMAGES,
+                     floor=0.0, prepare=l2_normalise)
 
 
 def _cmmd_networks(o: CMMDOptions) -> list[NetworkCheck]:

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from scipy import linalg
 
 from t2ibench.errors import UserError
 from t2ibench.metrics._arrays import Featurizer, as_features
+from t2ibench.metrics.kernels import (  # noqa: F401  (re-exported)
+    fid_from_features, frechet_distance, psd_sqrt, trace_sqrt_cross, trace_sqrt_product)
 
 MIN_UNBIASED_N = 2048
 Stats = tuple[np.ndarray, np.ndarray]
@@ -18,31 +19,6 @@ Stats = tuple[np.ndarray, np.ndarray]
 
 class FIDBiasWarning(UserWarning):
     """FID on fewer than 2048 images is strongly biased upwards."""
-
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
-    """d² = ‖μ₁−μ₂‖² + Tr(Σ₁ + Σ₂ − 2·sqrt(Σ₁Σ₂)), exactly as pytorch-fid computes it.
-
-    When the product is singular enough that ``sqrtm`` is not finite, ``eps`` is added to both
-    diagonals; an imaginary part above 1e-3 on the diagonal raises ``ValueError``.
-    """
-    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
-    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError(f"statistics differ in shape: {mu1.shape}/{sigma1.shape} vs {mu2.shape}/{sigma2.shape}")
-    diff = mu1 - mu2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma1.dot(sigma2))
-        if not np.isfinite(covmean).all():
-            offset = np.eye(sigma1.shape[0]) * eps
-            covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"Imaginary component {np.max(np.abs(covmean.imag))}")
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 def load_stats(path: str | Path) -> Stats:
@@ -131,41 +107,6 @@ def bias_note(n: int) -> str:
             "sample sizes; prefer KID or CMMD")
 
 
-def trace_sqrt_product(xr: np.ndarray) -> float:
-    """Tr sqrt(Σ_ref Σ_x) given ``xr = x @ sqrt(Σ_ref)``, via symmetric eigenvalues (for bootstrap).
-
-    With a = centred(xr)/sqrt(n−1), Σ_ref Σ_x is similar to aᵀa, whose non-zero eigenvalues are
-    those of the n×n Gram matrix a·aᵀ, used when there are fewer samples than dimensions.
-    """
-    a = (xr - xr.mean(0)) / np.sqrt(len(xr) - 1)
-    m = a @ a.T if len(xr) < xr.shape[1] else a.T @ a
-    return float(np.sqrt(np.clip(np.linalg.eigvalsh(m), 0, None)).sum())
-
-
-def trace_sqrt_cross(x: np.ndarray, y: np.ndarray) -> float:
-    """Tr sqrt(Σ_x Σ_y) straight from features, exact: the nuclear norm of a·bᵀ.
-
-    With a = centred(x)/sqrt(n−1) and b likewise, Σ_xΣ_y = aᵀa·bᵀb has the non-zero eigenvalues
-    of (a·bᵀ)(a·bᵀ)ᵀ, so the trace of its square root is the sum of the singular values of the
-    n_x × n_y matrix a·bᵀ: O(n_x·n_y·d), no d×d square root.
-    """
-    a = (x - x.mean(0)) / np.sqrt(len(x) - 1)
-    b = (y - y.mean(0)) / np.sqrt(len(y) - 1)
-    return float(np.linalg.svd(a @ b.T, compute_uv=False).sum())
-
-
-def fid_from_features(x: np.ndarray, y: np.ndarray) -> float:
-    """FID between two feature sets without forming d×d square roots (fast when n ≪ d)."""
-    d = x.mean(0) - y.mean(0)
-    return float(d @ d + x.var(0, ddof=1).sum() + y.var(0, ddof=1).sum() - 2 * trace_sqrt_cross(x, y))
-
-
-def psd_sqrt(sigma: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a PSD matrix (negative eigenvalues clipped)."""
-    w, v = np.linalg.eigh(sigma)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-
-
 # --- registration ------------------------------------------------------------------------------
 
 from typing import Literal, Optional  # noqa: E402
@@ -191,7 +132,7 @@ class FIDOptions(Frozen):
 
 
 def score_fid(o: FIDOptions, ctx) -> list:
-    """FID per config with a jackknife CI over prompts (``bootstrap.set_ci``).
+    """FID per config with a jackknife CI (``bootstrap.set_ci``) through :func:`score_frechet`.
 
     The trace term Tr sqrt(Σ_x Σ_ref) is computed exactly without a d×d ``sqrtm`` (``set_stats.fid_stat``):
     from both feature sets (nuclear norm of the n×m cross matrix) while the reference has fewer
@@ -205,42 +146,24 @@ def score_fid(o: FIDOptions, ctx) -> list:
 
 
 def score_frechet(metric: str, ext, against: str, ctx) -> list:
-    """A Fréchet distance (``fid``, ``fd_dinov2``) of every candidate config's ``ext`` features."""
-    from t2ibench.metrics import bootstrap as bs
+    """A Fréchet distance (``fid``, ``fd_dinov2``) of every candidate config's ``ext`` features, on the
+    set metrics' one scoring path; its CI covers the distance at this set size (``bootstrap``)."""
     from t2ibench.metrics import set_stats
-    from t2ibench.metrics.scoring import result, too_few
+    from t2ibench.metrics.set_scoring import score_set
 
-    y = None
-    if against.lower().endswith(".npz"):
-        if not Path(against).is_file():
-            raise UserError(f"metric {metric}: statistics file '{against}' does not exist")
-        stats = load_stats(against)
-        ref, ref_dim = set_stats.FidReference(stats), len(stats[0])
-    else:
-        ref_paths = ctx.reference_paths(metric, against)  # none when every reference cell failed
-        if len(ref_paths) < MIN_IMAGES:
-            return [too_few(cfg, metric, len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
-                    for cfg in ctx.candidates(against)]
-        y = ctx.features(ext, ref_paths)
-        ref, ref_dim = set_stats.FidReference(y), y.shape[1]
-    ref_groups = ctx.reference_groups(against)
-    out = []
-    for cfg in ctx.candidates(against):
-        recs = ctx.configs[cfg]
-        x = ctx.features(ext, [r.path for r in recs])
-        if len(x) < MIN_IMAGES:
-            out.append(too_few(cfg, metric, len(x), MIN_IMAGES, ext.random_weights))
-            continue
-        check_dims(against, ref_dim, f"the {metric} features", x.shape[1])
-        fid_of = set_stats.fid_stat(x, ref)
-        value = fid_of(np.arange(len(x)), None)
-        n_ref = len(y) if y is not None else None
-        notes = [bias_note(n) for n in sorted({len(x), n_ref or len(x)}) if n < MIN_UNBIASED_N]
-        ci = bs.set_ci(fid_of, [r.prompt_id for r in recs], ref_groups, seed=ctx.seed, estimate=value,
-                       floor=0.0) if ctx.ci else None
-        out.append(result(cfg, metric, value, ci, ext.random_weights, len(x), notes,
-                          **({"n_ref": n_ref} if n_ref is not None else {})))
-    return out
+    refs: dict[int, set_stats.FidReference] = {}  # prepared once for every config
+
+    def stat_of(x, ref):
+        if id(ref) not in refs:
+            refs[id(ref)] = set_stats.FidReference(ref.features if ref.stats is None else ref.stats)
+        return set_stats.fid_stat(x, refs[id(ref)])
+
+    def estimate_of(x, ref, stat):
+        sizes = sorted({len(x), ref.n or len(x)})
+        return float(stat(np.arange(len(x)), None)), {}, [bias_note(n) for n in sizes if n < MIN_UNBIASED_N]
+
+    return score_set(metric, ext, against, ctx, stat_of=stat_of, min_images=MIN_IMAGES, floor=0.0,
+                     estimate_of=estimate_of)
 
 
 def _fid_networks(o: FIDOptions) -> list[NetworkCheck]:

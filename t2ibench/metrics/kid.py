@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from t2ibench.metrics._arrays import Featurizer, FeatureSet
+from t2ibench.metrics.kernels import mmd2_unbiased, poly_kernel  # noqa: F401  (re-exported)
 
 
 def subset_note(subset_size: int, n_x: int, n_y: int) -> str | None:
@@ -24,27 +25,6 @@ def negative_note(value: float) -> str | None:
     if value < 0:
         return "KID < 0: no difference measurable at this sample size (the unbiased estimate can fall below 0)"
     return None
-
-
-def poly_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,
-                coef0: float = 1.0) -> np.ndarray:
-    """k(x, y) = (γ·xᵀy + coef0)^degree with γ = 1/d by default."""
-    gamma = 1.0 / x.shape[1] if gamma is None else gamma
-    base = x @ y.T * gamma + coef0
-    if isinstance(degree, int) and degree >= 1:  # repeated products: several times faster than a float pow
-        out = base.copy()
-        for _ in range(degree - 1):
-            out *= base
-        return out
-    return base**degree
-
-
-def mmd2_unbiased(x: np.ndarray, y: np.ndarray, degree: int = 3) -> float:
-    """Unbiased MMD² of two equally sized samples (diagonals of k_xx and k_yy excluded)."""
-    m = len(x)
-    kxx, kyy, kxy = poly_kernel(x, x, degree), poly_kernel(y, y, degree), poly_kernel(x, y, degree)
-    within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-    return float(within - 2 * kxy.sum() / m**2)
 
 
 def kid(x: np.ndarray, y: np.ndarray, subsets: int = 100, subset_size: int = 1000,
@@ -106,35 +86,20 @@ class KIDOptions(Frozen):
 
 
 def score_kid(o: KIDOptions, ctx) -> list:
-    """KID per config; its CI is the prompt jackknife of the full U-statistic, shifted onto the reported KID."""
-    from t2ibench.metrics import bootstrap as bs
+    """KID per config: the random-subset average, with the jackknife CI of the full unbiased MMD² centred on it."""
     from t2ibench.metrics import set_stats
     from t2ibench.metrics.networks import load_features
-    from t2ibench.metrics.scoring import result, too_few
+    from t2ibench.metrics.set_scoring import score_set
 
-    ext = load_features(o.features, o.resize, o.weights)
-    ref_paths = ctx.reference_paths("kid", o.against)  # none when every reference cell failed
-    if len(ref_paths) < MIN_IMAGES:
-        return [too_few(cfg, "kid", len(ref_paths), MIN_IMAGES, ext.random_weights, "reference")
-                for cfg in ctx.candidates(o.against)]
-    y = ctx.features(ext, ref_paths)
-    ref_groups = ctx.reference_groups(o.against)
-    out = []
-    for cfg in ctx.candidates(o.against):
-        recs = ctx.configs[cfg]
-        x = ctx.features(ext, [r.path for r in recs])
-        if min(len(x), len(y)) < MIN_IMAGES:
-            side = "reference" if len(y) < MIN_IMAGES else ""
-            out.append(too_few(cfg, "kid", min(len(x), len(y)), MIN_IMAGES, ext.random_weights, side))
-            continue
+    def estimate_of(x, ref, stat):
+        y = ref.features
         mean, std = kid(x, y, o.subsets, o.subset_size, o.degree, ctx.seed)
         notes = [n for n in (subset_note(o.subset_size, len(x), len(y)), negative_note(mean)) if n]
-        ci = None
-        if ctx.ci:  # the jackknife of the full U-statistic, anchored on the reported subset mean
-            stat = set_stats.kid_stat(x, y, o.degree, paired=ref_groups is not None)
-            ci = bs.set_ci(stat, [r.prompt_id for r in recs], ref_groups, seed=ctx.seed, estimate=mean)
-        out.append(result(cfg, "kid", mean, ci, ext.random_weights, len(x), notes, kid_std=std, n_ref=len(y)))
-    return out
+        return mean, {"kid_std": std}, notes
+
+    return score_set("kid", load_features(o.features, o.resize, o.weights), o.against, ctx,
+                     stat_of=lambda x, ref: set_stats.kid_stat(x, ref.features, o.degree), min_images=MIN_IMAGES,
+                     floor=None, estimate_of=estimate_of)
 
 
 def _kid_networks(o: KIDOptions) -> list[NetworkCheck]:

@@ -63,13 +63,6 @@ class ScoringContext:
             raise UserError(f"metric {metric}: 'against: reference' but the suite has no reference config")
         return self.configs.get(self.reference_id, [])  # none when all its cells failed: rows say so
 
-    def reference_groups(self, against: str) -> list[str] | None:
-        """Prompt ids of the reference images when the reference is the suite's reference config, so that
-        CIs delete each prompt from both sides together; None for a fixed folder or .npz."""
-        if against != "reference" or self.reference_id not in self.configs:
-            return None
-        return [r.prompt_id for r in self.configs[self.reference_id]]
-
     def reference_paths(self, metric: str, against: str) -> list[Path]:
         """The reference images: the reference config's, or a folder's."""
         if against == "reference":

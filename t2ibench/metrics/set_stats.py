@@ -1,10 +1,10 @@
 """Set metrics as functions of image indices, ``stat(cand_ix, ref_ix) -> float``, for ``bootstrap.set_ci``.
 
 Each builder does the heavy work once (kernel matrices, the reference's square root) so that a
-jackknife replicate only indexes into it. ``ref_ix`` is None when the reference is fixed (a folder
-or statistics file); with reference features and ``ref_ix`` given, the reference side is
-recomputed on those images (paired deletion of prompts). ``stat(all, all)`` is the metric itself
-(KID: its expectation, up to a constant with a fixed reference).
+jackknife replicate only indexes into it. ``ref_ix`` is None for all of the reference (and always for
+fixed statistics, an ``.npz``); with reference features and ``ref_ix`` given, the reference side is
+recomputed on those images (a deleted block of prompts, or of a folder's images). ``stat(all, all)``
+is the metric itself (KID: the unbiased MMD² on all images, the expectation of its subset average).
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from t2ibench.metrics.cmmd import SCALE, mean_rbf, rbf_kernel
-from t2ibench.metrics.fid import psd_sqrt, trace_sqrt_cross, trace_sqrt_product
-from t2ibench.metrics.kid import poly_kernel
+from t2ibench.metrics.kernels import SCALE, poly_kernel, psd_sqrt, rbf_kernel, trace_sqrt_cross, trace_sqrt_product
 
 IndexStat = Callable[[np.ndarray, "np.ndarray | None"], float]
 ROW_BLOCK = 2048
@@ -114,69 +112,61 @@ def fid_stat(x: np.ndarray, ref: FidReference | np.ndarray | tuple[np.ndarray, n
     return stat
 
 
-def _row_means(kernel: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mean over ``y`` of kernel(x_i, y), in row blocks of ``y`` to bound memory."""
-    total = sum(kernel(x, y[i:i + ROW_BLOCK]).sum(1) for i in range(0, len(y), ROW_BLOCK))
-    return total / len(y)
-
-
 class PairMeans:
-    """Means of a kernel matrix ``k`` over index subsets, in O(n) per call from precomputed sums.
+    """Means of a kernel ``k(a_i, b_j)`` over index subsets, from row and column sums computed once.
 
-    ``mean(ix, iy)`` is the mean of ``k[ix][:, iy]`` (distinct indices): the full sum less the
-    rows and columns left out, plus their crossing, so a replicate that drops a few prompts costs
-    little more than the dropped images. ``off_diagonal`` (square ``k``, ``ix`` is ``iy``) leaves out
-    the pairs i = i, as an unbiased MMD² does.
+    ``mean(ix, iy)`` is the mean of ``k(a[ix], b[iy])`` (distinct indices): the full sum less the rows
+    and columns left out, plus their crossing (evaluated for the left-out images only), so a replicate
+    that drops a few prompts costs little more than the dropped images, and memory stays O(n) however
+    large a folder is. ``off_diagonal`` (``b`` is ``a``) leaves out the pairs i = i, as an unbiased
+    MMD² does.
     """
 
-    def __init__(self, k: np.ndarray):
-        self.k, self.total = k, float(k.sum())
-        self.rows, self.cols = k.sum(1), k.sum(0)
-        self.diag = np.diagonal(k) if k.shape[0] == k.shape[1] else None
+    def __init__(self, kernel: Callable[[np.ndarray, np.ndarray], np.ndarray], a: np.ndarray,
+                 b: np.ndarray | None = None):
+        self.kernel, self.a, self.same = kernel, a, b is None
+        self.b = a if b is None else b
+        self.rows, self.cols = np.zeros(len(self.a)), np.zeros(len(self.b))
+        self.diag = np.zeros(len(self.a)) if self.same else None
+        for i in range(0, len(self.a), ROW_BLOCK):
+            k = kernel(self.a[i:i + ROW_BLOCK], self.b)
+            self.rows[i:i + ROW_BLOCK] = k.sum(1)
+            self.cols += k.sum(0)
+            if self.same:
+                self.diag[i:i + ROW_BLOCK] = np.diagonal(k[:, i:i + ROW_BLOCK])
+        self.total = float(self.rows.sum())
 
-    def mean(self, ix: np.ndarray, iy: np.ndarray, off_diagonal: bool = False) -> float:
+    def mean(self, ix: np.ndarray | None, iy: np.ndarray | None, off_diagonal: bool = False) -> float:
+        """None for all of a side."""
+        ix = np.arange(len(self.a)) if ix is None else ix
+        iy = np.arange(len(self.b)) if iy is None else iy
         out_x, out_y = _left_out(ix, len(self.rows)), _left_out(iy, len(self.cols))
-        total = (self.total - self.rows[out_x].sum() - self.cols[out_y].sum()
-                 + self.k[np.ix_(out_x, out_y)].sum())
+        total = self.total - self.rows[out_x].sum() - self.cols[out_y].sum()
+        if len(out_x) and len(out_y):
+            total += float(self.kernel(self.a[out_x], self.b[out_y]).sum())
         count = len(ix) * len(iy)
         if off_diagonal:
             total, count = total - self.diag[ix].sum(), count - len(ix)
         return float(total / count)
 
 
-def kid_stat(x: np.ndarray, y: np.ndarray, degree: int = 3, paired: bool = False) -> IndexStat:
-    """Unbiased polynomial-kernel MMD² on all images: the expectation of KID's random-subset average.
-
-    Same-set pairs i≠j, all cross pairs. With a fixed reference (not ``paired``) the within-reference
-    term is a constant and is left out (it would cost |y|²·d): pass the reported KID as
-    ``set_ci(..., estimate=)``, which anchors the interval on it.
-    """
+def kid_stat(x: np.ndarray, y: np.ndarray, degree: int = 3) -> IndexStat:
+    """Unbiased polynomial-kernel MMD²: same-set pairs i≠j, all cross pairs (the expectation of KID's
+    random-subset average). ``iy`` None: all of ``y``."""
     kern = lambda a, b: poly_kernel(a, b, degree)  # noqa: E731
-    kxx = PairMeans(kern(x, x))
-    if paired:
-        kyy, kxy = PairMeans(kern(y, y)), PairMeans(kern(x, y))
-    else:
-        kxy_rows = _row_means(kern, x, y)
+    kxx, kyy, kxy = PairMeans(kern, x), PairMeans(kern, y), PairMeans(kern, x, y)
 
     def stat(ix: np.ndarray, iy: np.ndarray | None) -> float:
-        if not paired:
-            return kxx.mean(ix, ix, True) - 2 * float(kxy_rows[ix].mean())
         return kxx.mean(ix, ix, True) + kyy.mean(iy, iy, True) - 2 * kxy.mean(ix, iy)
 
     return stat
 
 
-def cmmd_stat(x: np.ndarray, y: np.ndarray, paired: bool = False) -> IndexStat:
-    """CMMD (biased RBF MMD², ×1000) on L2-normalised embeddings ``x``, ``y``."""
-    kxx = PairMeans(rbf_kernel(x, x))
-    if paired:
-        kyy, kxy = PairMeans(rbf_kernel(y, y)), PairMeans(rbf_kernel(x, y))
-    else:
-        kyy_mean, kxy_rows = mean_rbf(y, y), _row_means(rbf_kernel, x, y)
+def cmmd_stat(x: np.ndarray, y: np.ndarray) -> IndexStat:
+    """CMMD (biased RBF MMD², ×1000) on L2-normalised embeddings ``x``, ``y``. ``iy`` None: all of ``y``."""
+    kxx, kyy, kxy = PairMeans(rbf_kernel, x), PairMeans(rbf_kernel, y), PairMeans(rbf_kernel, x, y)
 
     def stat(ix: np.ndarray, iy: np.ndarray | None) -> float:
-        if not paired:
-            return SCALE * (kxx.mean(ix, ix) + kyy_mean - 2 * float(kxy_rows[ix].mean()))
         return SCALE * (kxx.mean(ix, ix) + kyy.mean(iy, iy) - 2 * kxy.mean(ix, iy))
 
     return stat
