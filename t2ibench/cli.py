@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                                             "score its metrics and write the reports. Rerunning the same command "
                                             "resumes."),
                          epilog="examples:\n"
-                                "  t2ibench run                                   # builtin smoke suite, random:tiny-sd\n"
+                                "  t2ibench run                          # builtin smoke suite, random:tiny-sd\n"
                                 "  t2ibench run suite.yaml --out runs/x --device cuda\n"
                                 "  t2ibench run suite.yaml --executor ray --executor-opt address=auto\n"
                                 "  t2ibench run suite.yaml --baseline baseline.json   # exit 1 on a regression")
