@@ -9,3 +9,8 @@ class Frozen(BaseModel):
     """Base for every config model: strict keys, immutable, finite floats (no NaN or infinity)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def plural(n: int, noun: str, many: str = "") -> str:
+    """``1 prompt``, ``2 prompts``, ``0 images``: a count with its noun (``many``: an irregular plural)."""
+    return f"{n} {noun if n == 1 else many or noun + 's'}"

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from t2ibench.base import plural
 from t2ibench.errors import DiskFullError, RunInterrupted, UserError, disk_full
 
 EPILOG = """examples:
@@ -31,13 +32,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"t2ibench {_version()}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
-    p = verbs.add_parser("run", help="generate, time and score a suite (resumable)",
-                         epilog="examples:\n  t2ibench run\n  t2ibench run suite.yaml --out runs/x --device cuda",
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("suite", nargs="?", default="smoke", help="suite YAML path or builtin name (default: smoke)")
-    p.add_argument("--out", help="run directory (default: t2ibench-runs/<suite>-<UTC time>, "
-                                 "or the latest unfinished run of the same suite)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
+    raw = argparse.RawDescriptionHelpFormatter  # descriptions are wrapped by _about, examples kept as written
+    p = verbs.add_parser("run", help="generate, time and score a suite (resumable)", formatter_class=raw,
+                         description=_about("Generate every image of a suite (configs × prompts × seeds), time it, "
+                                            "score its metrics and write the reports. Rerunning the same command "
+                                            "resumes."),
+                         epilog="examples:\n"
+                                "  t2ibench run                          # builtin smoke suite, random:tiny-sd\n"
+                                "  t2ibench run suite.yaml --out runs/x --device cuda\n"
+                                "  t2ibench run suite.yaml --executor ray --executor-opt address=auto\n"
+                                "  t2ibench run suite.yaml --baseline baseline.json   # exit 1 on a regression")
+    p.add_argument("suite", nargs="?", default="smoke", metavar="SUITE",
+                   help="suite YAML path or builtin name (default: smoke; see: t2ibench suites)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: t2ibench-runs/<suite>-<UTC time>, "
+                                                "or the latest unfinished run of the same suite)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto: cuda when found)")
     p.add_argument("--executor", default=None, metavar="NAME",
                    help="how cells are distributed: local | ray (default: the suite's executor:, else local)")
     p.add_argument("--executor-opt", action="append", default=[], metavar="KEY=VALUE",
@@ -49,21 +58,36 @@ def _parser() -> argparse.ArgumentParser:
                                                     "(exit 1 on regression)")
     p.set_defaults(func=_run)
 
-    p = verbs.add_parser("report", help="(re)write reports from a run's store")
-    p.add_argument("run_dir")
+    p = verbs.add_parser("report", help="(re)write reports from a run's store", formatter_class=raw,
+                         description=_about("Write a run's reports again from its store (run.sqlite), e.g. with "
+                                            "other objectives; no image is generated."),
+                         epilog="examples:\n  t2ibench report runs/sdxl\n"
+                                "  t2ibench report runs/sdxl --format csv,md --objectives latency_ms_p50=min")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (what run --out wrote)")
     p.add_argument("--format", default="html,md,csv,latex",
-                   help="comma-separated: html, md, csv, latex (default: all)")
-    p.add_argument("--objectives", help="override the suite's objectives, e.g. latency_ms_p50=min,clip_score=max")
+                   help="comma-separated: html, md, csv, latex (default: all four)")
+    p.add_argument("--objectives", metavar="NAME=min|max,...",
+                   help="override the suite's objectives, e.g. latency_ms_p50=min,clip_score=max")
     p.set_defaults(func=_report)
 
-    p = verbs.add_parser("validate", help="check suite files against the schema; does no work")
-    p.add_argument("suites", nargs="+", metavar="SUITE")
+    p = verbs.add_parser("validate", help="check suite files against the schema; does no work", formatter_class=raw,
+                         description=_about("Check suite files: every problem with its file:line, all at once "
+                                            "(exit 2); nothing is generated."),
+                         epilog="examples:\n  t2ibench validate my-suite.yaml\n  t2ibench validate suites/*.yaml")
+    p.add_argument("suites", nargs="+", metavar="SUITE", help="suite YAML paths or builtin names")
     p.set_defaults(func=_validate)
 
-    p = verbs.add_parser("suites", help="list the builtin suites")
+    p = verbs.add_parser("suites", help="list the builtin suites", formatter_class=raw,
+                         description=_about("List the builtin suites: name, model and description."),
+                         epilog="examples:\n  t2ibench suites\n  t2ibench run sdxl-deploy --device cuda")
     p.set_defaults(func=_suites)
 
-    p = verbs.add_parser("doctor", help="show torch/CUDA/GPU, attention backends and metric weights found")
+    p = verbs.add_parser("doctor", help="show torch/CUDA/GPU, attention backends and metric weights found",
+                         formatter_class=raw,
+                         description=_about("Show what this machine can run: torch, CUDA and GPU, attention "
+                                            "backends, optional packages and the metric weights found (never "
+                                            "downloads)."),
+                         epilog="examples:\n  t2ibench doctor")
     p.set_defaults(func=_doctor)
 
     from t2ibench.metrics.cli import add_score_parser
@@ -73,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
 
     add_compare_parsers(verbs)
     return parser
+
+
+def _about(text: str) -> str:
+    """A verb's description wrapped to 78 columns (RawDescriptionHelpFormatter prints it as given)."""
+    import textwrap
+
+    return textwrap.fill(text, 78)
 
 
 def _version() -> str:
@@ -96,9 +127,11 @@ def _run(args) -> int:
     from t2ibench.executors import parse_cli_options
     from t2ibench.orchestration import execute
     from t2ibench.progress import RichObserver
-    from t2ibench.suites import load_suite
+    from t2ibench.suites import load_suite, suite_notes
 
     suite = load_suite(args.suite)
+    for note in suite_notes(suite):
+        print(f"note: {note}", file=sys.stderr)
     if args.baseline:  # a bad baseline is a user error before any work
         from t2ibench.reports.export import load_summary
 
@@ -118,7 +151,7 @@ def _run(args) -> int:
     failed = run.n_failed
     if failed:
         _print_failures(run, err)
-        err.print(f"[red]{failed} cells failed[/red]; see {run.run_dir / 'cells.csv'} (rerun to retry them)")
+        err.print(f"[red]{plural(failed, 'cell')} failed[/red]; see {run.run_dir / 'cells.csv'} (rerun to retry them)")
     if args.baseline:
         from t2ibench.reports.compare_cli import check_baseline
 
@@ -155,11 +188,11 @@ def _print_failures(run, console) -> None:
         if not len(failed):
             continue
         errors = failed["error"].value_counts()
-        line = (f"{mine['config'].iloc[0]} ({config_id}): {len(failed)} of {len(mine)} cells failed, "
+        line = (f"{mine['config'].iloc[0]} ({config_id}): {len(failed)} of {plural(len(mine), 'cell')} failed, "
                 f"{errors.index[0]}" + (f" (and {len(errors) - 1} other errors)" if len(errors) > 1 else ""))
         skipped = int((mine["status"] == "skipped").sum())
         if skipped and config_id in reasons.index:
-            line += f"; {skipped} cells {reasons.loc[config_id, 'reason']}"
+            line += f"; {plural(skipped, 'cell')} {reasons.loc[config_id, 'reason']}"
         console.print(f"[red]failed:[/red] {escape(line)}")
 
 
@@ -196,7 +229,7 @@ def _print_actors(run, console) -> None:
         where = f"session {a['session']}, " if sessions > 1 else ""
         died = f" (died: {a['died']})" if a.get("died") else ""
         console.print(escape(f"{where}actor {a['actor']} on {a.get('hostname', '?')} ({a.get('node_ip', '?')}, "
-                             f"{a.get('gpu', '?')}): {a['images']} images{died}"))
+                             f"{a.get('gpu', '?')}): {plural(a['images'], 'image')}{died}"))
     if executor.get("share_gpus") and actors:
         console.print("[yellow]share_gpus: two actors per GPU; latency is not comparable with a single-tenant "
                       "run[/yellow]")
@@ -227,15 +260,17 @@ def _parse_objectives(text: str) -> dict[str, str]:
 
 def _validate(args) -> int:
     from t2ibench.orchestration import check_models
-    from t2ibench.suites import load_suite
+    from t2ibench.suites import load_suite, suite_notes
 
     problems: list[str] = []
     for path in args.suites:
         try:
             suite = load_suite(path)
             check_models(suite)
-            print(f"{path}: ok ({len(suite.configs())} configs × {len(suite.prompt_list())} prompts "
-                  f"× {len(suite.seed_list())} seeds)")
+            print(f"{path}: ok ({plural(len(suite.configs()), 'config')} × "
+                  f"{plural(len(suite.prompt_list()), 'prompt')} × {plural(len(suite.seed_list()), 'seed')})")
+            for note in suite_notes(suite):
+                print(f"{path}: note: {note}")
         except UserError as e:
             problems.extend(e.problems)
     if problems:

@@ -73,12 +73,21 @@ def _weights() -> Iterator[str]:
             os.environ["T2IBENCH_OFFLINE"] = saved
 
 
+def cuda_line(available: bool, built_with) -> str:
+    """What doctor says of CUDA: whether a device is usable, and the CUDA version torch was built with."""
+    build = f"torch built with CUDA {built_with}" if built_with else "a CPU-only torch build"
+    return f"available ({build})" if available else f"not available: no CUDA device ({build})"
+
+
 def report() -> Iterator[str]:
     import torch
 
     from t2ibench.harness.environment import collect_environment
 
-    env = collect_environment("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = torch.cuda.is_available()
+    env = collect_environment("cuda" if cuda else "cpu")
+    # torch.version.cuda is the CUDA its build targets, not a device found here
+    env["cuda"] = cuda_line(cuda, torch.version.cuda)
     yield "environment:"
     for key, value in env.items():
         if value is not None:

@@ -42,7 +42,8 @@ class RunInterrupted(KeyboardInterrupt):
     """
 
     def __init__(self, run_dir, done: int, total: int, immediate: bool = False):
-        super().__init__(f"interrupted: {done} of {total} cells are saved in {run_dir}")
+        saved = "cell is" if total == 1 else "cells are"
+        super().__init__(f"interrupted: {done} of {total} {saved} saved in {run_dir}")
         self.run_dir, self.done, self.total, self.immediate = run_dir, done, total, immediate
 
 

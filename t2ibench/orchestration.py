@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+from t2ibench.base import plural
 from t2ibench.errors import RunInterrupted, UserError, disk_full
 from t2ibench.executors import ExecutorChoice, parse_executor
 from t2ibench.harness.interrupt import StopRequested, stop_on_sigint
@@ -223,7 +224,7 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         done = {c.config_id: store.done_cells(c.config_id) for c in configs}
         plan = make_plan(configs, prompts, seeds, done, suite.timing, (device,),
                          trust_remote_code=suite.trust_remote_code)
-        log(f"{'resuming' if why == 'resume' else 'writing'} {run_dir}: {plan.n_cells} cells to generate"
+        log(f"{'resuming' if why == 'resume' else 'writing'} {run_dir}: {plural(plan.n_cells, 'cell')} to generate"
             + (f", {plan.skipped_done} already done" if plan.skipped_done else ""))
         write_manifest(store, suite, "running", _counts(store))
         recorder = StoreRecorder(store, observer, background=device.startswith("cuda"))
@@ -303,7 +304,7 @@ def score_run(store: RunStore, suite: Suite, device: str, log: Callable[[str], N
         log("no images to score")
         return
     reference = next((c.config_id for c in suite.configs() if c.is_reference), None)
-    log(f"scoring {len(images)} images: {', '.join(suite.metrics)}")
+    log(f"scoring {plural(len(images), 'image')}: {', '.join(suite.metrics)}")
     results = evaluate(_resolved_metrics(suite), images, reference, device=device,
                        cache_dir=store.run_dir / "features")
     store.put_metrics(results)

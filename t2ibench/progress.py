@@ -21,6 +21,10 @@ class RichObserver:
         return self
 
     def __exit__(self, *exc) -> None:
+        if not self.progress.tasks:  # nothing was shown (an error before the first cell): leave no blank line
+            self.progress.live.transient = True
+            self.progress.live.stop()  # Progress.stop would print an empty line on a non-interactive console
+            return
         self.progress.stop()
 
     def run_started(self, n_cells: int) -> None:

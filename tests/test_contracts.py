@@ -187,8 +187,10 @@ def test_executor_options_from_cli_and_suite(tmp_path):
     from t2ibench.cli import main
 
     assert parse_executor("ray", {"address": "auto", "max_actors": "8"}).options.max_actors == 8
-    with pytest.raises(UserError, match="executor ray: option 'adress'.*options: address"):
+    with pytest.raises(UserError, match="executor ray: option 'adress'.*did you mean 'address'"):
         parse_executor("ray", {"adress": "auto"})
+    with pytest.raises(UserError, match="executor ray: option 'zzz'.*options of 'ray': address"):
+        parse_executor("ray", {"zzz": "auto"})
     with pytest.raises(UserError, match="unknown executor 'rya'.*did you mean 'ray'"):
         parse_executor("rya", {})
     good = _suite(tmp_path, executor={"name": "local"})

@@ -70,8 +70,10 @@ def test_torchao_int8_quantizes_the_denoiser_end_to_end(write_suite, tmp_path, l
     assert len(loads) == 3  # configs differing only by quantize are different loads
     rows = results_rows(tmp_path / "run")
     assert {r["status"] for r in rows.values()} == {"done"} and {r["n_ok"] for r in rows.values()} == {"1"}
+    configs = {"int8wo": "Int8WeightOnlyConfig", "int8dq": "Int8DynamicActivationInt8WeightConfig"}
     for name in ("int8wo", "int8dq"):
-        kinds = applied(rows[name])["quantize"]
+        kinds = dict(applied(rows[name])["quantize"])
+        assert kinds.pop("config") == f"torchao {name} ({configs[name]})"  # the two read apart
         assert list(kinds) == [denoiser]  # the denoiser only, its Linear weights as torchao tensors
         assert kinds[denoiser]["Int8Tensor"] >= 10 and kinds[denoiser]["float32"] > 0
     assert "quantize" not in applied(rows["plain"])
@@ -92,7 +94,8 @@ def test_quanto_int8_quantizes_the_denoiser_and_every_text_encoder(write_suite, 
                {"name": "plain"}]
     run_quick(quick(write_suite, "random:tiny-sdxl", include=include), tmp_path / "run")
     rows = results_rows(tmp_path / "run")
-    kinds = applied(rows["quanto"])["quantize"]
+    kinds = dict(applied(rows["quanto"])["quantize"])
+    assert kinds.pop("config").startswith("quanto int8")
     assert set(kinds) == {"unet", "text_encoder", "text_encoder_2"}  # both CLIP encoders of SDXL
     assert all(k["WeightQBytesTensor"] > 0 for k in kinds.values())
     px = pixels(tmp_path / "run")
@@ -110,7 +113,8 @@ def test_a_pipeline_folder_is_quantized_by_from_pretrained_and_takes_a_gguf_deno
     facts: dict = {}
     quantized = load_pipeline(str(folder), precision="fp32", facts=facts,
                               quantize=QuantizeOptions(type="int8dq", components=("denoiser", "text_encoder")))
-    kinds = facts["quantize"]
+    kinds = dict(facts["quantize"])
+    assert kinds.pop("config") == "torchao int8dq (Int8DynamicActivationInt8WeightConfig)"
     assert set(kinds) == {"transformer", "text_encoder", "text_encoder_2"}
     assert all(k["Int8Tensor"] > 0 for k in kinds.values())
     assert type(quantized.transformer.quantization_config).__module__.startswith("diffusers")
@@ -364,7 +368,7 @@ def test_cuda_quantize_backends_and_group_offload(write_suite, tmp_path):
     if fp8:
         assert any("Float8" in k for k in a["float8dq"]["quantize"]["transformer"])
     assert a["nf4"]["quantize"]["transformer"]["Params4bit"] > 0
-    assert set(a["nf4"]["quantize"]) == {"transformer", "text_encoder", "text_encoder_2"}
+    assert set(a["nf4"]["quantize"]) == {"config", "transformer", "text_encoder", "text_encoder_2"}
     assert a["bnb-int8"]["quantize"]["transformer"]["Int8Params"] > 0
     assert a["quanto-float8"]["quantize"]["transformer"]["WeightQBytesTensor"] > 0
     assert a["group"]["offload"]["offload_type"] == "block_level"

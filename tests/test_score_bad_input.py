@@ -133,7 +133,7 @@ BAD = {
                              [r"six: 2 images have no same-named image in .*four \(images are paired by file "
                               r"name\): 004\.png, 005\.png$"]),
     "lpips unpaired in the second folder": (["lpips", "{d}/one", "{d}/other_size", *ALEX],
-                                            [r"other_size: 1 images have no same-named image in .*one.*: 001\.png$"]),
+                                            [r"other_size: 1 image has no same-named image in .*one.*: 001\.png$"]),
     "kid no subsets": (["kid", "{d}/two", "{d}/three", *INCEPTION, "--subsets", "0"],
                        [r"kid: subsets: Input should be greater than 0"]),
     "kid subsets of one image": (["kid", "{d}/two", "{d}/three", *INCEPTION, "--subset-size", "1"],

@@ -71,13 +71,10 @@ class ExecutorChoice(Frozen):
             raise ValueError(f"unknown executor '{name}'{did_you_mean(str(name), EXECUTORS.names())}; "
                              f"choose one of: {', '.join(EXECUTORS.names())}")
         model = EXECUTORS.get(name).options
-        try:
-            return {"name": name, "options": model.model_validate(data)}
-        except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(map(str, err["loc"])) or "?"
-            hint = f"; options of '{name}': {', '.join(model.model_fields) or 'none'}"
-            raise ValueError(f"option '{where}': {err['msg']}{hint if err['type'] == 'extra_forbidden' else ''}") from None
+        problems = option_problems(name, data)
+        if problems:
+            raise ValueError("; ".join(f"option '{key}': {msg}" for key, msg in problems))
+        return {"name": name, "options": model.model_validate(data)}
 
     @model_serializer
     def _dump(self) -> dict:
@@ -92,14 +89,45 @@ def parse_executor(name: str, options: dict[str, Any]) -> ExecutorChoice:
     if name not in EXECUTORS:
         raise UserError(f"unknown executor '{name}'{did_you_mean(name, EXECUTORS.names())}; "
                         f"choose one of: {', '.join(EXECUTORS.names())}")
+    problems = option_problems(name, options)
+    if problems:
+        lines = [f"executor {name}: option '{key}': {msg}" for key, msg in problems]
+        raise UserError(lines[0], problems=lines)
+    return ExecutorChoice(name=name, options=EXECUTORS.get(name).options.model_validate(options))
+
+
+def option_problems(name: str, options: Any) -> list[tuple[str, str]]:
+    """``(option, message)`` for every bad option of executor ``name``: unknown ones with a did-you-mean
+    (or the executor that has such an option), bad values with what was expected."""
     model = EXECUTORS.get(name).options
+    if not isinstance(options, dict):
+        return [("?", f"expected a mapping of options (got {options!r})")]
+    fields = list(model.model_fields)
+    problems: list[tuple[str, str]] = []
+    for key in options:
+        if key in fields:
+            continue
+        hint = did_you_mean(str(key), fields)
+        if not hint:
+            owners = [other for other, spec in EXECUTORS.items() if key in spec.options.model_fields]
+            close = [(other, f) for other, spec in EXECUTORS.items() if other != name
+                     for f in [did_you_mean(str(key), list(spec.options.model_fields))] if f]
+            if owners:
+                hint = f"; it is an option of executor '{owners[0]}' (choose it with name: {owners[0]} " \
+                       f"or --executor {owners[0]})"
+            elif close:
+                hint = f"{close[0][1][:-2]} of executor '{close[0][0]}'?)"
+            else:
+                hint = f"; options of '{name}': {', '.join(fields) or 'none'}"
+        problems.append((str(key), f"unknown option{hint}"))
     try:
-        return ExecutorChoice(name=name, options=model.model_validate(options))
+        model.model_validate({k: v for k, v in options.items() if k in fields})
     except ValidationError as e:
-        problems = [f"executor {name}: option '{'.'.join(map(str, err['loc'])) or '?'}': {err['msg']}"
-                    + (f"; options: {', '.join(model.model_fields) or 'none'}" if err["type"] == "extra_forbidden"
-                       else "") for err in e.errors()]
-        raise UserError(problems[0], problems=problems) from None
+        for err in e.errors():
+            key = ".".join(map(str, err["loc"])) or "?"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append((key, f"{msg[:1].lower()}{msg[1:]} (got {err['input']!r})"))
+    return problems
 
 
 def parse_cli_options(pairs: list[str]) -> dict[str, str]:

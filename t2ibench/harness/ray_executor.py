@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from t2ibench.backends import BACKENDS, BackendSpec
 from t2ibench.backends.engine import ImageOutcome
+from t2ibench.base import plural
 from t2ibench.errors import UserError
 from t2ibench.executors import RayOptions
 from t2ibench.harness.interrupt import StopRequested, check_stop, request_stop
@@ -486,7 +487,7 @@ class _Sweep:
             raise UserError(f"executor ray: an actor could not start ({str(error).strip()[-500:]}); is this "
                             "t2ibench installed on every node?")
         if len(self.actors) > self.n_actors * (MAX_ATTEMPTS + 1):
-            raise RuntimeError(f"executor ray: {len(self.actors)} actors started and died; last: {reason}")
+            raise RuntimeError(f"executor ray: {plural(len(self.actors), 'actor')} started and died; last: {reason}")
         self.ray.kill(actor.handle)  # one that is only unreachable must not go on working
         shard, actor.shard = actor.shard, None
         if shard is not None and not self.stopping:

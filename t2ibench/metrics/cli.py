@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import numpy as np
 
+from t2ibench.base import plural
 from t2ibench.errors import UserError
 
 RANDOM_LABEL = "not meaningful (random weights)"
@@ -31,53 +32,103 @@ def _at_least(minimum: int):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=_at_least(1), default=50, help="images per forward pass")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--num-workers", type=_at_least(0), default=None, help="image decoding processes")
-    p.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder (default: no cache)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--batch-size", type=_at_least(1), default=50, metavar="N",
+                   help="images per forward pass of the network (default: 50)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the network runs; auto: cuda when a GPU is found, else cpu (default: auto)")
+    p.add_argument("--num-workers", type=_at_least(0), default=None, metavar="N",
+                   help="processes decoding images; 0: in this process (default: 0 on CPU, else up to 4)")
+    p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                   help="folder caching each image's features, so a second score is fast (default: no cache)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
-def _option_flags(p: argparse.ArgumentParser, options: type) -> None:
-    """One ``--flag`` per field of a metric's options model (except ``against``, given as a folder)."""
+def _option_flags(p: argparse.ArgumentParser, options: type, metric: str) -> None:
+    """One ``--flag`` per field of a metric's options model (except ``against``, given as a folder), described
+    by the field's description and its default."""
     for name, field in options.model_fields.items():
         if name == "against":
             continue
         flag = "--" + name.replace("_", "-")
         choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
         kind = field.annotation if field.annotation in (int, float) else None
-        help_text = " | ".join(choices) if choices else f"{options.__name__}.{name}"
-        p.add_argument(flag, dest=name, default=field.default, type=kind, choices=choices, help=help_text)
+        text = field.description or f"the '{name}' option of {metric} (as in a suite's metrics: section)"
+        if field.default is not None:
+            text += f" (default: {field.default})"
+        p.add_argument(flag, dest=name, default=field.default, type=kind, choices=choices,
+                       metavar=None if choices else ("N" if kind else "VALUE"), help=text.replace("%", "%%"))
+
+
+def _score_example(name: str, spec) -> str:
+    """The ``examples:`` epilog of one ``score`` verb."""
+    lines = ["examples:"]
+    if spec.against:
+        lines.append(f"  t2ibench score {name} images/candidate images/reference")
+        if spec.stats_files:
+            lines.append(f"  t2ibench score {name} images/candidate ref-stats.npz --cache-dir ~/.cache/t2ibench")
+    elif spec.prompts:
+        lines.append(f"  t2ibench score {name} images/candidate --prompts prompts.txt")
+    else:
+        lines.append(f"  t2ibench score {name} images/candidate")
+    lines.append(f"  t2ibench score {name} ... --ci --json      # with a 95% confidence interval, as JSON")
+    return "\n".join(lines)
+
+
+SCORE_EPILOG = """examples:
+  t2ibench score fid images/a images/b                  # FID between two folders of images
+  t2ibench score fid images/a ref-stats.npz             # against pytorch-fid statistics
+  t2ibench score clip_score images/a --prompts prompts.txt
+  t2ibench score stats images/ref -o ref-stats.npz      # save a folder's FID statistics
+"""
 
 
 def add_score_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``score`` and one sub-verb per registered metric (plus ``stats``); each sets ``func``."""
     from t2ibench.metrics.registry import METRICS
 
+    raw = argparse.RawDescriptionHelpFormatter
     score = subparsers.add_parser("score", help="metrics on image folders or .npz stats: "
-                                                + ", ".join(METRICS.names()))
+                                                + ", ".join(METRICS.names()),
+                                  description="Compute a quality metric on plain folders of images (no run needed).",
+                                  epilog=SCORE_EPILOG, formatter_class=raw)
     verbs = score.add_subparsers(dest="score_verb", required=True, metavar="METRIC")
     for name, spec in METRICS.items():
-        p = verbs.add_parser(name, aliases=list(spec.cli_aliases), help=spec.summary,
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.add_argument("a", help="folder of images" + (" (or .npz statistics)" if spec.stats_files else ""))
+        p = verbs.add_parser(name, aliases=list(spec.cli_aliases), help=spec.summary, description=spec.summary,
+                             epilog=_score_example(name, spec), formatter_class=raw)
+        p.add_argument("a", metavar="IMAGES", help="folder of images to score"
+                       + (" (or an .npz of FID statistics)" if spec.stats_files else ""))
         if spec.against:
-            p.add_argument("b", help="reference folder" + (" or .npz statistics" if spec.stats_files else ""))
+            p.add_argument("b", metavar="REFERENCE", help="folder of reference images"
+                           + (" or an .npz of FID statistics" if spec.stats_files else "")
+                           + (" with the same file names" if spec.per_image else ""))
         if spec.prompts:
-            p.add_argument("--prompts", required=True, type=Path,
-                           help=".txt (one prompt per line, in sorted file-name order) or .jsonl/.csv with file,prompt")
-        _option_flags(p, spec.options)
-        p.add_argument("--seed", type=int, default=0, help="seed of subsets and resampling")
+            p.add_argument("--prompts", required=True, type=Path, metavar="FILE",
+                           help="the prompt of each image: a .txt (one line per image, in sorted file-name order) "
+                                "or a .jsonl/.csv with file and prompt columns")
+        _option_flags(p, spec.options, name)
+        p.add_argument("--seed", type=int, default=0, metavar="N",
+                       help="seed of the random subsets and of the resampling (default: 0)")
         p.add_argument("--ci", action="store_true", help="also compute a 95%% confidence interval")
         _common(p)
         p.set_defaults(func=lambda args, spec=spec: _score(args, spec))
 
-    p = verbs.add_parser("stats", help="save pytorch-fid compatible mu/sigma of a folder")
-    p.add_argument("dir")
-    p.add_argument("-o", "--output", required=True, type=Path)
-    p.add_argument("--features", default="inception", help="inception | random:inception")
-    p.add_argument("--resize", default="bilinear", choices=["bilinear", "clean"])
-    p.add_argument("--weights", default=None, help="path to pt_inception-2015-12-05-6726825d.pth")
+    p = verbs.add_parser("stats", help="save pytorch-fid compatible mu/sigma of a folder",
+                         description="Save the FID statistics (mu, sigma) of a folder of images in pytorch-fid's\n"
+                                     ".npz format, to score against later.",
+                         epilog="examples:\n  t2ibench score stats images/ref -o ref-stats.npz\n"
+                                "  t2ibench score fid images/candidate ref-stats.npz", formatter_class=raw)
+    p.add_argument("dir", metavar="IMAGES", help="folder of images")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
+                   help="the .npz file to write (its folder must exist)")
+    p.add_argument("--features", default="inception", metavar="VALUE",
+                   help="feature network: inception, or random:inception (random weights, for tests) "
+                        "(default: inception)")
+    p.add_argument("--resize", default="bilinear", choices=["bilinear", "clean"],
+                   help="resizing to 299×299: bilinear (as pytorch-fid) or clean (PIL bicubic, as clean-fid) "
+                        "(default: bilinear)")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="path of pt_inception-2015-12-05-6726825d.pth (default: looked up in $T2IBENCH_WEIGHTS, "
+                        "then torch hub's checkpoints)")
     _common(p)
     p.set_defaults(func=_stats)
     return score
@@ -146,7 +197,8 @@ def _unpaired(problems: list[str], a: str, files_a: list[Path], b: str, files_b:
                                         (b, files_b, a, {p.name for p in files_a})):
         alone = [p for p in files if p.name not in names]
         if alone:
-            problems.append(f"{folder}: {len(alone)} images have no same-named image in {other} "
+            have = "has" if len(alone) == 1 else "have"
+            problems.append(f"{folder}: {plural(len(alone), 'image')} {have} no same-named image in {other} "
                             f"(images are paired by file name): {_names(alone)}")
 
 
@@ -187,7 +239,7 @@ def _fid_of_two_stats(args: argparse.Namespace, spec) -> int:
     _raise(problems)
     (mu1, s1), (mu2, s2) = load_stats(args.a), load_stats(args.b)
     check_dims(args.a, len(mu1), args.b, len(mu2))
-    return _emit(args, "fid", frechet_distance(mu1, s1, mu2, s2), False, n_a=None, n_b=None)
+    return _emit(args, "fid", frechet_distance(mu1, s1, mu2, s2), False)  # an .npz does not hold its count
 
 
 def _score(args: argparse.Namespace, spec) -> int:
@@ -223,7 +275,8 @@ def _score(args: argparse.Namespace, spec) -> int:
     scalars = {k: v for k, v in row.extra.items() if isinstance(v, (int, float)) and k != "n_ref"}
     if spec.against:
         n_ref = row.extra.get("n_ref")
-        extra.update(n_a=row.n, n_b=n_ref) if a == args.a else extra.update(n_a=n_ref, n_b=row.n)
+        sides = dict(n_a=row.n, n_b=n_ref) if a == args.a else dict(n_a=n_ref, n_b=row.n)
+        extra.update({k: n for k, n in sides.items() if n is not None})  # an .npz side has no count
     else:
         extra["n"] = row.n
     return _emit(args, spec.name, row.value, row.random_weights, notes, **scalars, **extra)
@@ -241,8 +294,8 @@ def read_prompts(prompts: Path, files: list[Path]) -> list[str]:
     if suffix == ".txt":
         lines = [ln for ln in text.splitlines() if ln.strip()]
         if len(lines) != len(files):
-            raise UserError(f"{prompts}: {len(lines)} prompts for {len(files)} images (one line per image, "
-                            "in sorted file-name order)")
+            raise UserError(f"{prompts}: {plural(len(lines), 'prompt')} for {plural(len(files), 'image')} "
+                            "(one line per image, in sorted file-name order)")
         return lines
     if suffix == ".jsonl":
         rows = []
@@ -262,7 +315,7 @@ def read_prompts(prompts: Path, files: list[Path]) -> list[str]:
         raise UserError(f"{prompts}: each row needs 'file' and 'prompt'") from None
     missing = [f.name for f in files if f.name not in by_name]
     if missing:
-        raise UserError(f"{prompts}: no prompt for {len(missing)} images, e.g. {missing[0]}")
+        raise UserError(f"{prompts}: no prompt for {plural(len(missing), 'image')}, e.g. {missing[0]}")
     return [by_name[f.name] for f in files]
 
 

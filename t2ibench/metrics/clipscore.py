@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+from pydantic import Field
 
 from t2ibench.base import Frozen
 from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck
@@ -59,8 +60,8 @@ clip_score.higher_is_better = True  # type: ignore[attr-defined]
 class ClipScoreOptions(Frozen):
     """``clip_score: {model: ViT-B-32, pretrained: openai}``."""
 
-    model: str = "ViT-B-32"
-    pretrained: str = "openai"
+    model: str = Field("ViT-B-32", description="open_clip architecture, or random:<arch> (random weights, for tests)")
+    pretrained: str = Field("openai", description="open_clip pretrained tag of the weights")
 
 
 def score_clip(o: ClipScoreOptions, ctx) -> list:

@@ -26,7 +26,7 @@ class CMMD(FeatureSet):
 
 # --- registration ------------------------------------------------------------------------------
 
-from pydantic import field_validator  # noqa: E402
+from pydantic import Field, field_validator  # noqa: E402
 
 from t2ibench.base import Frozen  # noqa: E402
 from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck, no_npz  # noqa: E402
@@ -37,9 +37,11 @@ MIN_IMAGES = 2  # per side: with one image a set has no spread, and the biased M
 class CMMDOptions(Frozen):
     """``cmmd: {against: reference, model: ViT-L-14-336}``; ``model`` is open_clip or ``random:<arch>``."""
 
-    against: str = "reference"
-    model: str = "ViT-L-14-336"
-    pretrained: str = "openai"
+    against: str = Field("reference", description="reference (the suite's reference config) or a folder "
+                                                  "of images")
+    model: str = Field("ViT-L-14-336", description="open_clip architecture, or random:<arch> (random weights, "
+                                                   "for tests)")
+    pretrained: str = Field("openai", description="open_clip pretrained tag of the weights")
 
     _against = field_validator("against")(no_npz)
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from t2ibench.base import plural
 from t2ibench.errors import UserError
 from t2ibench.metrics import images as im
 from t2ibench.metrics.cache import FeatureCache, hash_files
@@ -84,7 +85,7 @@ def extract(paths: list[Path], extractor: Extractor, cache: FeatureCache | None 
     todo = list({hashes[i]: i for i in todo}.values())  # one decode per distinct content
     if todo:
         if progress:
-            progress(f"{extractor.key.split('|')[0]}: {len(todo)} images ({len(paths) - len(todo)} cached)")
+            progress(f"{extractor.key.split('|')[0]}: {plural(len(todo), 'image')} ({len(paths) - len(todo)} cached)")
         workers = default_workers(extractor.device) if num_workers is None else num_workers
         new: dict[str, np.ndarray] = {}
         problems: list[str] = []

@@ -111,6 +111,8 @@ def bias_note(n: int) -> str:
 
 from typing import Literal, Optional  # noqa: E402
 
+from pydantic import Field  # noqa: E402
+
 from t2ibench.base import Frozen  # noqa: E402
 from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck  # noqa: E402
 
@@ -125,10 +127,15 @@ class FIDOptions(Frozen):
     ``random:inception``. ``weights``: an explicit path to the Inception weights file.
     """
 
-    against: str = "reference"
-    features: str = "inception"
-    resize: Literal["bilinear", "clean"] = "bilinear"
-    weights: Optional[str] = None
+    against: str = Field("reference", description="reference (the suite's reference config), a folder of images, "
+                                                  "or an .npz of pytorch-fid statistics")
+    features: str = Field("inception", description="feature network: inception, or random:inception "
+                                                   "(random weights, for tests)")
+    resize: Literal["bilinear", "clean"] = Field(
+        "bilinear", description="resizing to 299×299: bilinear (as pytorch-fid) or clean (PIL bicubic, as clean-fid)")
+    weights: Optional[str] = Field(None, description="path of the Inception weights file "
+                                                     "(pt_inception-2015-12-05-6726825d.pth); default: looked up in "
+                                                     "$T2IBENCH_WEIGHTS, then torch hub's checkpoints")
 
 
 def score_fid(o: FIDOptions, ctx) -> list:

@@ -74,13 +74,18 @@ MIN_IMAGES = 2  # the unbiased MMD² leaves out the diagonal: two images a side 
 class KIDOptions(Frozen):
     """``kid: {against: reference, features: inception}``; ``against`` cannot be an ``.npz``."""
 
-    against: str = "reference"
-    features: str = "inception"
-    resize: Literal["bilinear", "clean"] = "bilinear"
-    weights: Optional[str] = None
-    subsets: int = Field(100, gt=0)
-    subset_size: int = Field(1000, gt=1)
-    degree: int = Field(3, gt=0)
+    against: str = Field("reference", description="reference (the suite's reference config) or a folder "
+                                                  "of images")
+    features: str = Field("inception", description="feature network: inception, or random:inception "
+                                                   "(random weights, for tests)")
+    resize: Literal["bilinear", "clean"] = Field(
+        "bilinear", description="resizing to 299×299: bilinear (as pytorch-fid) or clean (PIL bicubic, as clean-fid)")
+    weights: Optional[str] = Field(None, description="path of the Inception weights file "
+                                                     "(pt_inception-2015-12-05-6726825d.pth); default: looked up in "
+                                                     "$T2IBENCH_WEIGHTS, then torch hub's checkpoints")
+    subsets: int = Field(100, gt=0, description="random subsets the MMD is averaged over")
+    subset_size: int = Field(1000, gt=1, description="images per subset (cut to the smaller set's size)")
+    degree: int = Field(3, gt=0, description="degree of the polynomial kernel")
 
     _against = field_validator("against")(no_npz)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
-from t2ibench.base import Frozen
+from t2ibench.base import Frozen, plural
 from t2ibench.metrics.cache import FeatureCache, content_hash
 from t2ibench.metrics.registry import Column, METRICS, MetricSpec, NetworkCheck, no_npz
 
@@ -123,8 +123,10 @@ lpips.higher_is_better = False  # type: ignore[attr-defined]
 class LPIPSOptions(Frozen):
     """``lpips: {against: reference, net: alex}``; ``net``: alex | vgg | squeeze | random:<net>."""
 
-    against: str = "reference"
-    net: str = "alex"
+    against: str = Field("reference", description="reference (the suite's reference config) or a folder of "
+                                                  "images with the same file names")
+    net: str = Field("alex", description="LPIPS network: alex, vgg, squeeze, or random:<net> (random weights, "
+                                         "for tests)")
 
     _against = field_validator("against")(no_npz)
 
@@ -187,7 +189,8 @@ def score_lpips(o: LPIPSOptions, ctx) -> list:
             continue
         d = pair_distances(net, files, ctx.cache)
         ci = bs.mean_ci(d, [r.prompt_id for r, _ in paired], seed=ctx.seed) if ctx.ci else None
-        notes = [f"{len(pairs) - len(paired)} images without a partner were skipped"] if len(paired) < len(pairs) else []
+        unpaired = len(pairs) - len(paired)
+        notes = [f"{plural(unpaired, 'image')} without a partner skipped"] if unpaired else []
         notes += [n for n in (resize_note(files, sizes),) if n]
         extra = {"diversity": div[cfg]} if cfg in div else {}
         out.append(result(cfg, "lpips", d.mean(), ci, net.random_weights, len(d), notes, std=float(d.std()),

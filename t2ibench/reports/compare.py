@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from t2ibench.base import plural
 from t2ibench.errors import UserError
 from t2ibench.metrics.bootstrap import mean_ci
 from t2ibench.reports.export import MEMORY_FIGURES, ConfigSummary, MetricSummary, RunSummary
@@ -208,7 +209,7 @@ def metric_row(config: str, config_id: str, name: str, base: MetricSummary, cand
         lo, hi = mean_ci(d, prompts, seed=seed)
         ci = None if math.isnan(lo) else (lo, hi)
         significant = ci is not None and (ci[0] > 0 or ci[1] < 0)
-        test = f"paired jackknife over prompts ({len(keys)} images, {len(set(prompts))} prompts)"
+        test = f"paired jackknife over prompts ({plural(len(keys), 'image')}, {plural(len(set(prompts)), 'prompt')})"
     elif None not in (base.lo, base.hi, cand.lo, cand.hi):
         ci = None
         significant = cand.lo > base.hi or cand.hi < base.lo

@@ -29,9 +29,14 @@ def add_compare_parsers(verbs) -> None:
     out.add_argument("--markdown", action="store_true", help="print Markdown (for CI comments)")
     p.set_defaults(func=_compare)
 
-    p = verbs.add_parser("export", help="write a run's versioned results.json (a baseline to commit)")
-    p.add_argument("run_dir")
-    p.add_argument("-o", "--output", default="results.json", help="file to write (default: results.json)")
+    p = verbs.add_parser(
+        "export", help="write a run's versioned results.json (a baseline to commit)",
+        description="Write a run's summary as a versioned results.json: a baseline to commit and compare with.",
+        epilog="examples:\n  t2ibench export runs/sdxl -o baseline.json\n  t2ibench compare baseline.json runs/new",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to export")
+    p.add_argument("-o", "--output", default="results.json", metavar="FILE",
+                   help="file to write; its folder must exist (default: results.json)")
     p.set_defaults(func=_export)
 
 
@@ -48,6 +53,13 @@ def _compare(args) -> int:
 
 
 def _export(args) -> int:
+    from t2ibench.errors import UserError
+
+    folder = Path(args.output).parent
+    if not folder.is_dir():
+        raise UserError(f"-o {args.output}: the folder {folder} does not exist (create it first)")
+    if Path(args.output).is_dir():
+        raise UserError(f"-o {args.output} is a folder; give the path of the .json file to write")
     print(write_summary(summarize(args.run_dir), args.output))
     return 0
 

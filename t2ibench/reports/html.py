@@ -10,6 +10,7 @@ import math
 from html import escape
 from pathlib import Path
 
+from t2ibench.base import plural
 from t2ibench.reports.plots import Plot
 from t2ibench.reports.recommend import Recommendation
 from t2ibench.reports.labels import config_labels, knob_text, label as column_label, short_ids, varying_knobs
@@ -105,7 +106,10 @@ def applied_summary(applied) -> str:
     for lora in data.get("lora") or []:
         parts.append(f"lora {lora.get('source')} ×{lora.get('scale')}" + (" fused" if lora.get("fused") else "")
                      + ("" if lora.get("active") else " (inactive)"))
-    for component, kinds in sorted((data.get("quantize") or {}).items()):
+    quantize = dict(data.get("quantize") or {})
+    if config := quantize.pop("config", None):
+        parts.append(f"quantize {config}")
+    for component, kinds in sorted(quantize.items()):
         quantized = {k: n for k, n in kinds.items() if k not in ("float32", "float16", "bfloat16")}
         parts.append(f"{component}: " + ", ".join(f"{n} {k}" for k, n in sorted(quantized.items())))
     if attention := data.get("attention"):
@@ -302,8 +306,8 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
 <title>t2ibench: {name}</title><style>{STYLE}{_pin_css(len(decisive_columns(rows, metrics, objectives)) + 2)}</style>
 </head><body>
 <h1>t2ibench report: {name}</h1>
-<p class="meta">model <code>{escape(str(suite.get("model", "?")))}</code> · {len(rows)} configs ·
-{len({c["prompt_id"] for c in cells})} prompts × {len(seeds)} seeds</p>
+<p class="meta">model <code>{escape(str(suite.get("model", "?")))}</code> · {plural(len(rows), "config")} ·
+{plural(len({c["prompt_id"] for c in cells}), "prompt")} × {plural(len(seeds), "seed")}</p>
 {"".join(banners)}
 <div class="{rec_class}" id="recommendation">{escape(recommendation.message)}</div>
 <h2>Results</h2>{_results_table(rows, metrics, objectives)}

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from t2ibench.base import plural
+
 
 @dataclass(frozen=True)
 class Recommendation:
@@ -76,7 +78,7 @@ def recommend(rows: list[Mapping], objectives: Mapping[str, str], constraints: M
                        f"{' and ' if b.get('max') is not None and b.get('min') is not None else ''}"
                        f"{'≥ ' + _fmt(b['min']) if b.get('min') is not None else ''}" for c, b in constraints.items())
     message = (f"Recommended: {best['config']} ({best['config_id']}): the {direction} {primary} "
-               f"({_fmt(_value(best, primary))}) among {len(candidates)} of {len(rows)} configs"
+               f"({_fmt(_value(best, primary))}) among {len(candidates)} of {plural(len(rows), 'config')}"
                + (f" meeting {bounds}" if constraints else "") + ".")
     if ruled_out:
         message += f" Ruled out: {len(ruled_out)} (" + "; ".join(

@@ -5,6 +5,7 @@
     suite.prompt_list(); suite.seed_list()
 """
 
+from t2ibench.suites.expand import default_config_note
 from t2ibench.suites.knobs import Knobs
 from t2ibench.suites.loader import builtin_suites, load_suite
 from t2ibench.suites.problems import SuiteError
@@ -12,5 +13,11 @@ from t2ibench.suites.schema import Bound, Config, Prompt, PromptSource, SeedRang
 
 __all__ = [
     "Suite", "Config", "Prompt", "PromptSource", "SeedRange", "Timing", "Bound", "Knobs",
-    "SuiteError", "load_suite", "builtin_suites",
+    "SuiteError", "load_suite", "builtin_suites", "suite_notes",
 ]
+
+
+def suite_notes(suite: Suite) -> list[str]:
+    """What a user may not expect of a valid suite (``validate`` and ``run`` print these)."""
+    note = default_config_note(suite.raw(), suite.configs())
+    return [note] if note else []

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Optional
 from pydantic import BaseModel, ValidationError
 
 from t2ibench.registry import did_you_mean
-from t2ibench.suites.knobs import KNOB_NAMES, CompileOptions, Knobs
+from t2ibench.suites.knobs import KNOB_NAMES, Knobs
 from t2ibench.suites.problems import Problem, from_validation_error
 
 MEASURES: tuple[str, ...] = (
@@ -32,12 +32,6 @@ _GATE = re.compile(r"^\s*\d+(\.\d+)?\s*%\s*$")
 _KNOB_FIELDS = ("defaults", "matrix", "exclude", "include", "reference", "model")
 
 
-def _knob_allowed_keys(loc: tuple) -> Optional[list[str]]:
-    if loc and loc[0] == "compile":
-        return list(CompileOptions.model_fields)
-    return None
-
-
 def knob_value_problems(key: str, value: Any, loc: tuple) -> list[Problem]:
     """Problems of one knob value, at ``loc`` (the loc of the value itself)."""
     try:
@@ -45,7 +39,7 @@ def knob_value_problems(key: str, value: Any, loc: tuple) -> list[Problem]:
     except ValidationError as e:
         if key == "compile" and not isinstance(value, dict):
             return [Problem(loc, f"expected true, false or {{mode: ..., fullgraph: ...}} (got {value!r})")]
-        problems = from_validation_error(e, {key: value}, allowed_keys_at=_knob_allowed_keys)
+        problems = from_validation_error(e, {key: value}, model=Knobs)
         if key == "compile":  # a mapping: report the CompileOptions errors, not "not a boolean"
             problems = [p for p in problems if len(p.loc) > 1] or problems
         return [Problem(loc + p.loc[1:], p.msg) for p in problems]

@@ -2,7 +2,8 @@
 
 * The matrix is a cartesian product in key order, values in listed order; a config made from
   it is named by its matrix keys only (``steps=10 scheduler=euler``). No matrix → one config
-  named ``default``.
+  named ``default`` (the defaults alone; :func:`default_config_note` says so when ``include``
+  adds others, since the user may not expect it).
 * An ``exclude`` entry drops every combination whose resolved knobs equal all its keys.
 * ``include`` entries are defaults + their keys, named by their required, unique ``name``.
 * ``reference`` is defaults + its keys, named ``reference`` with ``is_reference=True``.
@@ -28,7 +29,10 @@ RESERVED_NAMES = ("reference",)
 
 
 def format_value(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
+    """A knob value as a config name shows it: ``null`` (a knob left off) reads ``none``."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
         return json.dumps(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
@@ -170,3 +174,16 @@ def expand(data: dict) -> tuple[list[Config], list[Problem]]:
         if len(clash) > 1:
             problems.append(Problem(loc, f"'{name}' is also the name of a matrix config; choose another"))
     return configs, problems
+
+
+def default_config_note(data: dict, configs: list[Config]) -> Optional[str]:
+    """A note when ``include:`` without ``matrix:`` also runs the defaults alone as config ``default``,
+    with the ``exclude`` entry that drops it; None otherwise."""
+    default = next((c for c in configs if c.name == "default"), None)
+    if default is None or data.get("matrix") or not data.get("include"):
+        return None
+    defaults = data.get("defaults") or {}
+    key = next((k for k, v in defaults.items() if isinstance(v, (int, float, bool)) and k != "model"), "steps")
+    entry = f"{{{key}: {format_value(getattr(default.knobs, key))}}}"
+    return (f"config 'default' runs the defaults alone (a suite with include: but no matrix: keeps it); "
+            f"if not wanted, add exclude: [{entry}]")

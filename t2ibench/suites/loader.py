@@ -210,6 +210,21 @@ def _render(problems: list[Problem], lines: Lines, file: str) -> list[str]:
     return out
 
 
+def _executor_problems(data: dict, problems: list[Problem]) -> list[Problem]:
+    """The ``executor:`` problem replaced by one per bad option, each at its own key (and line)."""
+    from t2ibench.executors import EXECUTORS, option_problems
+
+    executor = data.get("executor")
+    if not isinstance(executor, dict) or not any(p.loc[:1] == ("executor",) for p in problems):
+        return problems
+    name = executor.get("name", "local")
+    if not isinstance(name, str) or name not in EXECUTORS:
+        return problems
+    found = [Problem(("executor", key), msg)
+             for key, msg in option_problems(name, {k: v for k, v in executor.items() if k != "name"})]
+    return [p for p in problems if p.loc[:1] != ("executor",)] + found if found else problems
+
+
 def suite_from_data(data: Any, file: str = "<suite>", lines: Optional[Lines] = None,
                     source_path: Optional[Path] = None) -> Suite:
     """Validate plain data into a Suite; raise one SuiteError with every problem found."""
@@ -218,6 +233,8 @@ def suite_from_data(data: Any, file: str = "<suite>", lines: Optional[Lines] = N
         got = "an empty file" if data is None else f"a {type(data).__name__}"
         raise SuiteError([f"{file}:1: a suite must be a mapping with keys name, model, prompts, ... (got {got})"])
     problems: list[Problem] = []
+    if isinstance(data.get("prompts"), str):  # `prompts: prompts.txt` is short for {source: prompts.txt}
+        data = {**data, "prompts": {"source": data["prompts"]}}
     if "source_path" in data:
         problems.append(Problem(("source_path",), "unknown key 'source_path' (set from the file's location)"))
         data = {k: v for k, v in data.items() if k != "source_path"}
@@ -228,6 +245,7 @@ def suite_from_data(data: Any, file: str = "<suite>", lines: Optional[Lines] = N
         # metrics problems come from the semantic checks, one per option with its own line
         problems += [p for p in from_validation_error(e, data, allowed_keys_at=_allowed_keys)
                      if p.loc[:1] != ("metrics",)]
+    problems = _executor_problems(data, problems)
     skip = {p.loc[0] for p in problems if p.loc}
     checked = check_suite(data, base_dir=source_path.parent if source_path else None, skip=skip)
     problems += checked.problems

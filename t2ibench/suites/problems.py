@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import types
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Annotated, Any, Iterable, Literal, Optional, Sequence, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -75,17 +76,61 @@ _TYPE_TAG = re.compile(r"^(bool|int|float|str|list|dict|none|[A-Z]\w*|[a-z-]+\[.
 
 
 def _clean_loc(loc: Loc, data: Any) -> Loc:
-    """Drop union-branch tags (``'bool'``, ``'CompileOptions'``, ``'list'``) that pydantic puts in locs."""
+    """Drop union-branch tags (``'bool'``, ``'CompileOptions'``, ``'list'``, a discriminator value such as
+    ``'first_block'``) that pydantic puts in locs: parts absent from the data that are not the last one."""
     out: list = []
     cur = data
-    for part in loc:
+    for i, part in enumerate(loc):
         present = (isinstance(cur, dict) and part in cur) or (
             isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur))
-        if not present and isinstance(part, str) and _TYPE_TAG.match(part):
+        tag = isinstance(part, str) and (_TYPE_TAG.match(part) or (isinstance(cur, dict) and i < len(loc) - 1))
+        if not present and tag:
             continue
         out.append(part)
         cur = cur[part] if present else None
     return tuple(out)
+
+
+def _members(tp: Any) -> list:
+    """The types a field annotation may hold: Optional, Union and Annotated unwrapped."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _members(get_args(tp)[0])
+    if origin is Union or origin is types.UnionType:
+        return [m for arg in get_args(tp) for m in _members(arg)]
+    return [tp]
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _is_tag(model: type[BaseModel], part: Any) -> bool:
+    """``part`` is the discriminator value of ``model`` (a field typed ``Literal[part]``)."""
+    return any(get_origin(f.annotation) is Literal and get_args(f.annotation) == (part,)
+               for f in model.model_fields.values())
+
+
+def keys_at(model: type[BaseModel], loc: Loc) -> Optional[list[str]]:
+    """The keys allowed at a raw pydantic ``loc`` inside ``model`` (its union tags choose the member), or None
+    when the loc does not lead to exactly one model."""
+    current: list = [model]
+    for part in loc:
+        found: list = []
+        for tp in current:
+            for member in _members(tp):
+                if _is_model(member):
+                    if isinstance(part, str) and part in member.model_fields:
+                        found.append(member.model_fields[part].annotation)
+                    elif part == member.__name__ or _is_tag(member, part):
+                        found.append(member)
+                elif get_origin(member) in (list, tuple, set, frozenset) and isinstance(part, int):
+                    found.append(get_args(member)[0])
+                elif get_origin(member) is dict and isinstance(part, str):
+                    found.append(get_args(member)[1])
+        current = found
+    models = list(dict.fromkeys(m for tp in current for m in _members(tp) if _is_model(m)))
+    return list(models[0].model_fields) if len(models) == 1 else None
 
 
 def _short(value: Any) -> str:
@@ -109,6 +154,19 @@ def error_message(err: dict, allowed_keys: Optional[Sequence[str]] = None) -> st
         return f"unknown key '{key}'{hint}"
     if kind == "missing":
         return "required key is missing"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        choices = choices_from_expected(ctx.get("expected_tags", ""))
+        hint = did_you_mean(str(ctx.get("tag")), choices)
+        return f"unknown value {_short(ctx.get('tag'))}{hint or '; choose one of: ' + ', '.join(choices)}"
+    if kind == "union_tag_not_found":
+        key = str(err.get("ctx", {}).get("discriminator", "?")).strip("'")
+        typo = _misspelt(key, value)
+        if typo is not None:
+            return f"unknown key '{typo}' (did you mean '{key}'?)"
+        return f"required key '{key}' is missing"
+    if kind in ("model_attributes_type", "model_type", "dict_type"):
+        return f"expected a mapping of options (got {_short(value)})"
     if kind == "literal_error":
         choices = choices_from_expected(err.get("ctx", {}).get("expected", ""))
         hint = did_you_mean(str(value), choices)
@@ -133,30 +191,68 @@ def _key_error(err: dict) -> Optional[tuple[Loc, str]]:
     return None
 
 
+def _tag_loc(err: dict, loc: Loc) -> Loc:
+    """A discriminator error points at the discriminator key (or at its misspelt twin)."""
+    value = err.get("input")
+    key = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
+    if err.get("type") == "union_tag_invalid" and key:
+        return loc + (key,)
+    if err.get("type") == "union_tag_not_found" and _misspelt(key, value) is not None:
+        return loc + (_misspelt(key, value),)
+    return loc
+
+
+def _misspelt(key: str, value: Any) -> Optional[str]:
+    """The key of mapping ``value`` that looks like a typo of ``key``, if one does."""
+    import difflib
+
+    keys = [str(k) for k in value] if isinstance(value, dict) else []
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _branch_mismatch(err: dict) -> bool:
+    """An error saying a mapping or list is not a union's scalar branch (noise when the mapping branch erred)."""
+    kind = err.get("type", "")
+    return isinstance(err.get("input"), (dict, list)) and (kind == "literal_error" or kind.endswith("_type"))
+
+
 def from_validation_error(
     exc: ValidationError,
     data: Any,
     prefix: Loc = (),
     allowed_keys_at=None,
+    model: Optional[type[BaseModel]] = None,
 ) -> list[Problem]:
     """Convert a pydantic ValidationError into problems with clean key paths.
 
     Errors at the same path from different union branches are merged into one line.
-    ``allowed_keys_at(loc)`` returns the allowed keys for an ``extra_forbidden`` error.
+    ``allowed_keys_at(loc)`` returns the allowed keys for an ``extra_forbidden`` error; with ``model``
+    (what ``data`` was validated as), they are found from the model itself, nested models included.
     """
-    merged: dict[Loc, list[str]] = {}
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    entries: list[tuple[Loc, str, dict]] = []
+    for err in errors:
         key_error = _key_error(err)
         if key_error is not None:
             loc, msg = key_error
-            merged.setdefault(prefix + _clean_loc(loc, data), []).append(msg)
+            entries.append((prefix + _clean_loc(loc, data), msg, err))
             continue
-        loc = _clean_loc(tuple(err["loc"]), data)
+        raw = tuple(err["loc"])
+        loc = _tag_loc(err, _clean_loc(raw, data))
         allowed = None
-        if err["type"] == "extra_forbidden" and allowed_keys_at is not None:
-            allowed = allowed_keys_at(loc[:-1])
-        msg = error_message({**err, "loc": loc}, allowed)
-        msgs = merged.setdefault(prefix + loc, [])
+        if err["type"] == "extra_forbidden":
+            if model is not None:
+                allowed = keys_at(model, raw[:-1])
+            if allowed is None and allowed_keys_at is not None:
+                allowed = allowed_keys_at(loc[:-1])
+        entries.append((prefix + loc, error_message({**err, "loc": loc}, allowed), err))
+    merged: dict[Loc, list[str]] = {}
+    for loc, msg, err in entries:
+        deeper = any(len(other) > len(loc) and other[:len(loc)] == loc for other, _, _ in entries)
+        if deeper and _branch_mismatch(err):
+            continue
+        msgs = merged.setdefault(loc, [])
         if msg not in msgs:
             msgs.append(msg)
     return [Problem(loc, "; or ".join(msgs)) for loc, msgs in merged.items()]

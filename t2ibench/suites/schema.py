@@ -184,6 +184,8 @@ class Suite(Frozen):
                     data[key] = []
             if data.get("timing", 0) is None:
                 data["timing"] = {}
+            if isinstance(data.get("prompts"), str):  # `prompts: prompts.txt` is short for {source: prompts.txt}
+                data["prompts"] = {"source": data["prompts"]}
         return data
 
     @field_validator("metrics", mode="before")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import BeforeValidator, Field, model_serializer, model_validator
 
 from t2ibench.base import Frozen
 
@@ -194,6 +194,14 @@ class GroupOffload(Frozen):
 OffloadOption = Union[Literal["none", "model", "sequential"], GroupOffload]
 
 
+def _none_word(value: Any) -> Any:
+    """``none`` (the word, as in ``quantize: [none, int8wo]``) means the knob is off: the same as leaving it unset."""
+    return None if isinstance(value, str) and value.strip().lower() == "none" else value
+
+
+Off = BeforeValidator(_none_word)
+
+
 class TorchOptions(Frozen):
     """Engine-specific knobs of the torch backend (written flat in a suite, like every knob)."""
 
@@ -203,10 +211,10 @@ class TorchOptions(Frozen):
     channels_last: bool = False
     vae_upcast: bool = False
     offload: OffloadOption = "none"
-    quantize: Optional[QuantizeOptions] = None
-    cache: Optional[CacheOptions] = None
+    quantize: Annotated[Optional[QuantizeOptions], Off] = None  # none: no quantization
+    cache: Annotated[Optional[CacheOptions], Off] = None
     lora: tuple[LoraAdapter, ...] = ()
-    layerwise_casting: Optional[LayerwiseCasting] = None
+    layerwise_casting: Annotated[Optional[LayerwiseCasting], Off] = None
     # the pipeline (a hub id, a folder, random:<arch>) that a .gguf denoiser plugs into
     base: Optional[str] = Field(None, min_length=1)
 

@@ -175,14 +175,34 @@ def _quantized(kinds: dict[str, int]) -> int:
     return sum(n for kind, n in kinds.items() if kind not in plain)
 
 
-def observe_quantized(pipe, opts) -> dict[str, dict[str, int]]:
-    """``{component attribute: weight_kinds}`` of the quantized components; raises when one has no quantized weight."""
-    observed = {}
+def config_name(opts, module=None) -> str:
+    """The quantization config a component was loaded with, named as the suite does plus its class:
+    ``torchao int8dq (Int8DynamicActivationInt8WeightConfig)``, ``bitsandbytes nf4``. The config is read
+    from the loaded module's quantizer when it has one (what was applied), else from ``opts``."""
+    config = getattr(getattr(module, "hf_quantizer", None), "quantization_config", None)
+    detail = ""
+    if config is not None and hasattr(config, "quant_type"):  # torchao: the AOBaseConfig instance (or its name)
+        kind = config.quant_type
+        detail = kind if isinstance(kind, str) else type(kind).__name__
+    elif config is not None and getattr(config, "load_in_4bit", False):
+        detail = f"4-bit {getattr(config, 'bnb_4bit_quant_type', '?')}"
+    elif config is not None and getattr(config, "load_in_8bit", False):
+        detail = "8-bit"
+    elif config is not None:
+        detail = str(getattr(config, "weights_dtype", None) or getattr(config, "weights", None) or "")
+    return f"{opts.backend} {opts.type}" + (f" ({detail})" if detail and detail != opts.type else "")
+
+
+def observe_quantized(pipe, opts) -> dict[str, Any]:
+    """``applied``'s quantize entry: ``config`` (:func:`config_name`) and each quantized component's
+    ``weight_kinds``; raises when a component has no quantized weight."""
+    observed: dict[str, Any] = {}
     for name in pipeline_names(opts.components, pipe.components):
         kinds = weight_kinds(getattr(pipe, name))
         if not _quantized(kinds):
             raise RuntimeError(f"quantize {opts.backend} {opts.type}: '{name}' has no quantized weight after "
                                f"loading ({kinds})")
+        observed.setdefault("config", config_name(opts, getattr(pipe, name)))
         observed[name] = kinds
     return observed
 
