@@ -231,6 +231,7 @@ def _options(args: argparse.Namespace, spec) -> Any:
 
 
 def _fid_of_two_stats(args: argparse.Namespace, spec) -> int:
+    from t2ibench.metrics import stats_file
     from t2ibench.metrics.fid import check_dims, frechet_distance, load_stats
 
     problems: list[str] = []
@@ -239,7 +240,12 @@ def _fid_of_two_stats(args: argparse.Namespace, spec) -> int:
     _raise(problems)
     (mu1, s1), (mu2, s2) = load_stats(args.a), load_stats(args.b)
     check_dims(args.a, len(mu1), args.b, len(mu2))
-    return _emit(args, "fid", frechet_distance(mu1, s1, mu2, s2), False)  # an .npz does not hold its count
+    meta_a, meta_b = stats_file.read_provenance(args.a), stats_file.read_provenance(args.b)
+    if meta_b is not None:
+        stats_file.check(args.a, meta_a, meta_b, args.b)
+    notes = [f"{p}: {stats_file.FOREIGN_NOTE}" for p, m in ((args.a, meta_a), (args.b, meta_b)) if m is None]
+    counts = {k: m["count"] for k, m in (("n_a", meta_a), ("n_b", meta_b)) if m and "count" in m}
+    return _emit(args, "fid", frechet_distance(mu1, s1, mu2, s2), False, notes, **counts)
 
 
 def _score(args: argparse.Namespace, spec) -> int:
@@ -262,7 +268,13 @@ def _score(args: argparse.Namespace, spec) -> int:
             _unpaired(problems, args.a, files, args.b, ref_files)
     _raise(problems)
     prompts = read_prompts(args.prompts, files) if spec.prompts else [f.name for f in files]
-    records = [ImageRecord("a", f.name, prompt, 0, f) for f, prompt in zip(files, prompts)]
+    if spec.per_image:  # paired with the reference folder by file name
+        records = [ImageRecord("a", f.name, prompt, 0, f) for f, prompt in zip(files, prompts)]
+    else:  # a set metric's CI resamples independent units: a prompt's seeds together when the names say so
+        from t2ibench.metrics.set_scoring import folder_units
+
+        records = [ImageRecord("a", unit, prompt, i, f)
+                   for i, (f, prompt, unit) in enumerate(zip(files, prompts, folder_units(files)))]
     rows = evaluate({spec.name: options}, records, None, device=args.device, cache_dir=args.cache_dir,
                     seed=args.seed, batch_size=args.batch_size, num_workers=args.num_workers, ci=args.ci)
     row = next(r for r in rows if r.metric == spec.name)
@@ -320,7 +332,8 @@ def read_prompts(prompts: Path, files: list[Path]) -> list[str]:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from t2ibench.metrics.fid import FID, MIN_IMAGES, save_stats
+    from t2ibench.metrics import stats_file
+    from t2ibench.metrics.fid import FID, MIN_IMAGES
     from t2ibench.metrics.networks import load_features
 
     problems: list[str] = []
@@ -332,7 +345,7 @@ def _stats(args: argparse.Namespace) -> int:
     f = FID()
     f.update(_extract(args, ext, files))
     try:
-        save_stats(args.output, f.stats())
+        stats_file.save(args.output, f.stats(), stats_file.provenance(ext.key, files, f.n))
     except OSError as e:
         raise UserError(f"{args.output}: cannot write statistics ({e.strerror or e})") from None
     n = f.n

@@ -97,4 +97,5 @@ METRICS.add("clip_score", MetricSpec(
     name="clip_score", options=ClipScoreOptions, runner=score_clip, higher_is_better=True, against=False,
     per_image=True, gate=0.5, label="CLIP score", summary="CLIP score of a folder against its prompts",
     networks=lambda o: clip_network(o.model, o.pretrained), min_images=1, prompts=True, cli_aliases=("clip",),
+    estimand="the mean CLIP score of the config's images over prompts like the suite's",
 ))

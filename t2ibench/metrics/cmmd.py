@@ -54,7 +54,7 @@ def score_cmmd(o: CMMDOptions, ctx) -> list:
 
     return score_set("cmmd", load_clip(o.model, o.pretrained).image, o.against, ctx,
                      stat_of=lambda x, ref: set_stats.cmmd_stat(x, ref.features), min_images=MIN_IMAGES,
-                     floor=0.0, prepare=l2_normalise)
+                     floor=0.0, prepare=l2_normalise, pairwise=True)
 
 
 def _cmmd_networks(o: CMMDOptions) -> list[NetworkCheck]:
@@ -67,4 +67,5 @@ METRICS.add("cmmd", MetricSpec(
     name="cmmd", options=CMMDOptions, runner=score_cmmd, higher_is_better=False, against=True, per_image=False,
     gate="5%", label="CMMD", summary="CLIP-embedding MMD between two folders", networks=_cmmd_networks,
     min_images=MIN_IMAGES,
+    estimand="the expected CMMD at this set size (the biased MMD² shrinks towards its population value as 1/n)",
 ))

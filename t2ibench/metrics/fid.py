@@ -117,6 +117,8 @@ from t2ibench.base import Frozen  # noqa: E402
 from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck  # noqa: E402
 
 MIN_IMAGES = 2  # a covariance needs two images
+AT_SIZE = ("at this set size (the config's and the reference's image counts), what 'FID-10k' means in papers; "
+           "not the population value, which it overestimates at small n: compare configs of equal size")
 
 
 class FIDOptions(Frozen):
@@ -187,4 +189,5 @@ METRICS.add("fid", MetricSpec(
     name="fid", options=FIDOptions, runner=score_fid, higher_is_better=False, against=True, per_image=False,
     gate="5%", label="FID", summary="Fréchet Inception Distance between two folders or .npz files",
     networks=_fid_networks, min_images=MIN_IMAGES, stats_files=True,
+    estimand="the expected FID " + AT_SIZE,
 ))

@@ -211,5 +211,7 @@ METRICS.add("lpips", MetricSpec(
     gate=0.02, label="LPIPS", summary="mean LPIPS between same-named images of two folders",
     networks=_lpips_networks, min_images=1,
     extra_columns=(Column("lpips_diversity", higher_is_better=True, against=False, per_image=False, gate=0.02,
-                          label="LPIPS diversity"),),
+                          label="LPIPS diversity",
+                          estimand="the mean pairwise LPIPS between seeds of one prompt, over prompts like these"),),
+    estimand="the mean LPIPS to the reference's image of the same prompt and seed, over prompts like these",
 ))

@@ -34,6 +34,7 @@ class Column:
     per_image: bool  # rows carry per-image values, so compare can pair images
     gate: Gate
     label: str
+    estimand: str = ""  # what the value and its 95% CI estimate, for the docs and the report's column notes
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class MetricSpec:
     reference config, a folder, or, when ``stats_files``, a FID ``.npz``). ``prompts``: needs
     each image's prompt (CLIP score). ``min_images``: fewer images on a side give a row whose
     note says so, never a bare number. ``extra_columns``: further columns the runner writes
-    (LPIPS writes ``lpips_diversity``).
+    (LPIPS writes ``lpips_diversity``). ``estimand``: what the value and its CI estimate (one sentence).
     """
 
     name: str
@@ -72,9 +73,11 @@ class MetricSpec:
     stats_files: bool = False
     cli_aliases: tuple[str, ...] = ()  # other names of its ``t2ibench score`` verb
     extra_columns: tuple[Column, ...] = ()
+    estimand: str = ""
 
     def columns(self) -> tuple[Column, ...]:
-        main = Column(self.name, self.higher_is_better, self.against, self.per_image, self.gate, self.label)
+        main = Column(self.name, self.higher_is_better, self.against, self.per_image, self.gate, self.label,
+                      self.estimand)
         return (main, *self.extra_columns)
 
     def parse_options(self, options: Any) -> Frozen:

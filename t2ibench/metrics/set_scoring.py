@@ -54,7 +54,8 @@ class Reference:
     stats: tuple[np.ndarray, np.ndarray] | None
     groups: list[str] | None
     paired: bool
-    note: str
+    ci_note: str  # how a CI treats this reference
+    note: str | None = None  # said on every row (a foreign statistics file)
 
     @property
     def dim(self) -> int:
@@ -69,11 +70,16 @@ def load_reference(metric: str, ext, against: str, ctx: ScoringContext,
                    prepare: Callable[[np.ndarray], np.ndarray]) -> Reference | int:
     """The reference of ``against``; the image count instead when it is empty (every reference cell failed)."""
     if against.lower().endswith(".npz"):
+        from t2ibench.metrics import stats_file
         from t2ibench.metrics.fid import load_stats
 
         if not Path(against).is_file():
             raise UserError(f"metric {metric}: statistics file '{against}' does not exist")
-        return Reference(None, load_stats(against), None, False, NPZ_NOTE)
+        stats, meta = load_stats(against), stats_file.read_provenance(against)
+        stats_file.check(against, meta, stats_file.extractor_provenance(ext.key), f"the {metric} features")
+        if meta is None:
+            return Reference(None, stats, None, False, NPZ_NOTE, stats_file.FOREIGN_NOTE)
+        return Reference(None, stats, None, False, f"{NPZ_NOTE} (statistics of {meta.get('count', '?')} images)")
     if against == "reference":
         recs = ctx.reference_records(metric)
         paths, groups, paired, note = [r.path for r in recs], [r.prompt_id for r in recs], True, PAIRED_NOTE
@@ -91,11 +97,12 @@ Estimate = Callable[[np.ndarray, Reference, Callable], "tuple[float, dict, list[
 def score_set(metric: str, ext, against: str, ctx: ScoringContext, *,
               stat_of: Callable[[np.ndarray, Reference], Callable], min_images: int, floor: float | None = 0.0,
               prepare: Callable[[np.ndarray], np.ndarray] = lambda f: f,
-              estimate_of: Estimate | None = None) -> list[MetricResult]:
+              estimate_of: Estimate | None = None, pairwise: bool = False) -> list[MetricResult]:
     """Every candidate config's ``metric`` against ``against``, with its CI (``bootstrap.set_ci``).
 
     ``estimate_of(x, ref, stat)`` returns the reported value, extra columns and notes; by default the
-    value is ``stat`` on all images. Sets under ``min_images`` (on either side) give NaN rows that say so.
+    value is ``stat`` on all images. ``pairwise``: the statistic is a sum over pairs of images (an MMD),
+    which sharpens the CI's variance correction (``bootstrap.set_ci``). Sets under ``min_images`` (on either side) give NaN rows that say so.
     """
     ref = load_reference(metric, ext, against, ctx, prepare)
     if isinstance(ref, int) or (ref.n is not None and ref.n < min_images):
@@ -120,7 +127,9 @@ def score_set(metric: str, ext, against: str, ctx: ScoringContext, *,
         ci = None
         if ctx.ci:
             ci = bs.set_ci(stat, [r.prompt_id for r in recs], ref.groups, paired=ref.paired, seed=ctx.seed,
-                           estimate=value, floor=floor)
+                           estimate=value, floor=floor, pairwise=pairwise)
+            notes = [*notes, ref.ci_note]
+        if ref.note:
             notes = [*notes, ref.note]
         if ref.n is not None:
             extra["n_ref"] = ref.n

@@ -276,6 +276,18 @@ def _grid(rows: list[dict], cells: list[dict], seeds: list[int], prompt_order: l
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
+def _estimands(metrics: list[str]) -> str:
+    """The column notes: what each metric's value and 95% CI estimate (the registry's ``estimand``)."""
+    from t2ibench.metrics.registry import column
+
+    items = [(m, column(m)) for m in metrics]
+    lis = "".join(f"<li><b>{escape(c.label)}</b>: {escape(c.estimand)}</li>" for _, c in items if c and c.estimand)
+    if not lis:
+        return ""
+    return ('<details class="estimands" open><summary>What each metric and its 95% CI (over prompts) '
+            f"estimate</summary><ul>{lis}</ul></details>")
+
+
 def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: list[str], plots: list[Plot],
                 recommendation: Recommendation, environment: dict, random_metrics: list[str],
                 shared_gpus: bool = False, objectives: dict | None = None) -> str:
@@ -310,7 +322,7 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
 {plural(len({c["prompt_id"] for c in cells}), "prompt")} × {plural(len(seeds), "seed")}</p>
 {"".join(banners)}
 <div class="{rec_class}" id="recommendation">{escape(recommendation.message)}</div>
-<h2>Results</h2>{_results_table(rows, metrics, objectives)}
+<h2>Results</h2>{_results_table(rows, metrics, objectives)}{_estimands(metrics)}
 <h2>Plots</h2>{_plots(plots, rows)}
 <h2>Images</h2>{_grid(rows, cells, seeds, [p.get("prompt_id") for p in suite.get("prompts") or []])}
 <h2>Environment</h2><table class="env">{env_rows}</table>

@@ -22,6 +22,8 @@ def _fmt(v) -> str:
 
 
 def render_markdown(ctx: ReportContext) -> str:
+    from t2ibench.metrics.registry import column
+
     rows, metrics = ctx.rows, ctx.metrics
     lines = [f"# t2ibench report: {ctx.suite.get('name', '?')}", ""]
     if ctx.random_metrics:
@@ -41,6 +43,10 @@ def render_markdown(ctx: ReportContext) -> str:
             cells.append(_fmt(r[m]) + ci)
         cells.append(_fmt(r["pareto"]))
         lines.append("| " + " | ".join(cells) + " |")
+    notes = [(label(m), column(m).estimand) for m in metrics if column(m) is not None and column(m).estimand]
+    if notes:
+        lines += ["", "Each metric and its 95% CI (over prompts) estimate:", ""]
+        lines += [f"- **{name}**: {_fmt(text)}" for name, text in notes]
     excluded = [r for r in rows if r["pareto_note"] and ctx.objectives]
     if excluded:
         lines += ["", "Not on the Pareto frontier by rule: " + "; ".join(
