@@ -204,6 +204,11 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
         banners.append('<div class="banner" id="shared-gpus"><b>Shared GPUs:</b> this run put two Ray actors on '
                        "each GPU (<code>share_gpus=true</code>), so its latencies are <b>not comparable</b> with "
                        "a run that has a GPU to itself.</div>")
+    from t2ibench.reports.summary import stability_note
+
+    unstable = stability_note(rows)
+    if unstable:
+        banners.append(f'<div class="banner" id="unstable"><b>Unstable timings:</b> {escape(unstable)}</div>')
     if random_metrics:
         banners.append(f'<div class="banner"><b>Random weights:</b> {escape(", ".join(random_metrics))} were computed '
                        "with randomly initialised networks; their values are <b>not meaningful</b>.</div>")
