@@ -153,11 +153,17 @@ def print_comparison(result: Comparison, console=None, wide: bool = False) -> No
         if not console.is_terminal:
             console = Console(highlight=False, width=200 if wide else 80)
     table = comparison_table(result, console.width, wide)
-    if wide:
+    if wide:  # every cell whole, however wide the table (a terminal wraps its lines)
         from rich.measure import Measurement
 
-        console.width = max(console.width, Measurement.get(console, console.options, table).maximum)
-    console.print(table)
+        width = console.width
+        console.width = max(width, Measurement.get(console, console.options.update_width(10**5), table).maximum)
+        try:
+            console.print(table, crop=False)
+        finally:
+            console.width = width
+    else:
+        console.print(table)
     if not wide:
         console.print("[dim]CI: 99% for timings (in %), 95% for metrics (in units); --wide: all columns[/dim]")
     for warning in result.warnings:
