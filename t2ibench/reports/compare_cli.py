@@ -86,13 +86,13 @@ def _change(r: Row) -> str:
     return f"{r.delta:+.3g}"
 
 
-def _ci(r: Row, brackets: str = "[]") -> str:
+def _ci(r: Row) -> str:
     """A ratio CI as percentages (latency), a difference CI in the metric's units; '' without one."""
     if r.ci is None:
         return ""
     lo, hi = ((_pct(r.ci[0] - 1)[:-1], _pct(r.ci[1] - 1)[:-1]) if r.test.startswith("bootstrap ratio")
               else (f"{r.ci[0]:+.2g}", f"{r.ci[1]:+.2g}"))
-    return f"{brackets[0]}{lo}, {hi}{brackets[1]}"
+    return f"[{lo}, {hi}]"
 
 
 def _cells(r: Row) -> list[str]:
@@ -114,33 +114,34 @@ def comparison_table(result: Comparison, width: int, wide: bool = False):
     """The rich table: by default grouped by config, five short columns fitted to ``width``
     (the config and figure column folds long names); ``wide``: every column, one row per figure."""
     from rich.cells import cell_len
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=_headline(result))
+    table = Table(title=escape(_headline(result)))
     if wide:
         for col in COLUMNS:
             table.add_column(col, justify="right" if col in ("base", "candidate", "change") else "left",
                              no_wrap=True)
         for r in result.rows:
-            table.add_row(*_cells(r), style=STYLE.get(r.verdict))
+            table.add_row(*map(escape, _cells(r)), style=STYLE.get(r.verdict))
         return table
-    groups: dict[str, list[Row]] = {}
+    groups: dict[tuple[str, str], list[Row]] = {}
     for r in result.rows:
-        groups.setdefault(r.config, []).append(r)
-    cells = [[f"  {FIGURE_LABEL.get(r.figure, r.figure)}", _num(r.base), _num(r.cand),
-              _change(r), _ci(r), VERDICT_TEXT.get(r.verdict, r.verdict)] for r in result.rows]
-    natural = [max(cell_len(h), *(cell_len(row[i]) for row in cells)) for i, h in enumerate(HEADERS)]
-    others = sum(natural[1:]) + 3 * len(HEADERS) + 1
-    first = max(natural[0], min(FIGURE_WIDTH, max(map(cell_len, groups))))
+        groups.setdefault((r.config, r.config_id), []).append(r)
+    cells = {id(r): [f"  {FIGURE_LABEL.get(r.figure, r.figure)}", _num(r.base), _num(r.cand), _change(r), _ci(r),
+                     VERDICT_TEXT.get(r.verdict, r.verdict)] for r in result.rows}
+    natural = [max(cell_len(h), *(cell_len(c[i]) for c in cells.values())) for i, h in enumerate(HEADERS)]
+    others = sum(natural[1:]) + 3 * len(HEADERS) + 1  # box edges and one space of padding either side
+    first = max(natural[0], min(FIGURE_WIDTH, max(cell_len(name) for name, _ in groups)))
     first = max(10, min(first, width - others))
     table.add_column(HEADERS[0], min_width=first, max_width=first, overflow="fold")
     for header in HEADERS[1:]:
         table.add_column(header, justify="left" if header in ("CI", "verdict") else "right", no_wrap=True)
-    rows = iter(cells)
-    for i, (config, mine) in enumerate(groups.items()):
-        table.add_row(config, *[""] * (len(HEADERS) - 1), style="bold")
+    for i, ((config, _), mine) in enumerate(groups.items()):
+        table.add_row(escape(config), *[""] * (len(HEADERS) - 1), style="bold")
         for r in mine:
-            table.add_row(*next(rows), style=STYLE.get(r.verdict), end_section=r is mine[-1] and i < len(groups) - 1)
+            table.add_row(*map(escape, cells[id(r)]), style=STYLE.get(r.verdict),
+                          end_section=r is mine[-1] and i < len(groups) - 1)
     return table
 
 

@@ -62,7 +62,8 @@ def _choose(candidates: list[Mapping], objectives: Mapping[str, str]) -> tuple[M
 
         def tied(row: Mapping) -> bool:
             ci = _ci(row, name)
-            return equal(row) or (ci is not None and lead_ci is not None and ci[0] <= lead_ci[1] and lead_ci[0] <= ci[1])
+            overlap = ci is not None and lead_ci is not None and ci[0] <= lead_ci[1] and lead_ci[0] <= ci[1]
+            return equal(row) or overlap
 
         kept = [r for r in pool if tied(r)]
         if not all(equal(r) for r in kept):
