@@ -204,11 +204,6 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
         banners.append('<div class="banner" id="shared-gpus"><b>Shared GPUs:</b> this run put two Ray actors on '
                        "each GPU (<code>share_gpus=true</code>), so its latencies are <b>not comparable</b> with "
                        "a run that has a GPU to itself.</div>")
-    from t2ibench.reports.summary import stability_note
-
-    unstable = stability_note(rows)
-    if unstable:
-        banners.append(f'<div class="banner" id="unstable"><b>Unstable timings:</b> {escape(unstable)}</div>')
     if random_metrics:
         banners.append(f'<div class="banner"><b>Random weights:</b> {escape(", ".join(random_metrics))} were computed '
                        "with randomly initialised networks; their values are <b>not meaningful</b>.</div>")
@@ -220,6 +215,10 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
     if cached_random:
         banners.append('<div class="banner"><b>Cache hit rates</b> measured with random weights are not those '
                        "of a trained model: a step cache skips what the model's residuals allow.</div>")
+    from t2ibench.reports.summary import stability_note
+
+    if unstable := stability_note(rows):
+        banners.append(f'<div class="banner" id="unstable">{escape(unstable[0].upper() + unstable[1:])}</div>')
     rec_class = "rec" if recommendation.config_id else "rec none"
     env_rows = "".join(f'<tr><td class="t">{escape(str(k))}</td><td class="t">{escape(str(v))}</td></tr>'
                        for k, v in environment.items() if v is not None)
