@@ -164,19 +164,18 @@ class Comparison:
     def warnings(self) -> list[str]:
         """Environment differences and unstable timings, one sentence each."""
         out = []
-        for keys, why in ((SETUP_KEYS, "timings not comparable"), (VERSION_KEYS, "a change in timings may come from "
-                                                                                 "them")):
-            diff = [f"{k} {_text(b)} → {_text(c)}" for k, (b, c) in self.environment.items() if k in keys]
-            if diff:
-                head = "environments differ" if keys is SETUP_KEYS else "versions differ"
-                out.append(f"{head}: {', '.join(diff)} ({why})")
+        setup = [f"{k} {_text(b)} → {_text(c)}" for k, (b, c) in self.environment.items() if k in SETUP_KEYS]
+        if setup:
+            out.append(f"environments differ: {', '.join(setup)} (timings not comparable)")
+        versions = [f"{k} {_text(b)} → {_text(c)}" for k, (b, c) in self.environment.items() if k in VERSION_KEYS]
+        if versions:
+            out.append(f"versions differ: {', '.join(versions)} (a change in timings may come from them)")
         base, cand = self.unstable.get("base", {}), self.unstable.get("candidate", {})
-        if base == cand:
+        if base == cand:  # the same run on both sides, say
             out.append(unstable_note(base, "both runs"))
         else:
             out += [unstable_note(base, "the base"), unstable_note(cand, "the candidate")]
         return [w for w in out if w]
-        return out
 
     def to_json(self) -> dict:
         return {
