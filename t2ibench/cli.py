@@ -197,7 +197,9 @@ def _print_failures(run, console) -> None:
 
 
 def _print_summary(run) -> None:
-    from t2ibench.reports.summary import summary_table
+    from rich.markup import escape
+
+    from t2ibench.reports.summary import stability_note, summary_table
 
     results = run.results()
     metric_cols = [c[:-3] for c in results.columns if c.endswith("_lo")]
@@ -208,6 +210,9 @@ def _print_summary(run) -> None:
     console.print(table)
     if dropped:
         console.print(f"[dim]not shown (terminal too narrow): {', '.join(dropped)}; all columns in results.csv[/dim]")
+    unstable = stability_note(results.to_dict("records"))
+    if unstable:
+        console.print(f"[yellow]{escape(unstable)}[/yellow]")
     random_cols = sorted({m for v in results.get("random_weights", []) for m in str(v).split(",") if m})
     if random_cols:
         console.print(f"[yellow]{', '.join(random_cols)}: random weights, values not meaningful[/yellow]")

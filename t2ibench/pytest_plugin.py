@@ -2,7 +2,8 @@
 
 - ``t2ibench_regression(suite, config=None, gates=None)`` runs a suite (or one of its configs)
   and fails the test on a regression against its stored baseline,
-  ``<--t2ibench-baselines>/<suite>[-<config>].json``; ``--t2ibench-update-baseline`` writes it.
+  ``<--t2ibench-baselines>/<suite>[-<config>].json``, or when nothing could be compared; environment
+  differences and unstable timings are pytest warnings. ``--t2ibench-update-baseline`` writes it.
 - ``t2ibench_benchmark(suite, config=None)`` times one config with t2ibench's protocol (warm-up
   excluded, CUDA events on GPU) and hands each measured call's time to pytest-benchmark, so its
   storage, ``--benchmark-compare`` and ``--benchmark-compare-fail`` work for diffusion configs.
@@ -13,6 +14,7 @@ This module is imported by every pytest session once t2ibench is installed: keep
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -73,8 +75,15 @@ class RegressionCheck:
         if not path.is_file():
             pytest.fail(f"no t2ibench baseline at {path}; run pytest with --t2ibench-update-baseline to write it",
                         pytrace=False)
-        result = compare(load_summary(path), summarize(run.run_dir),
-                         parse_gate_options([f"{k}={v}" for k, v in (gates or {}).items()]))
+        from t2ibench.errors import UserError
+
+        try:  # comparing nothing fails the test: a gate must never pass silently
+            result = compare(load_summary(path), summarize(run.run_dir),
+                             parse_gate_options([f"{k}={v}" for k, v in (gates or {}).items()]))
+        except UserError as e:
+            pytest.fail(f"t2ibench baseline {path}: {e}", pytrace=False)
+        for warning in result.warnings:  # environments differ, unstable timings: in pytest's warnings summary
+            warnings.warn(f"t2ibench baseline {path.name}: {warning}", stacklevel=2)
         if result.regressions:
             pytest.fail(render_markdown(result), pytrace=False)
         return result

@@ -75,3 +75,76 @@ def test_run_with_baseline(run_dir, tmp_path, capsys):
     assert "no regression" in capsys.readouterr().out
     assert main(["run", str(suite), "--out", str(tmp_path / "x"), "--baseline", str(tmp_path / "nope")]) == 2
     assert "does not exist" in _error(capsys) and not (tmp_path / "x").exists()
+
+
+def _copy_run(run_dir, to):
+    import shutil
+
+    shutil.copytree(run_dir, to, ignore=shutil.ignore_patterns("*.lock", ".lock*"))
+    return to
+
+
+def test_a_ray_run_with_other_threads_is_flagged_for_run_dirs_and_exports(run_dir, tmp_path, capsys):
+    """The trial's case: a Ray run with 1 thread per actor against a local run with 2 threads."""
+    from t2ibench.store import RunStore
+
+    local_threads = load_summary(run_dir).environment["torch_threads"]
+    ray_dir = _copy_run(run_dir, tmp_path / "ray")
+    with RunStore.open(ray_dir, write=True) as store:  # as a Ray session records them
+        store.set_meta("executor", {"name": "ray", "address": None, "cpus_per_actor": local_threads + 1,
+                                    "max_actors": None, "share_gpus": False})
+        store.set_meta("actors", [{"session": 1, "actor": i, "hostname": "h", "gpu": "cpu",
+                                   "torch_threads": local_threads + 1, "cells": 1, "images": 1} for i in range(2)])
+    exported = tmp_path / "ray.json"
+    assert main(["export", str(ray_dir), "-o", str(exported)]) == 0
+    capsys.readouterr()
+    for base in (ray_dir, exported):
+        main(["compare", str(base), str(run_dir), "--json"])
+        result = json.loads(capsys.readouterr().out)
+        assert result["environment"]["executor"] == {"base": "ray", "candidate": "local"}
+        assert result["environment"]["actors"] == {"base": 2, "candidate": None}
+        assert result["environment"]["torch_threads"] == {"base": local_threads + 1, "candidate": local_threads}
+        assert not result["timings_comparable"]
+        main(["compare", str(base), str(run_dir)])
+        text = " ".join(capsys.readouterr().out.split())
+        assert (f"warning: environments differ: executor ray → local, actors 2 → –, torch_threads "
+                f"{local_threads + 1} → {local_threads} (timings not comparable)") in text
+
+
+def test_a_noisy_run_is_said_in_the_summary_the_reports_and_compare(run_dir, tmp_path, capsys, monkeypatch):
+    import io
+    import sqlite3
+
+    from rich.console import Console
+
+    from t2ibench import cli
+    from t2ibench.reports import write_reports
+    from t2ibench.store import RunStore
+
+    noisy = _copy_run(run_dir, tmp_path / "noisy")
+    with sqlite3.connect(noisy / "run.sqlite") as conn:  # each call: three quick repeats and one 4× slower
+        conn.execute("UPDATE calls SET samples = json_array(latency_ms, latency_ms, latency_ms, 4 * latency_ms)")
+    with RunStore.open(noisy, write=True) as store:
+        write_reports(store)
+    results = t2ibench.open_run(noisy).results()
+    assert results["latency_unstable"].str.contains("p95/p50").all() and (results["latency_cv"] > 0.2).all()
+    assert 'id="unstable"' in (noisy / "report.html").read_text()
+    assert "unstable timings" in (noisy / "report.md").read_text()
+    console = Console(width=80, file=io.StringIO(), color_system=None, highlight=False)
+    monkeypatch.setattr(cli, "_console", lambda stderr=False: console)
+    cli._print_summary(t2ibench.open_run(noisy))
+    assert "unstable timings (p95/p50 > 1.5 or spread CV > 20%): default (p95/p50" in \
+        " ".join(console.file.getvalue().split())
+    main(["compare", str(run_dir), str(noisy), "--json"])
+    assert list(json.loads(capsys.readouterr().out)["unstable"]["candidate"]) == ["default"]
+
+
+def test_no_common_config_between_run_dirs_is_exit_2(run_dir, tmp_path, capsys):
+    exported = tmp_path / "other.json"
+    assert main(["export", str(run_dir), "-o", str(exported)]) == 0
+    data = json.loads(exported.read_text())
+    data["configs"] = [dict(c, config_id="0" * 12, name="another") for c in data["configs"]]
+    exported.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["compare", str(exported), str(run_dir)]) == 2
+    assert "nothing compared" in _error(capsys)

@@ -107,7 +107,9 @@ def test_banner_and_recommendation_on_top(page, report):
     banner = page.locator(".banner").first.inner_text()
     assert "Random weights" in banner and "not meaningful" in banner
     rec = page.locator("#recommendation").inner_text()
-    assert rec.startswith("Recommended:") and "lowest latency_ms_p50" in rec
+    assert rec.startswith("Recommended:") and "latency_ms_p50 (" in rec and "95% CI" in rec
+    # either clearly the fastest, or within the noise of the fastest and chosen on the next objective
+    assert "lowest latency_ms_p50" in rec or ("within the noise of" in rec and "clip_score" in rec)
     # seed selector switches the visible images
     page.select_option("#seed", "1")
     shown = page.eval_on_selector_all(".grid img:not(.hidden)", "imgs => imgs.map(i => i.dataset.seed)")

@@ -12,6 +12,12 @@ A figure is flagged only when its change is both beyond its gate and statistical
   kept in a results file;
 - peak memory: a single deterministic reading per config, so the gate alone decides.
 An improvement is never a failure.
+
+A comparison that compares nothing (no config in common, or none with results on both sides) is a
+user error, so that a CI gate never passes silently. The environments are compared too: a
+difference in ``SETUP_KEYS`` (executor, actors, threads, device, GPU…) means the timings are not
+comparable, a difference in ``VERSION_KEYS`` may explain a change; both are warned about. Configs
+whose timings look unstable on either side (``latency.instability``) are warned about as well.
 """
 
 from __future__ import annotations
@@ -27,14 +33,18 @@ from t2ibench.base import plural
 from t2ibench.errors import UserError
 from t2ibench.metrics.bootstrap import mean_ci
 from t2ibench.reports.export import MEMORY_FIGURES, ConfigSummary, MetricSummary, RunSummary
-from t2ibench.reports.latency import LATENCY_FIGURES, STATISTIC, scale
+from t2ibench.reports.latency import LATENCY_FIGURES, STATISTIC, instability, scale, unstable_note
 
 N_RESAMPLES = 2000
 LEVEL = 0.95
 LATENCY_LEVEL = 0.99  # timings on shared machines come in bursts; a stricter test keeps CI from crying wolf
 MIN_SAMPLES_P95 = 20  # per side, to test a change in p95 latency
-ENVIRONMENT_KEYS = ("device", "gpu", "driver", "cuda", "cpu", "torch_threads", "torch", "diffusers", "transformers",
-                    "t2ibench", "git_commit", "t2ibench_git_commit")
+# environment keys whose difference makes timings not comparable (the machine and how it was used)
+SETUP_KEYS = ("executor", "actors", "share_gpus", "torch_threads", "device", "gpu", "cpu", "cpu_count")
+# versions: a difference may be what is being tested, and may explain a change in timings
+VERSION_KEYS = ("torch", "cuda", "cudnn", "driver", "diffusers", "transformers", "t2ibench", "python")
+INFO_KEYS = ("git_commit", "t2ibench_git_commit")  # listed when they differ; a commit is what CI compares
+ENVIRONMENT_KEYS = SETUP_KEYS + VERSION_KEYS + INFO_KEYS
 FIGURE_GATES: dict[str, float | str] = {
     "latency_ms_p50": "5%", "latency_ms_p95": "10%", "latency_ms_mean": "5%", "images_per_s": "5%",
     "peak_vram_mb": "5%", "peak_rss_mb": "10%",
@@ -141,10 +151,32 @@ class Comparison:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     environment: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # only the keys that differ
+    unstable: dict[str, dict[str, str]] = field(default_factory=dict)  # "base"/"candidate" → config → why
 
     @property
     def regressions(self) -> list[Row]:
         return [r for r in self.rows if r.verdict == "regression"]
+
+    @property
+    def timings_comparable(self) -> bool:
+        return not any(k in SETUP_KEYS for k in self.environment)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Environment differences and unstable timings, one sentence each."""
+        out = []
+        setup = [f"{k} {_text(b)} → {_text(c)}" for k, (b, c) in self.environment.items() if k in SETUP_KEYS]
+        if setup:
+            out.append(f"environments differ: {', '.join(setup)} (timings not comparable)")
+        versions = [f"{k} {_text(b)} → {_text(c)}" for k, (b, c) in self.environment.items() if k in VERSION_KEYS]
+        if versions:
+            out.append(f"versions differ: {', '.join(versions)} (a change in timings may come from them)")
+        base, cand = self.unstable.get("base", {}), self.unstable.get("candidate", {})
+        if base == cand:  # the same run on both sides, say
+            out.append(unstable_note(base, "both runs"))
+        else:
+            out += [unstable_note(base, "the base"), unstable_note(cand, "the candidate")]
+        return [w for w in out if w]
 
     def to_json(self) -> dict:
         return {
@@ -152,8 +184,15 @@ class Comparison:
             "rows": [asdict(r) | {"gate": str(r.gate), "delta": r.delta, "relative": _nan_none(r.relative),
                                   "verdict": r.verdict} for r in self.rows],
             "notes": self.notes,
+            "warnings": self.warnings,
+            "timings_comparable": self.timings_comparable,
             "environment": {k: {"base": b, "candidate": c} for k, (b, c) in self.environment.items()},
+            "unstable": self.unstable,
         }
+
+
+def _text(v: Any) -> str:
+    return "–" if v is None else ", ".join(map(str, v)) if isinstance(v, list) else str(v)
 
 
 def _nan_none(v: float) -> float | None:
@@ -261,7 +300,8 @@ def compare(base: RunSummary, cand: RunSummary, gates: dict[str, Gate] | None = 
     merged.update(gates or {})
     result = Comparison(base, cand)
     random_metrics: set[str] = set()
-    for b, c in match_configs(base, cand, result.notes):
+    pairs = match_configs(base, cand, result.notes)
+    for b, c in pairs:
         args = (c.name, c.config_id)
         rows = [latency_row(*args, f, b, c, merged[f], seed) for f in LATENCY_FIGURES]
         rows += [memory_row(*args, f, b, c, merged[f]) for f in MEMORY_FIGURES]
@@ -274,7 +314,37 @@ def compare(base: RunSummary, cand: RunSummary, gates: dict[str, Gate] | None = 
     if random_metrics:
         result.notes.append(f"{', '.join(sorted(random_metrics))}: random weights, values not meaningful")
     if not result.rows:
-        result.notes.append("no figure to compare: the runs share no config with results")
+        raise UserError(_nothing_compared(base, cand, pairs))
+    for b, c in pairs:
+        for side, config in (("base", b), ("candidate", c)):
+            if not config.latency_samples and (b.latency_samples or c.latency_samples):
+                result.notes.append(f"config '{config.name}': no timed call in the {side} (status {config.status}); "
+                                    "its latency is not compared")
+    for side, summary in (("base", base), ("candidate", cand)):
+        shared = {b.config_id if side == "base" else c.config_id for b, c in pairs}
+        result.unstable[side] = {c.name: why for c in summary.configs if c.config_id in shared
+                                 and (why := instability(c.latency_samples))}
     env_b, env_c = base.environment or {}, cand.environment or {}
-    result.environment = {k: (env_b.get(k), env_c.get(k)) for k in ENVIRONMENT_KEYS if env_b.get(k) != env_c.get(k)}
+    result.environment = {k: (env_b.get(k), env_c.get(k)) for k in ENVIRONMENT_KEYS if env_b.get(k) != env_c.get(k)
+                          and (k not in _EXECUTOR_FACTS or ("executor" in env_b and "executor" in env_c))}
+    for side, env in (("base", env_b), ("candidate", env_c)):
+        if "executor" not in env:
+            result.notes.append(f"the {side}'s environment does not say which executor, actors and threads timed it "
+                                "(exported by an older t2ibench); re-export it to compare them")
     return result
+
+
+_EXECUTOR_FACTS = ("executor", "actors", "share_gpus")  # unknown in a summary exported before they were recorded
+
+
+def _nothing_compared(base: RunSummary, cand: RunSummary, pairs: list) -> str:
+    def names(s: RunSummary) -> str:
+        shown = [c.name for c in s.configs[:3]]
+        return (", ".join(shown) + (f" and {len(s.configs) - 3} more" if len(s.configs) > 3 else "")) or "none"
+
+    if not pairs:
+        return (f"nothing compared: '{base.source}' and '{cand.source}' share no config (base: {names(base)}; "
+                f"candidate: {names(cand)}); compare runs of the same suite")
+    statuses = ", ".join(f"{c.name} {c.status}" for _, c in pairs[:3])
+    return (f"nothing compared: none of the {len(pairs)} configs shared by '{base.source}' and '{cand.source}' has "
+            f"results on both sides (candidate: {statuses})")

@@ -1,7 +1,8 @@
 """A run's summary: what ``compare`` needs, read from a run directory or a versioned ``results.json``.
 
 ``t2ibench export RUN_DIR -o results.json`` writes it so that a baseline can be committed to a
-repository: the environment, the suite's name and gates, and per config its knobs, the
+repository: the environment (with the executor facts of ``run_environment``), the suite's name and
+gates, and per config its knobs, the
 results.csv figures, every measured latency sample (warm-up excluded, all repeats) and each
 metric with its CI and, where the metric has them, per-image values keyed ``"prompt_id:seed"``.
 """
@@ -61,6 +62,27 @@ def _finite(v: Any) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
+def run_environment(environment: dict, executor: dict | None, actors: list[dict] | None) -> dict:
+    """The environment the calls were timed in: the store's environment plus ``executor`` (local | ray),
+    ``actors`` (Ray actors at once in the latest session; None for a local run) and ``share_gpus``; for a
+    Ray run, ``torch_threads`` and ``gpu`` are the actors' (the driver's own do not time anything)."""
+    executor = executor or {}
+    out = {**environment, "executor": executor.get("name") or "local", "actors": None,
+           "share_gpus": bool(executor.get("share_gpus"))}
+    latest = [a for a in actors or [] if a.get("session") == max(b.get("session", 0) for b in actors)]
+    if out["executor"] == "local" or not latest:
+        return out
+    live = [a for a in latest if not a.get("died")] or latest  # an actor that died was replaced
+    out["actors"] = len(live)
+    threads = sorted({a["torch_threads"] for a in latest if a.get("torch_threads") is not None})
+    if threads:
+        out["torch_threads"] = threads[0] if len(threads) == 1 else threads
+    gpus = sorted({str(a["gpu"]) for a in latest if a.get("gpu") and a.get("gpu") != "cpu"})
+    if gpus:
+        out["gpu"] = ", ".join(gpus)
+    return out
+
+
 def summarize(run_dir: str | Path) -> RunSummary:
     """The summary of a run directory, read from its store."""
     from t2ibench.reports import latency
@@ -72,7 +94,8 @@ def summarize(run_dir: str | Path) -> RunSummary:
         results = result_records(store)
         calls = call_records(store)
         metric_rows = store.metrics()
-        environment = store.get_meta("environment", {}) or {}
+        environment = run_environment(store.get_meta("environment", {}) or {}, store.get_meta("executor"),
+                                      store.get_meta("actors"))
         knobs = {c["config_id"]: (c["model"], c["knobs"]) for c in store.configs()}
     configs = []
     for r in results:

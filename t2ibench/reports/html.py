@@ -308,6 +308,10 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
     if cached_random:
         banners.append('<div class="banner"><b>Cache hit rates</b> measured with random weights are not those '
                        "of a trained model: a step cache skips what the model's residuals allow.</div>")
+    from t2ibench.reports.summary import stability_note
+
+    if unstable := stability_note(rows):
+        banners.append(f'<div class="banner" id="unstable">{escape(unstable[0].upper() + unstable[1:])}</div>')
     rec_class = "rec" if recommendation.config_id else "rec none"
     env_rows = "".join(f'<tr><td class="t">{escape(str(k))}</td><td class="t">{escape(str(v))}</td></tr>'
                        for k, v in environment.items() if v is not None)

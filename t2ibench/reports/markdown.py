@@ -32,6 +32,10 @@ def render_markdown(ctx: ReportContext) -> str:
     model = ctx.suite.get("model", "?")
     if str(model).startswith("random:"):
         lines += [f"> Model `{model}` has random weights: latency and memory are real, images are noise.", ""]
+    from t2ibench.reports.summary import stability_note
+
+    if unstable := stability_note(rows):
+        lines += [f"> **Warning:** {_fmt(unstable)}", ""]
     lines += [f"**{_fmt(ctx.recommendation.message)}**", ""]
     header = ["config", "config_id", "n_ok", *SHOWN, *[label(m) for m in metrics], "pareto"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

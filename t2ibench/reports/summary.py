@@ -89,3 +89,11 @@ def summary_table(records: list[dict], metrics: list[str], width: int, title: st
     for i in range(len(records)):
         table.add_row(*[cells[c.header][i] for c in kept])
     return table, dropped
+
+
+def stability_note(records: list[dict]) -> str:
+    """The run's unstable configs in one sentence (``latency.instability``, kept in ``latency_unstable``)."""
+    from t2ibench.reports.latency import unstable_note
+
+    return unstable_note({str(r["config"]): r["latency_unstable"] for r in records
+                          if isinstance(r.get("latency_unstable"), str) and r["latency_unstable"]})

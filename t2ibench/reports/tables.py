@@ -20,7 +20,8 @@ RESULT_FIGURES = ["n_ok", "n_failed", "latency_ms_p50", "latency_ms_p95", "laten
                   "peak_vram_mb", "peak_rss_mb"]
 RESULT_EXTRAS = ["pareto_note", "n_nan", "n_skipped", "status", "reason", "is_reference", "encode_ms_mean", "denoise_ms_mean",
                  "decode_ms_mean", "step_ms_mean", "load_ms", "warmup_ms", "compile_ms", "recompiles", "random_weights",
-                 "cache_hit_rate", "applied"]
+                 "cache_hit_rate", "applied", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high", "latency_cv",
+                 "latency_unstable"]
 
 
 def against_reference_columns() -> set[str]:
@@ -58,7 +59,8 @@ def result_records(store: RunStore, objectives: dict | None = None) -> list[dict
         peaks_v = [c["peak_vram_mb"] for c in my_calls if c["peak_vram_mb"] is not None]
         peaks_r = [c["peak_rss_mb"] for c in my_calls if c["peak_rss_mb"] is not None]
         row.update(n_ok=len(ok), n_failed=sum(c["status"] == "failed" for c in mine))
-        row.update(latency.figures(latency.samples(my_calls), knobs.get("batch_size") or 1))
+        my_samples = latency.samples(my_calls)
+        row.update(latency.figures(my_samples, knobs.get("batch_size") or 1))
         row.update(peak_vram_mb=max(peaks_v) if peaks_v else math.nan,
                    peak_rss_mb=max(peaks_r) if peaks_r else math.nan)
         random_metrics = []
@@ -78,6 +80,7 @@ def result_records(store: RunStore, objectives: dict | None = None) -> list[dict
             random_weights=",".join(random_metrics),
             cache_hit_rate=_mean([c.get("cache_hit_rate") for c in my_calls if c["status"] == "ok"]),
             applied=json.dumps(cfg["applied"], sort_keys=True) if cfg.get("applied") else "",
+            **latency.stability(my_samples),  # p50's 95% CI, the samples' spread, why they look unstable
         )
         rows.append(row)
     objectives = objectives if objectives is not None else (suite.get("objectives") or {})
