@@ -42,12 +42,13 @@ def dgm_eval_input(img) -> Any:
     return ((x - mean) / std).float()
 
 
-def vit(kind: str | None):
+def vit(kind: str | None, width: int = 1024, depth: int = 24):
     """DINOv2 ViT-L/14 (``tiny``: 2 blocks of width 32) built by timm with the 518² position grid of the
-    released weights; parameter names are the original checkpoint's (without ``mask_token``)."""
+    released weights; parameter names are the original checkpoint's (without ``mask_token``). Heads are
+    64 wide, as in every DINOv2."""
     from timm.models.vision_transformer import VisionTransformer
 
-    width, depth, heads = (32, 2, 2) if kind == "tiny" else (1024, 24, 16)
+    width, depth, heads = (32, 2, 2) if kind == "tiny" else (width, depth, max(1, width // 64))
     return VisionTransformer(img_size=518, patch_size=PATCH, embed_dim=width, depth=depth, num_heads=heads,
                              mlp_ratio=4, qkv_bias=True, init_values=1.0, num_classes=0, global_pool="token")
 
@@ -94,20 +95,26 @@ def _dino_module(model):
 
 
 def from_hf(state: dict) -> dict:
-    """transformers ``Dinov2Model`` keys → the original DINOv2 ones (query/key/value fused into ``qkv``)."""
+    """transformers ``Dinov2Model`` keys → the original DINOv2 ones (query/key/value fused into ``qkv``).
+
+    Reads both the names of the hub's ``facebook/dinov2-*`` files (``attention.attention.query``,
+    ``attention.output.dense``) and those transformers 5 saves (``attention.q_proj``, ``attention.o_proj``).
+    """
     import torch
 
     out = {"cls_token": state["embeddings.cls_token"], "pos_embed": state["embeddings.position_embeddings"],
            "patch_embed.proj.weight": state["embeddings.patch_embeddings.projection.weight"],
            "patch_embed.proj.bias": state["embeddings.patch_embeddings.projection.bias"],
            "norm.weight": state["layernorm.weight"], "norm.bias": state["layernorm.bias"]}
+    new_names = any(".attention.q_proj." in k for k in state)
+    qkv = ("q_proj", "k_proj", "v_proj") if new_names else tuple(f"attention.{n}" for n in ("query", "key", "value"))
+    proj = "o_proj" if new_names else "output.dense"
     i = 0
     while f"encoder.layer.{i}.norm1.weight" in state:
         s, d = f"encoder.layer.{i}.", f"blocks.{i}."
         for part in ("weight", "bias"):
-            out[d + f"attn.qkv.{part}"] = torch.cat([state[s + f"attention.attention.{n}.{part}"]
-                                                      for n in ("query", "key", "value")])
-            out[d + f"attn.proj.{part}"] = state[s + f"attention.output.dense.{part}"]
+            out[d + f"attn.qkv.{part}"] = torch.cat([state[s + f"attention.{n}.{part}"] for n in qkv])
+            out[d + f"attn.proj.{part}"] = state[s + f"attention.{proj}.{part}"]
             for n in ("norm1", "norm2", "mlp.fc1", "mlp.fc2"):
                 out[d + f"{n}.{part}"] = state[s + f"{n}.{part}"]
         out[d + "ls1.gamma"] = state[s + "layer_scale1.lambda1"]
@@ -142,15 +149,23 @@ def find_weights(explicit: str | None = None) -> Path:
 
 @functools.lru_cache(maxsize=2)
 def _model(kind: str | None, path: Path | None):
+    from t2ibench.errors import UserError
     from t2ibench.metrics import weights as w
     from t2ibench.metrics.preference import load_matching, seeded
 
-    model = seeded(lambda: vit(kind))
-    if path is not None:
-        state = w.load_state_dict_file(path)
+    if path is None:
+        return _dino_module(seeded(lambda: vit(kind)))
+    what = f"DINOv2 ViT-L/14 weights {path}"
+    state = w.load_state_dict_file(path)
+    try:
         if "embeddings.cls_token" in state:
             state = from_hf(state)
-        load_matching(model, state, f"DINOv2 ViT-L/14 weights {path}")
+        width = state["pos_embed"].shape[-1]
+    except KeyError as e:
+        raise UserError(f"{what}: not a DINOv2 checkpoint (no {e.args[0]})") from None
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    model = seeded(lambda: vit(None, width, depth))
+    load_matching(model, state, what)
     return _dino_module(model)
 
 

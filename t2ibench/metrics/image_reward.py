@@ -46,7 +46,23 @@ class Config:
     eps: float = 1e-12
 
 
-TINY = Config(vision_width=32, vision_depth=2, vision_heads=2, hidden=32, layers=2, heads=2, intermediate=64)
+TINY = Config(vision_width=128, vision_depth=2, vision_heads=2, hidden=128, layers=2, heads=2, intermediate=256)
+HEAD_DIM = 64  # BLIP's ViT-L (1024/16) and BERT-base (768/12) both use 64-wide heads
+
+
+def config_of(state: dict) -> Config:
+    """The sizes of a checkpoint, read from its shapes (heads: width / 64, as in BLIP and BERT)."""
+    def count(prefix: str) -> int:
+        return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+    vision = state["blip.visual_encoder.pos_embed"].shape[-1]
+    words = state["blip.text_encoder.embeddings.word_embeddings.weight"]
+    return Config(vision_width=vision, vision_depth=count("blip.visual_encoder.blocks."),
+                  vision_heads=max(1, vision // HEAD_DIM), hidden=words.shape[1],
+                  layers=count("blip.text_encoder.encoder.layer."), heads=max(1, words.shape[1] // HEAD_DIM),
+                  intermediate=state["blip.text_encoder.encoder.layer.0.intermediate.dense.weight"].shape[0],
+                  vocab=words.shape[0],
+                  max_positions=state["blip.text_encoder.embeddings.position_embeddings.weight"].shape[0])
 
 
 def find_weights(explicit: str | None = None) -> Path:
@@ -177,12 +193,21 @@ def build(cfg: Config):
 
 @functools.lru_cache(maxsize=2)
 def _model(kind: str | None, path: Path | None):
+    from t2ibench.errors import UserError
     from t2ibench.metrics import weights as w
     from t2ibench.metrics.preference import load_matching, seeded
 
-    model = seeded(lambda: build(TINY if kind == "tiny" else Config()))
-    if path is not None:
-        load_matching(model, w.load_state_dict_file(path), f"ImageReward weights {path}")
+    if path is None:
+        return seeded(lambda: build(TINY if kind == "tiny" else Config())).eval()
+    what = f"ImageReward weights {path}"
+    state = w.load_state_dict_file(path)
+    try:
+        cfg = config_of(state)
+    except (KeyError, AttributeError, IndexError):
+        raise UserError(f"{what}: not an ImageReward checkpoint (no blip.visual_encoder / blip.text_encoder "
+                        "tensors)") from None
+    model = seeded(lambda: build(cfg))
+    load_matching(model, state, what)
     return model.eval()
 
 

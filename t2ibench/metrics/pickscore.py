@@ -74,6 +74,8 @@ def _tokenizer(path: Path | None):
             tok = CLIPTokenizer.from_pretrained(source, local_files_only=True)
         except Exception:  # noqa: BLE001 - not in that folder / not cached
             continue
+        if tok.vocab_size != 49408:  # transformers builds an empty tokenizer when the files are missing
+            continue
 
         def hf(prompts: list[str], tok=tok):
             enc = tok(prompts, padding=True, truncation=True, max_length=CONTEXT, return_tensors="pt")
