@@ -187,7 +187,8 @@ def _image_reward_checkpoint(width: int = 128, hidden: int = 128, depth: int = 2
     state = {}
     for k, shape in shapes.items():
         fan_in = shape[-1] if len(shape) == 2 else (math.prod(shape[1:]) if len(shape) == 4 else 1)
-        t = torch.randn(shape, generator=g) / math.sqrt(fan_in) if len(shape) > 1 else 0.1 * torch.randn(shape, generator=g)
+        t = torch.randn(shape, generator=g)
+        t = t / math.sqrt(fan_in) if len(shape) > 1 else 0.1 * t
         if k.endswith(("norm1.weight", "norm2.weight", "norm.weight", "LayerNorm.weight")):
             t = 1 + 0.1 * torch.randn(shape, generator=g)
         state[k] = t

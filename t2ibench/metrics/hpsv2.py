@@ -46,9 +46,15 @@ def _model(kind: str | None, path: Path | None):
     return model.eval()
 
 
+@functools.lru_cache(maxsize=1)
+def _tokenizer():
+    import open_clip
+
+    return open_clip.get_tokenizer(ARCH)
+
+
 def load(weights: str | None):
     """(image Extractor, text encoder, cache key) of the HPSv2.1 model that ``weights`` names."""
-    import open_clip
     import torch
 
     from t2ibench.metrics.networks import Extractor, _ClipImage
@@ -61,7 +67,7 @@ def load(weights: str | None):
     key = f"hpsv2:{name}|w={identity(path, kind)}"
     image = Extractor(key=key, random_weights=kind is not None, module=_ClipImage(model),
                       preprocess=clip_transform(224))
-    tokenizer = open_clip.get_tokenizer(ARCH)
+    tokenizer = _tokenizer()
 
     @torch.no_grad()
     def encode_text(prompts: list[str]) -> np.ndarray:
@@ -92,7 +98,8 @@ def score_hpsv2(o: WeightsOptions, ctx) -> list:
 
 METRICS.add("hpsv2", MetricSpec(
     name="hpsv2", options=WeightsOptions, runner=score_hpsv2, higher_is_better=True, against=False,
-    per_image=True, gate=0.005, label="HPSv2.1", summary="HPSv2.1 human-preference score of a folder against its prompts",
+    per_image=True, gate=0.005, label="HPSv2.1",
+    summary="HPSv2.1 human-preference score of a folder against its prompts",
     networks=lambda o: network_checks("HPSv2.1 (HPS_v2.1_compressed.pt)", o.weights, lambda: find_weights(o.weights)),
     min_images=1, prompts=True,
 ))

@@ -65,6 +65,7 @@ def _model(kind: str | None, path: Path | None):
         raise UserError(f"PickScore: cannot load a CLIPModel from {path}: {str(e).splitlines()[0]}") from None
 
 
+@functools.lru_cache(maxsize=2)
 def _tokenizer(path: Path | None):
     """prompts → (input_ids, attention_mask): the CLIP-H CLIPTokenizer when found, else open_clip's."""
     for source in ([str(path)] if path is not None else []) + [PROCESSOR_REPO]:
