@@ -110,10 +110,12 @@ def test_doctor_lists_their_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     lines = list(doctor._weights())
-    for needle in ("HPS_v2.1_compressed.pt", "PickScore_v1", "ImageReward.pt", "sac+logos+ava1-l14-linearMSE.pth",
-                   "dinov2_vitl14_pretrain.pth"):
-        (line,) = [ln for ln in lines if needle in ln.split("missing:")[0]]
-        assert "missing:" in line
+    for label, needle in (("HPSv2.1", "HPS_v2.1_compressed.pt"), ("PickScore", "PickScore_v1"),
+                          ("ImageReward", "ImageReward.pt"), ("ImageReward tokenizer", "vocab.txt"),
+                          ("aesthetic predictor", "sac+logos+ava1-l14-linearMSE.pth"),
+                          ("DINOv2 ViT-L/14", "dinov2_vitl14_pretrain.pth")):
+        (line,) = [ln for ln in lines if ln.split("missing:")[0].strip() == label]
+        assert needle in line.split("missing:")[1]
 
 
 def test_a_second_scoring_of_the_same_images_runs_no_network(folders, tmp_path, monkeypatch):

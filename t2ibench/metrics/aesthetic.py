@@ -111,7 +111,7 @@ def _networks(o: WeightsOptions) -> list:
 
     if o.weights is not None and o.weights.startswith("random"):
         return []
-    return network_checks(f"aesthetic predictor ({FILE})", o.weights, lambda: find_weights(o.weights)) + \
+    return network_checks("aesthetic predictor", o.weights, lambda: find_weights(o.weights)) + \
         clip_network(ARCH, PRETRAINED)
 
 

@@ -204,7 +204,7 @@ def score_fd_dinov2(o: FDDinov2Options, ctx) -> list:
 def _networks(o: FDDinov2Options) -> list:
     from t2ibench.metrics.preference import network_checks
 
-    return network_checks(f"DINOv2 ViT-L/14 ({FILE})", o.weights, lambda: find_weights(o.weights))
+    return network_checks("DINOv2 ViT-L/14", o.weights, lambda: find_weights(o.weights))
 
 
 METRICS.add("fd_dinov2", MetricSpec(

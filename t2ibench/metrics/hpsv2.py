@@ -100,6 +100,6 @@ METRICS.add("hpsv2", MetricSpec(
     name="hpsv2", options=WeightsOptions, runner=score_hpsv2, higher_is_better=True, against=False,
     per_image=True, gate=0.005, label="HPSv2.1",
     summary="HPSv2.1 human-preference score of a folder against its prompts",
-    networks=lambda o: network_checks("HPSv2.1 (HPS_v2.1_compressed.pt)", o.weights, lambda: find_weights(o.weights)),
+    networks=lambda o: network_checks("HPSv2.1", o.weights, lambda: find_weights(o.weights)),
     min_images=1, prompts=True,
 ))

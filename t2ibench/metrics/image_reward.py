@@ -287,9 +287,18 @@ def score_image_reward(o: WeightsOptions, ctx) -> list:
     return run_per_image("image_reward", PerImage(key, random, scores), ctx)
 
 
+def _networks(o: WeightsOptions) -> list:
+    from t2ibench.metrics.preference import random_kind
+
+    checks = network_checks("ImageReward", o.weights, lambda: find_weights(o.weights))
+    if checks and random_kind(o.weights) is None:
+        checks += network_checks("ImageReward tokenizer", o.weights,
+                                 lambda: _vocab_file(None, random=False))
+    return checks
+
+
 METRICS.add("image_reward", MetricSpec(
     name="image_reward", options=WeightsOptions, runner=score_image_reward, higher_is_better=True, against=False,
     per_image=True, gate=0.1, label="ImageReward", summary="ImageReward of a folder against its prompts",
-    networks=lambda o: network_checks(f"ImageReward ({FILE})", o.weights, lambda: find_weights(o.weights)),
-    min_images=1, prompts=True,
+    networks=_networks, min_images=1, prompts=True,
 ))

@@ -180,6 +180,6 @@ def score_pickscore(o: WeightsOptions, ctx) -> list:
 METRICS.add("pickscore", MetricSpec(
     name="pickscore", options=WeightsOptions, runner=score_pickscore, higher_is_better=True, against=False,
     per_image=True, gate=0.2, label="PickScore", summary="PickScore of a folder against its prompts",
-    networks=lambda o: network_checks(f"PickScore ({REPO})", o.weights, lambda: find_weights(o.weights)),
+    networks=lambda o: network_checks("PickScore", o.weights, lambda: find_weights(o.weights)),
     min_images=1, prompts=True,
 ))
