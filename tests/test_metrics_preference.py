@@ -77,6 +77,29 @@ def test_hpsv2_is_the_dot_product_of_open_clips_normalised_features(images):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
+def test_hpsv2_reads_the_checkpoint_format(tmp_path, monkeypatch):
+    """HPS_v2.1_compressed.pt: {'state_dict': open_clip CLIP tensors}, possibly with DDP's 'module.' prefix."""
+    import open_clip
+
+    from t2ibench.metrics import hpsv2
+    from t2ibench.metrics.preference import tiny_open_clip
+
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: tiny_open_clip())  # ViT-H-14 is too big here
+    trained = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+               for k, v in tiny_open_clip().state_dict().items()}
+    torch.save({"state_dict": {"module." + k: v for k, v in trained.items()}, "epoch": 3}, tmp_path / hpsv2.FILE)
+    hpsv2._model.cache_clear()
+    try:
+        loaded = hpsv2._model(None, tmp_path / hpsv2.FILE).state_dict()
+        assert loaded.keys() == trained.keys()
+        assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+        torch.save({"state_dict": {k: v for k, v in trained.items() if k != "text_projection"}}, tmp_path / "cut.pt")
+        with pytest.raises(UserError, match="missing text_projection"):
+            hpsv2._model(None, tmp_path / "cut.pt")
+    finally:
+        hpsv2._model.cache_clear()
+
+
 def test_pickscore_is_logit_scale_times_cosine_as_the_model_card(images):
     from t2ibench.metrics import pickscore
 
