@@ -44,9 +44,14 @@ def random_kind(weights: str | None) -> str | None:
     raise UserError(f"weights '{weights}': choose random (full size) or random:tiny (a narrow test model)")
 
 
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
 def _is_hub_id(text: str) -> bool:
+    """``org/name`` that is not a path on disk nor a weights file name."""
     parts = text.split("/")
-    return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and not Path(text).exists()
+    return (len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and not Path(text).exists()
+            and not text.lower().endswith(WEIGHT_SUFFIXES))
 
 
 def _hf_cached(repo: str, filename: str) -> Path | None:
