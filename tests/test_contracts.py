@@ -206,6 +206,7 @@ RANDOM_OPTIONS = {
     "fid": {"features": "random:inception"}, "kid": {"features": "random:inception", "subset_size": 4,
                                                      "subsets": 10},
     "cmmd": {"model": "random:ViT-B-32"}, "clip_score": {"model": "random:ViT-B-32"}, "lpips": {"net": "random:alex"},
+    **{name: {"weights": "random:tiny"} for name in ("hpsv2", "pickscore", "image_reward", "aesthetic", "fd_dinov2")},
 }
 
 

@@ -240,3 +240,13 @@ def load_clip(name: str, pretrained: str = "openai") -> ClipModel:
 def load_lpips(name: str) -> LPIPSNet:
     """An LPIPS net (``alex``, ``vgg``, ``squeeze``, ``random:alex``, …)."""
     return _spec(name, "lpips").build()
+
+
+def _dinov2(kind: str | None, **options: Any) -> Extractor:
+    from t2ibench.metrics.fd_dinov2 import extractor
+
+    return extractor(kind, **options)
+
+
+for _name, _kind in (("dinov2", None), ("random:dinov2", "full"), ("random:tiny-dinov2", "tiny")):
+    NETWORKS.add(_name, NetSpec("features", functools.partial(_dinov2, _kind)))

@@ -103,6 +103,11 @@ _BUILTIN = (  # each module registers its spec on import
     "t2ibench.metrics.cmmd",
     "t2ibench.metrics.clipscore",
     "t2ibench.metrics.perceptual",
+    "t2ibench.metrics.hpsv2",
+    "t2ibench.metrics.pickscore",
+    "t2ibench.metrics.image_reward",
+    "t2ibench.metrics.aesthetic",
+    "t2ibench.metrics.fd_dinov2",
 )
 
 for _module in _BUILTIN:
