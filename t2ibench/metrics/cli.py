@@ -121,7 +121,8 @@ def add_score_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
                    help="the .npz file to write (its folder must exist)")
     p.add_argument("--features", default="inception", metavar="VALUE",
-                   help="feature network: inception, or random:inception (random weights, for tests) "
+                   help="feature network: inception (FID), dinov2 (FD-DINOv2), or random:inception / random:dinov2 "
+                        "(random weights, for tests) "
                         "(default: inception)")
     p.add_argument("--resize", default="bilinear", choices=["bilinear", "clean"],
                    help="resizing to 299×299: bilinear (as pytorch-fid) or clean (PIL bicubic, as clean-fid) "
@@ -245,7 +246,7 @@ def _fid_of_two_stats(args: argparse.Namespace, spec) -> int:
         stats_file.check(args.a, meta_a, meta_b, args.b)
     notes = [f"{p}: {stats_file.FOREIGN_NOTE}" for p, m in ((args.a, meta_a), (args.b, meta_b)) if m is None]
     counts = {k: m["count"] for k, m in (("n_a", meta_a), ("n_b", meta_b)) if m and "count" in m}
-    return _emit(args, "fid", frechet_distance(mu1, s1, mu2, s2), False, notes, **counts)
+    return _emit(args, spec.name, frechet_distance(mu1, s1, mu2, s2), False, notes, **counts)
 
 
 def _score(args: argparse.Namespace, spec) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 
 from t2ibench.base import Frozen
 from t2ibench.metrics.registry import METRICS, MetricSpec
+from t2ibench.metrics.fid import AT_SIZE
 
 FILE = "dinov2_vitl14_pretrain.pth"
 URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/" + FILE
@@ -211,4 +212,5 @@ METRICS.add("fd_dinov2", MetricSpec(
     name="fd_dinov2", options=FDDinov2Options, runner=score_fd_dinov2, higher_is_better=False, against=True,
     per_image=False, gate="5%", label="FD-DINOv2", summary="Fréchet distance in DINOv2 ViT-L/14 feature space "
     "(dgm-eval) between two folders or .npz files", networks=_networks, min_images=2, stats_files=True,
+    estimand="the expected FD-DINOv2 " + AT_SIZE,
 ))

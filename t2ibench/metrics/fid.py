@@ -102,8 +102,8 @@ class FID:
         return frechet_distance(*self.stats(), mu2, sigma2)
 
 
-def bias_note(n: int) -> str:
-    return (f"FID on {n} < {MIN_UNBIASED_N} images is biased upwards and not comparable across "
+def bias_note(n: int, label: str = "FID") -> str:
+    return (f"{label} on {n} < {MIN_UNBIASED_N} images is biased upwards and not comparable across "
             "sample sizes; prefer KID or CMMD")
 
 
@@ -169,7 +169,8 @@ def score_frechet(metric: str, ext, against: str, ctx) -> list:
 
     def estimate_of(x, ref, stat):
         sizes = sorted({len(x), ref.n or len(x)})
-        return float(stat(np.arange(len(x)), None)), {}, [bias_note(n) for n in sizes if n < MIN_UNBIASED_N]
+        label = METRICS.get(metric).label
+        return float(stat(np.arange(len(x)), None)), {}, [bias_note(n, label) for n in sizes if n < MIN_UNBIASED_N]
 
     return score_set(metric, ext, against, ctx, stat_of=stat_of, min_images=MIN_IMAGES, floor=0.0,
                      estimate_of=estimate_of)

@@ -117,7 +117,8 @@ def score_set(metric: str, ext, against: str, ctx: ScoringContext, *,
             out.append(too_few(cfg, metric, len(x), min_images, ext.random_weights))
             continue
         if x.shape[1] != ref.dim:
-            raise UserError(f"{against}: statistics of dimension {ref.dim} do not match the {metric} "
+            name = ext.key.split("|", 1)[0]
+            raise UserError(f"{against}: statistics of dimension {ref.dim} do not match the '{name}' "
                             f"features (dimension {x.shape[1]}); compute both with the same feature network")
         stat = stat_of(x, ref)
         if estimate_of is None:
