@@ -220,6 +220,14 @@ def _print_summary(run) -> None:
         console.print(f"[yellow]{r['config']}: recompiled {r['recompiles']}× during timed calls; its latency "
                       "includes compilation[/yellow]")
     _print_actors(run, console)
+    from t2ibench.reports.mlperf import verdicts
+
+    for verdict in verdicts(run.suite(), results.to_dict("records")):
+        colour = "green" if verdict.passed else "red"
+        head, *rest = verdict.lines()
+        console.print(f"[{colour}]{escape(head)}[/{colour}]")
+        for line in rest:
+            console.print(escape(line))
     console.print(f"report: {run.report_path}")
 
 

@@ -345,6 +345,13 @@ class Run:
             return {**(store.get_meta("executor") or {}), "actors": store.get_meta("actors") or []}
 
     @property
+    def suite(self) -> dict:
+        """The resolved suite this directory was last run with."""
+        from t2ibench.store import current_suite
+
+        with self._store() as store:
+            return current_suite(store)
+
     def n_failed(self) -> int:
         cells = self.cells()
         return int((cells["status"] == "failed").sum()) if len(cells) else 0

@@ -22,6 +22,7 @@ STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1400px;padding:0 20px 40px;color:#1d2330}
 h1{margin:20px 0 4px}h2{margin-top:32px;border-bottom:1px solid #dde;padding-bottom:4px}
 .meta{color:#667}.banner{background:#fff4e5;border:1px solid #f0b35a;padding:10px 14px;border-radius:6px;margin:14px 0}
+.banner.mlperf.pass{background:#e8f6ec;border-color:#5ab36e}.banner.mlperf ul{margin:6px 0 0 0}
 .rec{background:#eef7ee;border:1px solid #7cbf7c;padding:12px 16px;border-radius:6px;font-size:15px;margin:14px 0;overflow-wrap:anywhere}
 .rec.none{background:#fdeeee;border-color:#d88}
 table{border-collapse:separate;border-spacing:0;font-size:13px}
@@ -312,6 +313,13 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
 
     if unstable := stability_note(rows):
         banners.append(f'<div class="banner" id="unstable">{escape(unstable[0].upper() + unstable[1:])}</div>')
+    from t2ibench.reports.mlperf import verdicts
+
+    for verdict in verdicts(suite, rows):
+        head, *rest = verdict.lines()
+        items = "".join(f"<li>{escape(line.strip())}</li>" for line in rest)
+        banners.append(f'<div class="banner mlperf {"pass" if verdict.passed else "fail"}"><b>{escape(head)}</b>'
+                       f"<ul>{items}</ul></div>")
     rec_class = "rec" if recommendation.config_id else "rec none"
     env_rows = "".join(f'<tr><td class="t">{escape(str(k))}</td><td class="t">{escape(str(v))}</td></tr>'
                        for k, v in environment.items() if v is not None)

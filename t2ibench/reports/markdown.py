@@ -36,6 +36,11 @@ def render_markdown(ctx: ReportContext) -> str:
 
     if unstable := stability_note(rows):
         lines += [f"> **Warning:** {_fmt(unstable)}", ""]
+    from t2ibench.reports.mlperf import verdicts
+
+    for verdict in verdicts(ctx.suite, rows):
+        head, *rest = verdict.lines()
+        lines += [f"**{_fmt(head)}**", ""] + [f"- {_fmt(line.strip())}" for line in rest] + [""]
     lines += [f"**{_fmt(ctx.recommendation.message)}**", ""]
     header = ["config", "config_id", "n_ok", *SHOWN, *[label(m) for m in metrics], "pareto"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
