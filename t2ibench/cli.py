@@ -198,13 +198,9 @@ def _print_summary(run) -> None:
 def _print_recommendation(run, console) -> None:
     from rich.markup import escape
 
-    from t2ibench.reports.context import recommendation_of
     from t2ibench.reports.summary import recommendation_lines
-    from t2ibench.store import RunStore
 
-    with RunStore.open(run.run_dir) as store:
-        rec = recommendation_of(store)
-    for line in recommendation_lines(rec, console.width):
+    for line in recommendation_lines(run.recommendation(), console.width):
         console.print(f"[bold]{escape(line)}[/bold]")
 
 

@@ -58,7 +58,7 @@ def choose_run_dir(suite: Suite, out: str | Path | None, fresh: bool) -> tuple[P
 
 def _erase_run(run_dir: Path) -> None:
     for name in ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm", "manifest.json", "cells.csv", "results.csv",
-                 "report.md", "report.html"):
+                 "report.md", "report.html", "run.log"):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "images", ignore_errors=True)
 
@@ -349,6 +349,14 @@ class Run:
         (numbered from 1) with its node, GPU, and the cells and images it ran."""
         with self._store() as store:
             return {**(store.get_meta("executor") or {}), "actors": store.get_meta("actors") or []}
+
+    def recommendation(self):
+        """The recommended config and why (a :class:`~t2ibench.reports.recommend.Recommendation`), as the
+        reports show it."""
+        from t2ibench.reports.context import recommendation_of
+
+        with self._store() as store:
+            return recommendation_of(store)
 
     @property
     def n_failed(self) -> int:

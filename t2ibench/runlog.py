@@ -1,7 +1,7 @@
 """``run.log``: what other packages print during a run goes to the run directory, not the terminal.
 
-Covered: Python warnings from modules outside t2ibench, log records that another package's stream
-handler (torch, diffusers, transformers, Ray, ...) or logging's last-resort handler would print, and,
+Covered: Python warnings from modules outside t2ibench, log records of other packages that a handler
+would write to stderr or stdout (torch's, diffusers', transformers', Ray's own, or logging's last resort), and,
 when this process's stderr is file descriptor 2, raw writes to fd 2 by C extensions and the processes
 started meanwhile (bitsandbytes notices, Ray's raylet). t2ibench's own messages, progress bars and
 tqdm bars still reach the terminal: they write to ``sys.stderr``, which then points at a duplicate of
@@ -181,7 +181,7 @@ class ThirdPartyLog:
         os.dup2(self._saved_fd, 2)  # closes the pipe's write end here; the reader drains and ends
         if sys.stderr is self._terminal:
             sys.stderr = self._stderr
-        self._pump.join(timeout=2.0)  # a child still holding the pipe (a Ray daemon) may keep it open
+        self._pump.join(timeout=1.0)  # a child still holding the pipe (a Ray daemon) may keep it open
         self._terminal.close()
         os.close(self._saved_fd)
         self._saved_fd = None
