@@ -11,6 +11,7 @@ the original fd 2. What arrives before the run directory exists is held in memor
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import sys
@@ -165,12 +166,16 @@ class ThirdPartyLog:
         self._pump.start()
 
     def _read_pipe(self, read_fd: int) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")  # a character may span reads
         with open(read_fd, "rb", buffering=0) as pipe:
             while chunk := pipe.read(65536):
-                self.write(chunk.decode("utf-8", errors="backslashreplace"), echo=True)
+                self.write(decoder.decode(chunk), echo=True)
 
     def _stop_fd_capture(self) -> None:
-        if self._saved_fd is None:
+        if self._pump is None:
+            if self._saved_fd is not None:  # failed half-way: fd 2 was never replaced
+                os.close(self._saved_fd)
+                self._saved_fd = None
             return
         try:
             self._terminal.flush()
@@ -184,7 +189,7 @@ class ThirdPartyLog:
         self._pump.join(timeout=1.0)  # a child still holding the pipe (a Ray daemon) may keep it open
         self._terminal.close()
         os.close(self._saved_fd)
-        self._saved_fd = None
+        self._saved_fd, self._pump = None, None
 
     # -- context -------------------------------------------------------------------------------
     def __enter__(self) -> "ThirdPartyLog":
@@ -196,7 +201,10 @@ class ThirdPartyLog:
         logging.getLogger().addHandler(self._root)
         self._showwarning, warnings.showwarning = warnings.showwarning, self._warning
         if self.capture_fd:
-            self._start_fd_capture()
+            try:
+                self._start_fd_capture()
+            except OSError:  # no pipe or descriptor left: Python-level capture only
+                self._stop_fd_capture()
         return self
 
     def __exit__(self, *exc) -> None:
