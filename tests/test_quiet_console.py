@@ -17,7 +17,7 @@ from rich.console import Console
 import fake_backend
 import noisy_backend
 from t2ibench.cli import main
-from t2ibench.progress import EtaEstimator, RichObserver
+from t2ibench.progress import EtaColumn, EtaEstimator, RichObserver
 
 fake_backend.register()
 noisy_backend.register()
@@ -150,12 +150,13 @@ def test_the_progress_bar_shows_the_measured_eta():
     clock.now = 40.0
     observer.cells_advanced(Config, 1)
     overall = observer.progress.tasks[0]
-    assert overall.fields["eta_at"] is None
+    assert overall.fields["eta_at"] is None and EtaColumn().render(overall).plain == "ETA …"
     for _ in range(3):
         clock.now += 0.5
         observer.cells_advanced(Config, 1)
     overall = observer.progress.tasks[0]
     assert overall.fields["eta_at"] - time.monotonic() == pytest.approx(6 * 0.5, abs=0.5)
+    assert EtaColumn().render(overall).plain in ("ETA 0:00:03", "ETA 0:00:02")
 
 
 # --- scoring progress ----------------------------------------------------------------------------
