@@ -47,7 +47,7 @@ class Probe:
 
     def config_ended(self, config, status, reason): pass
 
-    def cells_advanced(self, config, n):
+    def cells_advanced(self, config, n, timed=True):
         self.done += n
         self.samples.append((time.perf_counter(), self.done, _rss_mb()))
 

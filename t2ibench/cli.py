@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
                         "share_gpus=true (repeatable)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     p.add_argument("--no-metrics", action="store_true", help="skip quality metrics (timing and images only)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show other packages' warnings and log lines on the terminal "
+                        "(they always go to run.log in the run directory)")
     p.add_argument("--baseline", metavar="DIR", help="then compare with this run directory or results.json "
                                                     "(exit 1 on regression)")
     p.set_defaults(func=_run)
@@ -127,6 +130,7 @@ def _run(args) -> int:
     from t2ibench.executors import parse_cli_options
     from t2ibench.orchestration import execute
     from t2ibench.progress import RichObserver
+    from t2ibench.runlog import ThirdPartyLog
     from t2ibench.suites import load_suite, suite_notes
 
     suite = load_suite(args.suite)
@@ -136,14 +140,16 @@ def _run(args) -> int:
         from t2ibench.reports.export import load_summary
 
         baseline = load_summary(args.baseline)
-    err = _console(stderr=True)
     executor_options = parse_cli_options(args.executor_opt)
     try:
-        with RichObserver(err) as observer:
-            run = execute(suite, out=args.out, device=args.device, executor=args.executor,
-                          executor_options=executor_options, fresh=args.fresh,
-                          observer=observer, metrics=not args.no_metrics,
-                          log=lambda msg: observer.progress.console.print(msg, markup=False))
+        with ThirdPartyLog(verbose=args.verbose) as runlog:  # other packages' output → run.log
+            err = _console(stderr=True)
+            with RichObserver(err) as observer:
+                run = execute(suite, out=args.out, device=args.device, executor=args.executor,
+                              executor_options=executor_options, fresh=args.fresh,
+                              observer=observer, metrics=not args.no_metrics,
+                              log=lambda msg: observer.progress.console.print(msg, markup=False),
+                              on_run_dir=runlog.attach)
     except RunInterrupted as e:
         print(f"t2ibench: {e}; to resume, run: {_resume_command(args, e.run_dir)}", file=sys.stderr)
         return 130
@@ -220,6 +226,7 @@ def _print_summary(run) -> None:
         console.print(f"[yellow]{r['config']}: recompiled {r['recompiles']}× during timed calls; its latency "
                       "includes compilation[/yellow]")
     _print_actors(run, console)
+    _print_recommendation(run, console)
     from t2ibench.reports.mlperf import verdicts
 
     for verdict in verdicts(run.suite(), results.to_dict("records")):
@@ -229,6 +236,18 @@ def _print_summary(run) -> None:
         for line in rest:
             console.print(escape(line))
     console.print(f"report: {run.report_path}")
+    log = run.run_dir / "run.log"
+    if log.exists() and log.stat().st_size:
+        console.print(f"[dim]other packages' warnings and log lines: {log} (--verbose shows them)[/dim]")
+
+
+def _print_recommendation(run, console) -> None:
+    from rich.markup import escape
+
+    from t2ibench.reports.summary import recommendation_lines
+
+    for line in recommendation_lines(run.recommendation(), console.width):
+        console.print(f"[bold]{escape(line)}[/bold]")
 
 
 def _print_actors(run, console) -> None:

@@ -59,7 +59,7 @@ def choose_run_dir(suite: Suite, out: str | Path | None, fresh: bool) -> tuple[P
 
 def _erase_run(run_dir: Path) -> None:
     for name in ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm", "manifest.json", "cells.csv", "results.csv",
-                 "report.md", "report.html"):
+                 "report.md", "report.html", "run.log"):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "images", ignore_errors=True)
 
@@ -190,8 +190,12 @@ def check_models(suite: Suite) -> None:
 def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto",
             executor: str | ExecutorChoice | None = None, executor_options: dict | None = None,
             fresh: bool = False, observer: Observer | None = None, metrics: bool = True,
-            log: Callable[[str], None] = lambda msg: None) -> "Run":
-    """Run ``suite`` into a run directory (resuming what is there) and return the Run."""
+            log: Callable[[str], None] = lambda msg: None,
+            on_run_dir: Callable[[Path], None] = lambda run_dir: None) -> "Run":
+    """Run ``suite`` into a run directory (resuming what is there) and return the Run.
+
+    ``on_run_dir(run_dir)`` is called once the directory exists (the CLI starts its run.log there).
+    """
     from t2ibench.harness.environment import collect_environment
     from t2ibench.reports import write_reports
 
@@ -203,6 +207,7 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
     total = len(configs) * len(prompts) * len(seeds)
     check_models(suite)
     with run_guard(run_dir, total), RunStore.open(run_dir, write=True) as store:
+        on_run_dir(run_dir)
         if store.lock_note:
             log(store.lock_note)
         previous = store.get_meta("suite")
@@ -261,7 +266,7 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
                     store.update_config(config["config_id"], status="interrupted", reason="stopped by Ctrl-C")
         elif metrics and suite.metrics:
             try:
-                score_run(store, suite, device, log=log)
+                score_run(store, suite, device, log=log, progress=getattr(observer, "scoring", None))
             except UserError as e:
                 deferred.append(e)
             except Exception:
@@ -292,8 +297,10 @@ def _resolved_metrics(suite: Suite) -> dict:
     return out
 
 
-def score_run(store: RunStore, suite: Suite, device: str, log: Callable[[str], None] = lambda m: None) -> None:
-    """Metrics over the ok images of the suite's configs; features are cached in the run directory."""
+def score_run(store: RunStore, suite: Suite, device: str, log: Callable[[str], None] = lambda m: None,
+              progress: Callable[[str, int, int], None] | None = None) -> None:
+    """Metrics over the ok images of the suite's configs; features are cached in the run directory.
+    ``progress``: the per-batch hook of :func:`~t2ibench.metrics.evaluate.evaluate` (a progress bar)."""
     from t2ibench.metrics.evaluate import ImageRecord, evaluate
 
     images = [
@@ -306,7 +313,7 @@ def score_run(store: RunStore, suite: Suite, device: str, log: Callable[[str], N
     reference = next((c.config_id for c in suite.configs() if c.is_reference), None)
     log(f"scoring {plural(len(images), 'image')}: {', '.join(suite.metrics)}")
     results = evaluate(_resolved_metrics(suite), images, reference, device=device,
-                       cache_dir=store.run_dir / "features")
+                       cache_dir=store.run_dir / "features", progress=progress)
     store.put_metrics(results)
     for note in dict.fromkeys(n for r in results for n in r.extra.get("notes", []) if "random weights" not in n):
         log(f"note: {note}")
@@ -343,6 +350,14 @@ class Run:
         (numbered from 1) with its node, GPU, and the cells and images it ran."""
         with self._store() as store:
             return {**(store.get_meta("executor") or {}), "actors": store.get_meta("actors") or []}
+
+    def recommendation(self):
+        """The recommended config and why (a :class:`~t2ibench.reports.recommend.Recommendation`), as the
+        reports show it."""
+        from t2ibench.reports.context import recommendation_of
+
+        with self._store() as store:
+            return recommendation_of(store)
 
     @property
     def suite(self) -> dict:

@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from t2ibench import cli
+from t2ibench.reports.recommend import Recommendation
 from t2ibench.reports.summary import summary_table
 
 NAMES = ["steps=2 scheduler=euler", "steps=3 scheduler=dpmpp_2m", "a | b $\\frac$ c", "reference"]
@@ -77,7 +78,8 @@ def test_cli_summary_at_80_columns(monkeypatch, tmp_path):
     for m in METRICS:
         frame[f"{m}_lo"] = frame[f"{m}_hi"] = frame[m]
     run = types.SimpleNamespace(results=lambda: frame, run_dir=Path(tmp_path), report_path=tmp_path / "report.html",
-                                executor=lambda: {"name": "local", "actors": []})
+                                executor=lambda: {"name": "local", "actors": []},
+                                recommendation=lambda: Recommendation(None, None, "No objectives set; no recommendation."))
     console = Console(width=80, file=io.StringIO(), color_system=None, highlight=False)
     monkeypatch.setattr(cli, "_console", lambda stderr=False: console)
     cli._print_summary(run)
@@ -85,3 +87,4 @@ def test_cli_summary_at_80_columns(monkeypatch, tmp_path):
     lines = out.splitlines()
     assert _column(lines, 0) == NAMES
     assert "not shown (terminal too narrow): config_id" in out and "results.csv" in out
+    assert "No objectives set; no recommendation." in out  # the recommendation (here: why there is none)

@@ -5,7 +5,7 @@ Modules of one layer (the foundation's, the entry points') may import each other
 Every import is read from the source (function-level imports too; ``if TYPE_CHECKING:`` blocks
 are annotations, not imports). Layers, bottom to top:
 foundation (base, errors, registry) < backends < executors < suites < store < harness < metrics
-< reports < orchestration < the entry points (cli, doctor, pytest plugin, progress, package root).
+< reports < orchestration < the entry points (cli, doctor, pytest plugin, progress, runlog, package root).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ LAYERS = [
     {"t2ibench.metrics"},
     {"t2ibench.reports"},
     {"t2ibench.orchestration"},
-    {"t2ibench.cli", "t2ibench.doctor", "t2ibench.pytest_plugin", "t2ibench.progress", "t2ibench",
+    {"t2ibench.cli", "t2ibench.doctor", "t2ibench.pytest_plugin", "t2ibench.progress", "t2ibench.runlog", "t2ibench",
      "t2ibench.__main__"},
 ]
 # Suites validate a suite's ``metrics:`` through the metric declarations (ARCHITECTURE.md, Layers).

@@ -27,7 +27,8 @@ class Observer(Protocol):
 
     def config_started(self, config: Config, n_cells: int) -> None: ...
 
-    def cells_advanced(self, config: Config, n: int) -> None: ...
+    def cells_advanced(self, config: Config, n: int, timed: bool = True) -> None:
+        """``n`` more cells are done: by a call (``timed``), or ended without one (skipped, failed)."""
 
     def config_ended(self, config: Config, status: str, reason: str) -> None: ...
 
@@ -37,7 +38,7 @@ class NullObserver:
 
     def config_started(self, config, n_cells): pass
 
-    def cells_advanced(self, config, n): pass
+    def cells_advanced(self, config, n, timed=True): pass
 
     def config_ended(self, config, status, reason): pass
 
@@ -99,7 +100,7 @@ class StoreRecorder:
             now = time.time()
             base = dict(config_id=config.config_id, batch_size=config.knobs.batch_size, created_at=now)
             self._put((None, [(self._row(c, base, status=status, error=reason), None) for c in cells]))
-            self.observer.cells_advanced(config, len(cells))
+            self.observer.cells_advanced(config, len(cells), timed=False)
         self.flush()
         self.store.update_config(
             config.config_id, status=status, reason=reason,

@@ -17,9 +17,13 @@ __all__ = ["ImageRecord", "MetricResult", "evaluate"]
 
 def evaluate(metrics: dict[str, Any], images: list[ImageRecord], reference_id: str | None, *,
              device: str = "cpu", cache_dir: Path | None, seed: int = 0,
-             progress: Callable[[str], None] | None = None, batch_size: int = 50,
+             progress: Callable[[str, int, int], None] | None = None, batch_size: int = 50,
              num_workers: int | None = None, ci: bool = True) -> list[MetricResult]:
-    """Compute each metric for each config of ``images``; rows carry 95% CIs over prompts when ``ci``."""
+    """Compute each metric for each config of ``images``; rows carry 95% CIs over prompts when ``ci``.
+
+    ``progress(label, done, added)``: ``added`` more images (or LPIPS pairs) to run for a network
+    ``label``, and ``done`` of them run, after each batch.
+    """
     from t2ibench.metrics.cache import FeatureCache
     from t2ibench.metrics.features import resolve_device
 

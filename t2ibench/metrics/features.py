@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from t2ibench.base import plural
 from t2ibench.errors import UserError
 from t2ibench.metrics import images as im
 from t2ibench.metrics.cache import FeatureCache, hash_files
@@ -73,8 +72,11 @@ def batches(paths: list[Path], preprocess: Callable, batch_size: int, num_worker
 
 def extract(paths: list[Path], extractor: Extractor, cache: FeatureCache | None = None, *,
             batch_size: int = 50, num_workers: int | None = None,
-            progress: Callable[[str], None] | None = None) -> np.ndarray:
-    """(N, d) float32 features of ``paths`` in order; only uncached images are decoded and run."""
+            progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
+    """(N, d) float32 features of ``paths`` in order; only uncached images are decoded and run.
+
+    ``progress(label, done, added)`` is called with ``added`` images to run, then after each batch.
+    """
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no images to extract features from")
@@ -84,8 +86,9 @@ def extract(paths: list[Path], extractor: Extractor, cache: FeatureCache | None 
     todo = [i for i, h in enumerate(hashes) if h not in found]
     todo = list({hashes[i]: i for i in todo}.values())  # one decode per distinct content
     if todo:
+        label = extractor.key.split("|")[0]
         if progress:
-            progress(f"{extractor.key.split('|')[0]}: {plural(len(todo), 'image')} ({len(paths) - len(todo)} cached)")
+            progress(label, 0, len(todo))
         workers = default_workers(extractor.device) if num_workers is None else num_workers
         new: dict[str, np.ndarray] = {}
         problems: list[str] = []
@@ -97,6 +100,8 @@ def extract(paths: list[Path], extractor: Extractor, cache: FeatureCache | None 
                 feats = extractor.forward(batch)
                 new.update((hashes[todo[start + j]], f) for j, f in zip(ok, feats))
             start += len(ok) + len(bad)
+            if progress:
+                progress(label, len(ok) + len(bad), 0)
         cache.put(extractor.key, new)  # what was computed is kept, even when some files were unreadable
         if problems:
             raise UserError(problems[0], problems=problems)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -85,23 +85,28 @@ def _pair_tensors(a: Path, b: Path) -> tuple["torch.Tensor", "torch.Tensor"]:
 
 
 def pair_distances(net: "LPIPSNet", pairs: Sequence[tuple[Path, Path]], cache: FeatureCache | None = None,
-                   threads: int = 2) -> np.ndarray:
-    """LPIPS of each (a, b) file pair; cached by both files' content."""
+                   threads: int = 2, progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
+    """LPIPS of each (a, b) file pair; cached by both files' content. ``progress`` as :func:`extract`'s."""
     cache = cache or FeatureCache(None)
     keys = [f"{content_hash(a)}:{content_hash(b)}" for a, b in pairs]
     found = {k: float(v[0]) for k, v in cache.get(net.key, keys).items()}
     todo = [i for i, k in enumerate(keys) if k not in found]
+    if progress and todo:
+        progress("lpips", 0, len(todo))
     with ThreadPoolExecutor(threads) as pool:  # decode ahead of the network
         for i, (ta, tb) in zip(todo, pool.map(lambda i: _pair_tensors(*pairs[i]), todo)):
             found[keys[i]] = float(net.distance(ta[None], tb[None])[0])
+            if progress:
+                progress("lpips", 1, 0)
     cache.put(net.key, {keys[i]: np.array([found[keys[i]]]) for i in todo})
     return np.array([found[k] for k in keys])
 
 
-def diversity(net: "LPIPSNet", group: Sequence[Path], cache: FeatureCache | None = None) -> float:
+def diversity(net: "LPIPSNet", group: Sequence[Path], cache: FeatureCache | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> float:
     """Mean pairwise LPIPS among the images of one prompt (its seeds); NaN for fewer than 2."""
     pairs = list(itertools.combinations(group, 2))
-    return float(pair_distances(net, pairs, cache).mean()) if pairs else float("nan")
+    return float(pair_distances(net, pairs, cache, progress=progress).mean()) if pairs else float("nan")
 
 
 def lpips(a: Sequence[str | Path], b: Sequence[str | Path], net: str = "alex", device: str = "cpu",
@@ -165,7 +170,7 @@ def score_lpips(o: LPIPSOptions, ctx) -> list:
             out.append(unscored(cfg, "lpips_diversity", len(recs), too_small_note(small, side, sizes)))
             continue
         prompts = list(dict.fromkeys(r.prompt_id for r in recs))
-        per_prompt = np.array([diversity(net, [r.path for r in recs if r.prompt_id == p], ctx.cache)
+        per_prompt = np.array([diversity(net, [r.path for r in recs if r.prompt_id == p], ctx.cache, ctx.progress)
                                for p in prompts])
         if np.isfinite(per_prompt).any():
             div[cfg] = float(np.nanmean(per_prompt))
@@ -187,7 +192,7 @@ def score_lpips(o: LPIPSOptions, ctx) -> list:
         if small:
             out.append(unscored(cfg, "lpips", len(paired), too_small_note(small, side, sizes)))
             continue
-        d = pair_distances(net, files, ctx.cache)
+        d = pair_distances(net, files, ctx.cache, progress=ctx.progress)
         ci = bs.mean_ci(d, [r.prompt_id for r, _ in paired], seed=ctx.seed) if ctx.ci else None
         unpaired = len(pairs) - len(paired)
         notes = [f"{plural(unpaired, 'image')} without a partner skipped"] if unpaired else []

@@ -49,7 +49,7 @@ class ScoringContext:
     device: str
     cache: Any  # FeatureCache
     seed: int = 0
-    progress: Callable[[str], None] | None = None
+    progress: Callable[[str, int, int], None] | None = None  # (label, images done, images added): per batch
     batch_size: int = 50
     num_workers: int | None = None
     ci: bool = True  # compute confidence intervals (``score`` on folders skips them unless asked)

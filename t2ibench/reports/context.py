@@ -37,3 +37,11 @@ def build_context(store: RunStore, objectives: dict[str, str] | None = None) -> 
         environment=store.get_meta("environment", {}) or {},
         executor=store.get_meta("executor", {}) or {},
     )
+
+
+def recommendation_of(store: RunStore, objectives: dict[str, str] | None = None) -> Recommendation:
+    """The run's recommendation, as its reports show it (without reading the cells)."""
+    suite = current_suite(store)
+    objectives = objectives if objectives is not None else (suite.get("objectives") or {})
+    rows = result_records(store, objectives)
+    return recommend(rows, objectives, suite.get("constraints") or {}, [not r["pareto_note"] for r in rows])

@@ -97,3 +97,22 @@ def stability_note(records: list[dict]) -> str:
 
     return unstable_note({str(r["config"]): r["latency_unstable"] for r in records
                           if isinstance(r.get("latency_unstable"), str) and r["latency_unstable"]})
+
+
+def recommendation_lines(rec, width: int = 80) -> list[str]:
+    """One or two lines under the table: the chosen config and why, and what was ruled out; or why none."""
+
+    def fit(line: str) -> str:
+        return line if len(line) <= width else line[:max(width - 1, 1)] + "…"
+
+    if rec.config_id is None:
+        if not rec.ruled_out:
+            return [fit(rec.message)]
+        first = "; ".join(f"{name}: {', '.join(why)}" for name, why in rec.ruled_out.items())
+        return [fit("no config meets the constraints; see the report"), fit(f"ruled out: {first}")]
+    chosen = rec.message.split(" Ruled out: ")[0]
+    lines = [fit(chosen[0].lower() + chosen[1:])]
+    if rec.ruled_out:
+        why = "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in rec.ruled_out.items())
+        lines.append(fit(f"ruled out: {why}"))
+    return lines
