@@ -30,6 +30,15 @@ from t2ibench.metrics.set_scoring import folder_units
 from t2ibench.reports.compare import Gate, metric_row
 from t2ibench.reports.export import MetricSummary
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """Thousands of small SVDs: one BLAS thread is many times faster than two contending ones."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
 REPS = 300
 COVER = (0.92, 0.98)
 TRUTH_DRAWS = 1500
