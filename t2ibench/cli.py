@@ -229,7 +229,7 @@ def _print_summary(run) -> None:
     _print_recommendation(run, console)
     from t2ibench.reports.mlperf import verdicts
 
-    for verdict in verdicts(run.suite(), results.to_dict("records")):
+    for verdict in verdicts(run.suite, results.to_dict("records")):
         colour = "green" if verdict.passed else "red"
         head, *rest = verdict.lines()
         console.print(f"[{colour}]{escape(head)}[/{colour}]")
