@@ -94,7 +94,7 @@ def _console(stderr: bool = False):
 
 def _run(args) -> int:
     from t2ibench.executors import parse_cli_options
-    from t2ibench.orchestration import execute
+    from t2ibench.orchestration import Run, RunUserError, execute
     from t2ibench.progress import RichObserver
     from t2ibench.suites import load_suite
 
@@ -114,6 +114,12 @@ def _run(args) -> int:
     except RunInterrupted as e:
         print(f"t2ibench: {e}; to resume, run: {_resume_command(args, e.run_dir)}", file=sys.stderr)
         return 130
+    except RunUserError as e:  # found after generation: the summary of what ran, then the errors (exit 2)
+        run = Run(e.run_dir)
+        _print_summary(run)
+        if run.n_failed:
+            _print_failures(run, err)
+        raise
     _print_summary(run)
     failed = run.n_failed
     if failed:
@@ -226,16 +232,26 @@ def _parse_objectives(text: str) -> dict[str, str]:
 
 
 def _validate(args) -> int:
+    from t2ibench.metrics.weights import offline
     from t2ibench.orchestration import check_models
     from t2ibench.suites import load_suite
+    from t2ibench.suites.preflight import preflight
 
     problems: list[str] = []
     for path in args.suites:
         try:
             suite = load_suite(path)
             check_models(suite)
+            # weights are looked up only where nothing would be downloaded; validate does no work
+            found = preflight(suite, find_weights=offline())
+            for line in found.skips:  # always skipped: said, but not an error
+                print(f"t2ibench: warning: {line}", file=sys.stderr)
+            if found.errors or found.few_images:
+                problems.extend(found.errors + found.few_images)
+                continue
+            warned = f"; {len(found.skips)} warning{'s' * (len(found.skips) != 1)}" if found.skips else ""
             print(f"{path}: ok ({len(suite.configs())} configs × {len(suite.prompt_list())} prompts "
-                  f"× {len(suite.seed_list())} seeds)")
+                  f"× {len(suite.seed_list())} seeds{warned})")
         except UserError as e:
             problems.extend(e.problems)
     if problems:

@@ -105,6 +105,38 @@ def load_state_dict_file(path: Path) -> dict:
 OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
+def check_open_clip(model: str, pretrained: str | None = None) -> None:
+    """UserError unless ``model`` (``ViT-B-32`` or ``random:ViT-B-32``) is an open_clip architecture and, for
+    real weights, ``pretrained`` is a tag open_clip has for it (or a file); reads no weights."""
+    import open_clip
+
+    arch = model.removeprefix("random:")
+    archs = open_clip.list_models()
+    if arch not in archs:
+        shown = [("random:" if model.startswith("random:") else "") + a for a in archs]
+        hint = did_you_mean(model, shown) or "; e.g. ViT-B-32, ViT-L-14, ViT-L-14-336 (open_clip.list_models())"
+        raise UserError(f"unknown open_clip model '{model}'{hint}")
+    if model.startswith("random:") or pretrained is None or Path(pretrained).expanduser().is_file():
+        return
+    if pretrained.startswith(("./", "../", "/", "~")) or pretrained.endswith((".safetensors", ".bin", ".pt", ".pth")):
+        raise UserError(f"open_clip weights file '{pretrained}' does not exist")
+    if not open_clip.get_pretrained_cfg(arch, pretrained):
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        raise UserError(f"open_clip has no pretrained '{pretrained}' for '{arch}'{did_you_mean(pretrained, tags)}; "
+                        f"choose one of: {', '.join(tags) or '(none)'}")
+
+
+def check_name(what: str, name: str, choices: tuple[str, ...]) -> None:
+    """UserError unless ``name`` is one of ``choices`` (with did-you-mean)."""
+    if name not in choices:
+        hint = did_you_mean(name, list(choices))
+        raise UserError(f"unknown {what} '{name}'{hint or ''}; choose one of: {', '.join(choices)}")
+
+
+def random_weights() -> str:
+    return "random weights (no file)"
+
+
 def resolve_open_clip(arch: str, pretrained: str) -> tuple[Path, bool]:
     """(weights file, quick_gelu) for an open_clip ``arch``/``pretrained`` pair.
 

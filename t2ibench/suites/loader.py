@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from t2ibench.errors import UserError
 from t2ibench.registry import did_you_mean
 from t2ibench.suites.checks import check_suite
+from t2ibench.suites.paths import resolve_suite_paths
 from t2ibench.suites.problems import Problem, SuiteError, from_validation_error
 from t2ibench.suites.prompts import PromptSource
 from t2ibench.suites.schema import Bound, SeedRange, Suite, Timing
@@ -221,6 +222,8 @@ def suite_from_data(data: Any, file: str = "<suite>", lines: Optional[Lines] = N
     if "source_path" in data:
         problems.append(Problem(("source_path",), "unknown key 'source_path' (set from the file's location)"))
         data = {k: v for k, v in data.items() if k != "source_path"}
+    if source_path is not None:  # one rule: relative paths resolve against the suite file's folder
+        data = resolve_suite_paths(data, source_path.parent)
     suite: Optional[Suite] = None
     try:
         suite = Suite.model_validate({**data, "source_path": source_path}, context={"defer_checks": True})
@@ -296,17 +299,24 @@ def _model_loc(data: Any, model: str) -> tuple:
     return walk(data, ()) or ("model",)
 
 
+def suite_lines(suite: Suite) -> tuple[Any, Lines, Optional[str]]:
+    """The suite's plain data (paths resolved as the loader resolves them), its key path → line map, and
+    the file name to show; for a suite built in Python, ``suite.raw()`` and no file."""
+    data, lines, file = suite.raw(), {(): 1}, None
+    if suite.source_path is not None:
+        try:
+            parsed, lines, _ = parse_yaml(suite.source_path.read_text(encoding="utf-8-sig"))
+            data = resolve_suite_paths(parsed, suite.source_path.parent)
+        except (OSError, UnicodeDecodeError):
+            lines = {(): 1}
+        file = _shown(suite.source_path)
+    return data, lines, file
+
+
 def model_problem(suite: Suite, model: str, message: str) -> str:
     """``file:line: model: message`` at the line of the suite file that sets ``model``, as the schema
     errors read (``model: message`` for a suite built in Python)."""
-    data, lines = suite.raw(), {(): 1}
-    file = None
-    if suite.source_path is not None:
-        try:
-            data, lines, _ = parse_yaml(suite.source_path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError):
-            pass
-        file = _shown(suite.source_path)
+    data, lines, file = suite_lines(suite)
     loc = _model_loc(data, model)
     return Problem(loc, message).render(file, line_of(loc, lines) if file else None)
 
