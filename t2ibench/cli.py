@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--objectives", help="override the suite's objectives, e.g. latency_ms_p50=min,clip_score=max")
     p.set_defaults(func=_report)
 
-    p = verbs.add_parser("validate", help="check suite files against the schema; does no work")
+    p = verbs.add_parser("validate", help="check suite files: the schema, then everything that can be checked "
+                                          "without generating (files, metric networks, skipped combinations)")
     p.add_argument("suites", nargs="+", metavar="SUITE")
     p.set_defaults(func=_validate)
 
