@@ -233,7 +233,6 @@ def _parse_objectives(text: str) -> dict[str, str]:
 
 
 def _validate(args) -> int:
-    from t2ibench.metrics.weights import offline
     from t2ibench.orchestration import check_models
     from t2ibench.suites import load_suite
     from t2ibench.suites.preflight import preflight
@@ -243,13 +242,13 @@ def _validate(args) -> int:
         try:
             suite = load_suite(path)
             check_models(suite)
-            # weights are looked up only where nothing would be downloaded; validate does no work
-            found = preflight(suite, find_weights=offline())
-            for line in found.skips:  # always skipped: said, but not an error
-                print(f"t2ibench: warning: {line}", file=sys.stderr)
-            if found.errors or found.few_images:
+            found = preflight(suite)  # names, files and combinations; the weights are looked up by `run`
+
+            if found.errors or found.few_images:  # the errors alone: the warnings follow once they are fixed
                 problems.extend(found.errors + found.few_images)
                 continue
+            for line in found.skips:  # always skipped: said, but not an error
+                print(f"t2ibench: warning: {line}", file=sys.stderr)
             warned = f"; {len(found.skips)} warning{'s' * (len(found.skips) != 1)}" if found.skips else ""
             print(f"{path}: ok ({len(suite.configs())} configs × {len(suite.prompt_list())} prompts "
                   f"× {len(suite.seed_list())} seeds{warned})")

@@ -45,7 +45,8 @@ def pngs(run_dir: Path) -> list[Path]:
 # --- preflight: LoRA files -------------------------------------------------------------------------
 
 def test_validate_names_a_missing_lora_file_at_its_line(tmp_path, capsys):
-    path = write(tmp_path / "suite.yaml", include=[{"name": "typo", "lora": [{"source": "./does-not-exist.safetensors"}]}])
+    typo = [{"name": "typo", "lora": [{"source": "./does-not-exist.safetensors"}]}]
+    path = write(tmp_path / "suite.yaml", include=typo)
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     line = line_of(path, "does-not-exist")
@@ -60,7 +61,8 @@ def test_run_with_a_missing_lora_file_exits_2_before_any_model_loads(tmp_path, c
     loads = []
     real = loading.load_pipeline
     monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: loads.append(a) or real(*a, **k))
-    path = write(tmp_path / "suite.yaml", **small(include=[{"name": "typo", "lora": [{"source": "missing.safetensors"}]}]))
+    typo = [{"name": "typo", "lora": [{"source": "missing.safetensors"}]}]
+    path = write(tmp_path / "suite.yaml", **small(include=typo))
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
@@ -186,7 +188,8 @@ def test_a_user_error_found_while_scoring_still_writes_summary_reports_and_manif
     refs.mkdir()
     for name in ("unrelated-0.png", "unrelated-1.png"):  # no file name matches a generated image
         Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(refs / name)
-    path = write(tmp_path / "suite.yaml", **small(seeds=[0, 1], metrics={"lpips": {"against": "refs", "net": "random:alex"}}))
+    metrics = {"lpips": {"against": "refs", "net": "random:alex"}}
+    path = write(tmp_path / "suite.yaml", **small(seeds=[0, 1], metrics=metrics))
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out), "--device", "cpu"]) == 2
     captured = capsys.readouterr()
@@ -241,8 +244,10 @@ def test_a_relative_lora_file_resolves_against_the_suite_folder(elsewhere, tmp_p
     from t2ibench.backends.torch.random_models import RANDOM_PIPELINES
 
     (elsewhere / "adapters").mkdir(parents=True)
-    save_file(random_lora("a", RANDOM_PIPELINES.get("tiny-sd")().unet, "unet"), elsewhere / "adapters" / "a.safetensors")
-    path = write(elsewhere / "suite.yaml", **small(include=[{"name": "lora", "lora": [{"source": "adapters/a.safetensors"}]}]))
+    unet = RANDOM_PIPELINES.get("tiny-sd")().unet
+    save_file(random_lora("a", unet, "unet"), elsewhere / "adapters" / "a.safetensors")
+    include = [{"name": "lora", "lora": [{"source": "adapters/a.safetensors"}]}]  # a file suffix: read as a path
+    path = write(elsewhere / "suite.yaml", **small(include=include))
     assert main(["validate", str(path)]) == 0
     run = t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)
     results = run.results().set_index("config")

@@ -151,7 +151,9 @@ def preflight(suite: Suite, *, device: Optional[str] = None, metrics: bool = Tru
     from t2ibench.suites.problems import Problem
 
     data, lines, file = suite_lines(suite)
-    render = lambda loc, message: Problem(loc, message).render(file, line_of(loc, lines) if file else None)  # noqa: E731
+    def render(loc: tuple, message: str) -> str:
+        return Problem(loc, message).render(file, line_of(loc, lines) if file else None)
+
     out = Preflight()
     _backend_findings(suite, data, render, device, out)
     if metrics and suite.metrics:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from t2ibench.backends import Finding
+from t2ibench.backends.torch.attention import CUDA_ONLY
 
 CACHE_WITH_COMPILE = ("cache together with compile is not supported yet: the skipped blocks are counted in Python, "
                       "which compiled code guards on and recompiles for")
@@ -31,6 +32,11 @@ RANDOM_DENOISERS = {
     "tiny-pixart-sigma": "PixArtTransformer2DModel", "tiny-flux": "FluxTransformer2DModel",
     "flux-dev": "FluxTransformer2DModel",
 }
+
+
+# denoisers whose attention processors do not go through diffusers' dispatcher (README: the SD/SDXL UNet, SD3)
+NO_DISPATCHER = ("UNet2DConditionModel", "SD3Transformer2DModel")
+DISPATCHER_PACKAGES = {"sage": "sageattention", "flash_attn": "flash_attn"}
 
 
 def _missing(module: str) -> bool:
@@ -122,7 +128,7 @@ def _kind(model: str) -> Optional[str]:
 def preflight(model: str, knobs: Any, device: Optional[str] = None) -> list[Finding]:
     """Findings about one config (see the module docstring); ``device`` None: not known yet."""
     from t2ibench.backends.torch.lora import MIXED_FUSE, source_problem
-    from t2ibench.backends.torch.options import compile_options
+    from t2ibench.backends.torch.options import DISPATCHER_ATTENTION, compile_options
     from t2ibench.backends.torch.quantization import LAYERWISE_TEXT_ENCODER, quantize_problem
     from t2ibench.backends.torch.schedulers import SCHEDULERS
 
@@ -156,19 +162,31 @@ def preflight(model: str, knobs: Any, device: Optional[str] = None) -> list[Find
         needs = SCHEDULERS.get(knobs.scheduler).needs
         if needs and _missing(needs):
             skip("scheduler", f"scheduler '{knobs.scheduler}' needs the '{needs}' package (pip install {needs})")
+    known = kind is not None and kind != "gguf" and (knobs.cache is not None or knobs.attention in DISPATCHER_ATTENTION)
+    attr, cls = denoiser_class(model, kind) if known else (None, None)
     if knobs.attention == "xformers" and _missing("xformers"):
         skip("attention", "attention 'xformers' needs the xformers package (pip install 't2ibench[xformers]')")
     elif knobs.attention in ("flash", "efficient") and cuda is False:
         skip("attention", f"attention '{knobs.attention}' needs a CUDA device")
+    elif knobs.attention in DISPATCHER_ATTENTION:
+        if cls in NO_DISPATCHER:
+            skip("attention", f"attention '{knobs.attention}' is a diffusers dispatcher backend, and {cls}'s attention "
+                              "processors do not call the dispatcher")
+        elif knobs.attention in DISPATCHER_PACKAGES and _missing(DISPATCHER_PACKAGES[knobs.attention]):
+            package = DISPATCHER_PACKAGES[knobs.attention]
+            skip("attention", f"attention '{knobs.attention}' needs the {package} package")
+        elif knobs.attention in CUDA_ONLY and cuda is False:
+            skip("attention", f"attention '{knobs.attention}' needs a CUDA device")
     if knobs.cache is not None:
         if compile_options(knobs) is not None:
             skip("cache", CACHE_WITH_COMPILE)
         else:
-            attr, cls = denoiser_class(model, kind) if kind and kind != "gguf" else (None, None)
             why = cache_problem(knobs.cache, attr, cls)
             if why:
                 skip("cache", why)
     if knobs.lora:
+        if _missing("peft"):
+            skip("lora", "lora needs the peft package (pip install peft)")
         if len({a.fuse for a in knobs.lora}) > 1:
             skip("lora", MIXED_FUSE)
         for i, adapter in enumerate(knobs.lora):
