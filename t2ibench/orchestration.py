@@ -182,15 +182,9 @@ def check_models(suite: Suite) -> None:
         try:
             BACKENDS.get(backend).check_model(model)
         except UserError as e:
-            base = suite.base_dir()
-            if "does not exist" not in str(e) or model.startswith("random:"):
-                where = ""
-            elif base is None and not Path(model).expanduser().is_absolute():  # a suite built in Python
-                where = f" (relative model paths are resolved from the current folder, {Path.cwd()})"
-            elif base is not None and model.startswith(str(base) + os.sep):
-                where = f" (relative paths in a suite resolve against its folder, {base})"
-            else:
-                where = ""
+            local = not model.startswith("random:") and not Path(model).expanduser().is_absolute()
+            where = f" (relative model paths are resolved from the current folder, {Path.cwd()})" \
+                if local and "does not exist" in str(e) and suite.source_path is None else ""
             problems.append(model_problem(suite, model, f"{e}{where}"))
     if problems:
         raise UserError(problems[0], problems=problems)

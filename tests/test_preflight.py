@@ -298,3 +298,21 @@ def test_hub_ids_and_random_specs_stay_as_written_and_keep_their_config_ids(tmp_
     assert [c.model for c in from_file.configs()] == ["someorg/some-model", "someorg/some-model", "random:tiny-sd",
                                                       "someorg/some-model"]
     assert from_file.metrics["fid"].against == "reference"
+
+
+def test_only_strings_that_look_like_paths_are_resolved(tmp_path):
+    from t2ibench.suites.paths import resolve_path
+
+    (tmp_path / "present").mkdir()
+    resolved = {v: resolve_path(v, tmp_path) for v in (
+        "./m", "../m", "m.safetensors", "stats.npz", "present", "~/m",
+        "org/name", "random:tiny-sd", "reference", "tiny", "default", "absent", "https://x/y.safetensors")}
+    assert resolved == {
+        "./m": str(tmp_path / "m"), "../m": str(tmp_path.parent / "m"), "m.safetensors": str(tmp_path / "m.safetensors"),
+        "stats.npz": str(tmp_path / "stats.npz"), "present": str(tmp_path / "present"),
+        "~/m": str(Path.home() / "m"), "org/name": "org/name", "random:tiny-sd": "random:tiny-sd",
+        "reference": "reference", "tiny": "tiny", "default": "default", "absent": "absent",
+        "https://x/y.safetensors": "https://x/y.safetensors"}
+    # a pretrained tag is a path only when written as one, even if a file of that name is there
+    (tmp_path / "openai").write_text("")
+    assert resolve_path("openai", tmp_path, existing=False) == "openai"

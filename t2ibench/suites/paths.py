@@ -24,24 +24,26 @@ _LIST_SECTIONS = ("include", "exclude")
 _KEYWORDS = {"reference", "default", "tiny"}
 
 
-def looks_like_path(value: str, base_dir: Path) -> bool:
-    """True for ``./x``, ``../x``, ``/x``, ``~/x``, ``x.safetensors`` (a known suffix) or a name existing in
-    ``base_dir``; never for ``random:`` specs or keywords."""
+def looks_like_path(value: str, base_dir: Path, existing: bool = True) -> bool:
+    """True for ``./x``, ``../x``, ``/x``, ``~/x``, ``x.safetensors`` (a known suffix) or (when ``existing``) a
+    name existing in ``base_dir``; never for ``random:`` specs or keywords."""
     if not value or value in _KEYWORDS or value.startswith("random:") or "://" in value:
         return False
     if value.startswith(("./", "../", "/", "~")) or value in (".", ".."):
         return True
     if value.lower().endswith(FILE_SUFFIXES):
         return True
+    if not existing:
+        return False
     try:
         return (base_dir / value).exists()
     except (OSError, ValueError):
         return False
 
 
-def resolve_path(value: Any, base_dir: Path) -> Any:
+def resolve_path(value: Any, base_dir: Path, existing: bool = True) -> Any:
     """``value`` made absolute against ``base_dir`` when it is a string that looks like a path."""
-    if not isinstance(value, str) or not looks_like_path(value, base_dir):
+    if not isinstance(value, str) or not looks_like_path(value, base_dir, existing):
         return value
     try:
         path = Path(value).expanduser()
@@ -72,8 +74,8 @@ def _metric_options(options: Any, base_dir: Path) -> Any:
         return options
     out = dict(options)
     for key in ("against", "weights", "pretrained"):
-        if key in out:
-            out[key] = resolve_path(out[key], base_dir)
+        if key in out:  # a pretrained tag ("openai") is a path only when written as one
+            out[key] = resolve_path(out[key], base_dir, existing=key != "pretrained")
     return out
 
 
