@@ -36,6 +36,11 @@ def small(**overrides) -> dict:
             "defaults": {"steps": 1, "width": 32, "height": 32, "guidance_scale": 5.0}, **overrides}
 
 
+def flat(text: str) -> str:
+    """Console output with its line wrapping undone (the progress console wraps long lines at its width)."""
+    return " ".join(text.split())
+
+
 def pngs(run_dir: Path) -> list[Path]:
     """The generated images of a run directory."""
     images = run_dir / "images"
@@ -128,8 +133,8 @@ def test_too_few_images_for_a_metric_is_an_error_in_validate_and_a_warning_in_ru
            "gives 1 (1 prompt × 1 seed); add prompts or seeds" in err
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out), "--device", "cpu"]) == 0
-    captured = capsys.readouterr()
-    assert "warning:" in captured.err and "fid needs at least 2 images per config" in captured.err
+    err = flat(capsys.readouterr().err)
+    assert f"warning: {path}:{line_of(path, 'fid:')}: metrics.fid: fid needs at least 2 images per config" in err
     results = t2ibench.open_run(out).results().set_index("config")
     assert results.loc["default", "n_ok"] == 1 and np.isnan(results.loc["default", "fid"])  # no bare number
 
@@ -169,6 +174,27 @@ def test_validate_warns_of_each_always_skipped_combination_with_the_engines_reas
     assert results.loc["default", "status"] == "done"
 
 
+def test_run_warns_of_what_cannot_run_on_its_device_before_generating(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("these knobs run on CUDA")
+    include = [{"name": "offloaded", "offload": "model"}, {"name": "tf32", "tf32": True}]
+    path = write(tmp_path / "suite.yaml", **small(include=include))
+    assert main(["validate", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().err  # they run on a GPU: validate does not know the device
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--device", "cpu", "--no-metrics"]) == 0
+    err = flat(capsys.readouterr().err)
+    results = t2ibench.open_run(out).results().set_index("config")
+    for name, knob, written in (("offloaded", "offload", "offload: model"), ("tf32", "tf32", "tf32: true")):
+        at = line_of(path, written)
+        reason = results.loc[name, "reason"]
+        assert results.loc[name, "status"] == "skipped"
+        assert f"warning: {path}:{at}: include[{0 if name == 'offloaded' else 1}].{knob}: config '{name}' will be " \
+               f"skipped: {reason}" in err
+
+
 def test_the_random_denoiser_table_matches_the_built_pipelines():
     from t2ibench.backends.torch.preflight import RANDOM_DENOISERS
     from t2ibench.backends.torch.random_models import RANDOM_PIPELINES
@@ -193,8 +219,8 @@ def test_a_user_error_found_while_scoring_still_writes_summary_reports_and_manif
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out), "--device", "cpu"]) == 2
     captured = capsys.readouterr()
-    assert "metric lpips: config" in captured.err and "has no image paired with" in captured.err
-    assert "Traceback" not in captured.err
+    err = flat(captured.err)
+    assert "metric lpips: config" in err and "has no image paired with" in err and "Traceback" not in err
     assert f"results: {out}" in captured.out and "default" in captured.out and "report:" in captured.out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"] == {"ok": 2}
