@@ -243,7 +243,6 @@ def _validate(args) -> int:
             suite = load_suite(path)
             check_models(suite)
             found = preflight(suite)  # names, files and combinations; the weights are looked up by `run`
-
             if found.errors or found.few_images:  # the errors alone: the warnings follow once they are fixed
                 problems.extend(found.errors + found.few_images)
                 continue
