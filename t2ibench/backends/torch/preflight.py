@@ -36,7 +36,7 @@ RANDOM_DENOISERS = {
 
 # denoisers whose attention processors do not go through diffusers' dispatcher (README: the SD/SDXL UNet, SD3)
 NO_DISPATCHER = ("UNet2DConditionModel", "SD3Transformer2DModel")
-DISPATCHER_PACKAGES = {"sage": "sageattention", "flash_attn": "flash_attn"}
+DISPATCHER_PACKAGES = {"sage": ("sageattention", "sageattention"), "flash_attn": ("flash_attn", "flash-attn")}
 
 
 def _missing(module: str) -> bool:
@@ -172,9 +172,9 @@ def preflight(model: str, knobs: Any, device: Optional[str] = None) -> list[Find
         if cls in NO_DISPATCHER:
             skip("attention", f"attention '{knobs.attention}' is a diffusers dispatcher backend, and {cls}'s attention "
                               "processors do not call the dispatcher")
-        elif knobs.attention in DISPATCHER_PACKAGES and _missing(DISPATCHER_PACKAGES[knobs.attention]):
-            package = DISPATCHER_PACKAGES[knobs.attention]
-            skip("attention", f"attention '{knobs.attention}' needs the {package} package")
+        elif knobs.attention in DISPATCHER_PACKAGES and _missing(DISPATCHER_PACKAGES[knobs.attention][0]):
+            module, dist = DISPATCHER_PACKAGES[knobs.attention]
+            skip("attention", f"attention '{knobs.attention}' needs the {module} package (pip install {dist})")
         elif knobs.attention in CUDA_ONLY and cuda is False:
             skip("attention", f"attention '{knobs.attention}' needs a CUDA device")
     if knobs.cache is not None:
