@@ -73,9 +73,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="override the suite's objectives, e.g. latency_ms_p50=min,clip_score=max")
     p.set_defaults(func=_report)
 
-    p = verbs.add_parser("validate", help="check suite files against the schema; does no work", formatter_class=raw,
-                         description=_about("Check suite files: every problem with its file:line, all at once "
-                                            "(exit 2); nothing is generated."),
+    p = verbs.add_parser("validate", help="check suite files: the schema, then everything that can be checked "
+                                          "without generating (files, metric networks, skipped combinations)",
+                         formatter_class=raw,
+                         description=_about("Check suite files without generating anything: the schema, then LoRA "
+                                            "files, metric networks, reference folders and .npz files, too few "
+                                            "images for a metric, and configs that would always be skipped. Every "
+                                            "problem with its file:line, all at once (exit 2); skips are warnings."),
                          epilog="examples:\n  t2ibench validate my-suite.yaml\n  t2ibench validate suites/*.yaml")
     p.add_argument("suites", nargs="+", metavar="SUITE", help="suite YAML paths or builtin names")
     p.set_defaults(func=_validate)
@@ -128,7 +132,7 @@ def _console(stderr: bool = False):
 
 def _run(args) -> int:
     from t2ibench.executors import parse_cli_options
-    from t2ibench.orchestration import execute
+    from t2ibench.orchestration import Run, RunUserError, execute
     from t2ibench.progress import RichObserver
     from t2ibench.runlog import ThirdPartyLog
     from t2ibench.suites import load_suite, suite_notes
@@ -153,6 +157,12 @@ def _run(args) -> int:
     except RunInterrupted as e:
         print(f"t2ibench: {e}; to resume, run: {_resume_command(args, e.run_dir)}", file=sys.stderr)
         return 130
+    except RunUserError as e:  # found after generation: the summary of what ran, then the errors (exit 2)
+        run = Run(e.run_dir)
+        _print_summary(run)
+        if run.n_failed:
+            _print_failures(run, err)
+        raise
     _print_summary(run)
     failed = run.n_failed
     if failed:
@@ -293,14 +303,22 @@ def _parse_objectives(text: str) -> dict[str, str]:
 def _validate(args) -> int:
     from t2ibench.orchestration import check_models
     from t2ibench.suites import load_suite, suite_notes
+    from t2ibench.suites.preflight import preflight
 
     problems: list[str] = []
     for path in args.suites:
         try:
             suite = load_suite(path)
             check_models(suite)
+            found = preflight(suite)  # names, files and combinations; the weights are looked up by `run`
+            if found.errors or found.few_images:  # the errors alone: the warnings follow once they are fixed
+                problems.extend(found.errors + found.few_images)
+                continue
+            for line in found.skips:  # always skipped: said, but not an error
+                print(f"t2ibench: warning: {line}", file=sys.stderr)
+            warned = f"; {plural(len(found.skips), 'warning')}" if found.skips else ""
             print(f"{path}: ok ({plural(len(suite.configs()), 'config')} × "
-                  f"{plural(len(suite.prompt_list()), 'prompt')} × {plural(len(suite.seed_list()), 'seed')})")
+                  f"{plural(len(suite.prompt_list()), 'prompt')} × {plural(len(suite.seed_list()), 'seed')}{warned})")
             for note in suite_notes(suite):
                 print(f"{path}: note: {note}")
         except UserError as e:

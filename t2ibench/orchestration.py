@@ -44,6 +44,8 @@ def choose_run_dir(suite: Suite, out: str | Path | None, fresh: bool) -> tuple[P
     """The run directory and why: an explicit --out, the latest unfinished run of this suite, or a new one."""
     if out is not None:
         out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out}: is an existing file, not a run directory; give a new or existing folder")
         if fresh and (out / "run.sqlite").exists():
             _erase_run(out)
             return out, "fresh"
@@ -79,7 +81,7 @@ def suite_hash(suite: Suite) -> str:
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def write_manifest(store: RunStore, suite: Suite, status: str, counts: dict) -> None:
+def write_manifest(store: RunStore, suite: Suite, status: str, counts: dict, errors: list[str] | None = None) -> None:
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "status": status,
@@ -89,6 +91,8 @@ def write_manifest(store: RunStore, suite: Suite, status: str, counts: dict) -> 
         "suite": suite.resolved(),
         "environment": store.get_meta("environment"),
     }
+    if errors:  # user errors met after generation (a metric that could not score): the run still reports
+        manifest["errors"] = errors
     if store.get_meta("actors"):  # a Ray run: its executor options (share_gpus) and each actor's node and GPU
         manifest.update(executor=store.get_meta("executor"), actors=store.get_meta("actors"))
     tmp = store.run_dir / ".manifest.json.tmp"
@@ -181,10 +185,31 @@ def check_models(suite: Suite) -> None:
         except UserError as e:
             local = not model.startswith("random:") and not Path(model).expanduser().is_absolute()
             where = f" (relative model paths are resolved from the current folder, {Path.cwd()})" \
-                if local and "does not exist" in str(e) else ""
+                if local and "does not exist" in str(e) and suite.source_path is None else ""
             problems.append(model_problem(suite, model, f"{e}{where}"))
     if problems:
         raise UserError(problems[0], problems=problems)
+
+
+class RunUserError(UserError):
+    """User errors met once the run had started (a metric that cannot score, a model a worker could not load):
+    the reports and manifest of what ran are written; ``run_dir`` holds them. The CLI prints the summary, exit 2."""
+
+    def __init__(self, problems: list[str], run_dir: Path):
+        super().__init__(problems[0], problems=problems)
+        self.run_dir = run_dir
+
+
+def preflight_run(suite: Suite, device: str, metrics: bool, log: Callable[[str], None]) -> None:
+    """The preflight at the start of a run: its errors are one UserError (nothing is generated), its warnings
+    (configs that will be skipped, a metric given too few images) are logged."""
+    from t2ibench.suites.preflight import preflight
+
+    found = preflight(suite, device=device, metrics=metrics, find_weights=True)
+    if found.errors:
+        raise UserError(found.errors[0], problems=found.errors)
+    for line in found.skips + found.few_images:
+        log(f"warning: {line}")
 
 
 def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto",
@@ -206,6 +231,7 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
     configs, prompts, seeds = suite.configs(), suite.prompt_list(), suite.seed_list()
     total = len(configs) * len(prompts) * len(seeds)
     check_models(suite)
+    preflight_run(suite, device, metrics, log)  # before any model loads or image is generated
     with run_guard(run_dir, total), RunStore.open(run_dir, write=True) as store:
         on_run_dir(run_dir)
         if store.lock_note:
@@ -275,12 +301,12 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
         write_reports(store)
         counts = _counts(store)
         complete = counts.get("ok", 0) + counts.get("nan", 0) == total and not stop.requested
-        write_manifest(store, suite, "complete" if complete else "incomplete", counts)
+        problems = list(dict.fromkeys(p for e in deferred for p in e.problems))
+        write_manifest(store, suite, "complete" if complete else "incomplete", counts, errors=problems)
         if stop.requested:
             raise RunInterrupted(run_dir, counts.get("ok", 0) + counts.get("nan", 0), total)
     if deferred:
-        problems = [p for e in deferred for p in e.problems]
-        raise UserError(problems[0], problems=problems)
+        raise RunUserError(problems, run_dir)
     return Run(run_dir)
 
 

@@ -186,13 +186,27 @@ def test_random_lora_changes_the_output_fused_or_not(write_suite, tmp_path, monk
     assert results.loc["mixed", "status"] == "skipped" and "fuse must be the same" in results.loc["mixed", "reason"]
 
 
-def test_a_missing_lora_file_is_a_user_error_after_the_others_ran(write_suite, tmp_path):
+def test_a_missing_lora_file_is_a_user_error_before_any_image(write_suite, tmp_path):
     from t2ibench.errors import UserError
 
     missing = tmp_path / "nope.safetensors"
     include = [{"name": "missing", "lora": [{"source": str(missing)}]}, {"name": "after", "steps": 1}]
-    with pytest.raises(UserError, match=f"lora file '{missing}' does not exist"):
+    with pytest.raises(UserError, match=f"include\\[0\\].lora\\[0\\].source: lora file '{missing}' does not exist"):
         run_suite(write_suite, tmp_path, "random:tiny-sd", include)
+    assert not (tmp_path / "run").exists()  # the preflight stops the run before it writes or generates anything
+
+
+def test_a_lora_file_deleted_after_the_preflight_fails_its_config_only(write_suite, tmp_path, monkeypatch):
+    """The engine's own check stays: a file gone between the preflight and the config is that config's failure."""
+    from t2ibench.errors import UserError
+    from t2ibench.orchestration import RunUserError
+
+    monkeypatch.setattr("t2ibench.orchestration.preflight_run", lambda *args, **kwargs: None)
+    missing = tmp_path / "nope.safetensors"
+    include = [{"name": "missing", "lora": [{"source": str(missing)}]}, {"name": "after", "steps": 1}]
+    with pytest.raises(RunUserError, match=f"lora file '{missing}' does not exist") as error:
+        run_suite(write_suite, tmp_path, "random:tiny-sd", include)
+    assert isinstance(error.value, UserError) and error.value.run_dir == tmp_path / "run"
     results = t2ibench.open_run(tmp_path / "run").results().set_index("config")
     assert results.loc["missing", "status"] == "failed"
     assert f"lora file '{missing}' does not exist" in results.loc["missing", "reason"]

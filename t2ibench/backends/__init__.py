@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Optional
 
 from t2ibench.base import Frozen
 from t2ibench.registry import Registry
@@ -22,6 +22,21 @@ from t2ibench.registry import Registry
 
 class NoOptions(Frozen):
     """A backend without engine-specific knobs."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a backend's preflight found about one config without loading its model.
+
+    ``level``: ``error`` (a user error the run would meet: a LoRA file that does not exist) or ``skip``
+    (the engine always skips this config here, and ``message`` says why). ``knob``: the knob it is about,
+    ``path``: where inside that knob's value (``(0, "source")`` for the first LoRA's source).
+    """
+
+    level: Literal["error", "skip"]
+    knob: str
+    message: str
+    path: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,7 @@ class BackendSpec:
     load_fields: tuple[str, ...] = ()
     compiles: Callable[[Any], bool] = field(default=lambda knobs: False)
     model_check: str = ""  # "module:attr" of a function that checks a model spec before any work
+    preflight: str = ""  # "module:attr" of ``f(model, knobs, device) -> list[Finding]``, run before any load
     description: str = ""
 
     def load_key(self, model: str, knobs: Any) -> tuple:
@@ -58,6 +74,11 @@ class BackendSpec:
         """Raise a UserError for a model spec that cannot load (a missing folder, an unknown random name)."""
         if self.model_check:
             _resolve(self.model_check)(model)
+
+
+    def check_config(self, model: str, knobs: Any, device: Optional[str] = None) -> list[Finding]:
+        """What can be told about a config without loading it (``device``: None when not known yet)."""
+        return list(_resolve(self.preflight)(model, knobs, device)) if self.preflight else []
 
 
 def _resolve(path: str):

@@ -85,12 +85,13 @@ def score_clip(o: ClipScoreOptions, ctx) -> list:
 
 
 def clip_network(model: str, pretrained: str) -> list[NetworkCheck]:
-    """The open_clip weights doctor looks for."""
-    from t2ibench.metrics.weights import resolve_open_clip
+    """The open_clip network of the options: its name check, and the weights doctor looks for."""
+    from t2ibench.metrics.weights import check_open_clip, random_weights, resolve_open_clip
 
     if model.startswith("random:"):
-        return []
-    return [NetworkCheck(f"CLIP {model}/{pretrained}", lambda: str(resolve_open_clip(model, pretrained)[0]))]
+        return [NetworkCheck(f"CLIP {model}", random_weights, lambda: check_open_clip(model), option="model")]
+    return [NetworkCheck(f"CLIP {model}/{pretrained}", lambda: str(resolve_open_clip(model, pretrained)[0]),
+                         lambda: check_open_clip(model, pretrained), option="model")]
 
 
 METRICS.add("clip_score", MetricSpec(

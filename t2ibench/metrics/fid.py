@@ -176,14 +176,18 @@ def score_frechet(metric: str, ext, against: str, ctx) -> list:
                      estimate_of=estimate_of)
 
 
+FEATURES = ("inception", "random:inception")
+
+
 def _fid_networks(o: FIDOptions) -> list[NetworkCheck]:
     from t2ibench.metrics.inception import FID_WEIGHTS_FILE
-    from t2ibench.metrics.weights import resolve_file
+    from t2ibench.metrics.weights import check_name, random_weights, resolve_file
 
-    if o.features.startswith("random:"):
-        return []
+    check = lambda: check_name("features", o.features, FEATURES)  # noqa: E731
+    if o.features.startswith("random:") or o.features not in FEATURES:
+        return [NetworkCheck(f"features {o.features}", random_weights, check, option="features")]
     return [NetworkCheck("FID Inception", lambda: str(resolve_file(FID_WEIGHTS_FILE, what="FID Inception",
-                                                                   explicit=o.weights)))]
+                                                                   explicit=o.weights)), check, option="features")]
 
 
 METRICS.add("fid", MetricSpec(

@@ -203,12 +203,20 @@ def score_lpips(o: LPIPSOptions, ctx) -> list:
     return out
 
 
-def _lpips_networks(o: LPIPSOptions) -> list[NetworkCheck]:
-    from t2ibench.metrics.weights import resolve_file
+LPIPS_NETS = ("alex", "vgg", "squeeze", "random:alex", "random:vgg", "random:squeeze")
 
-    if o.net.startswith("random:") or o.net != "alex":
-        return []
-    return [NetworkCheck("LPIPS alex backbone", lambda: str(resolve_file("alexnet-owt-7be5be79.pth", what="AlexNet")))]
+
+def _lpips_networks(o: LPIPSOptions) -> list[NetworkCheck]:
+    from t2ibench.metrics.weights import check_name, random_weights, resolve_file
+
+    check = lambda: check_name("LPIPS net", o.net, LPIPS_NETS)  # noqa: E731
+    if o.net.startswith("random:") or o.net not in LPIPS_NETS:
+        return [NetworkCheck(f"LPIPS {o.net}", random_weights, check, option="net")]
+    if o.net != "alex":  # torchvision's own lookup, when it runs
+        return [NetworkCheck(f"LPIPS {o.net}", lambda: f"{o.net}: looked up by torchvision when scored", check,
+                             option="net")]
+    return [NetworkCheck("LPIPS alex backbone", lambda: str(resolve_file("alexnet-owt-7be5be79.pth", what="AlexNet")),
+                         check, option="net")]
 
 
 METRICS.add("lpips", MetricSpec(

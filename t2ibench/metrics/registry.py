@@ -37,13 +37,23 @@ class Column:
     estimand: str = ""  # what the value and its 95% CI estimate, for the docs and the report's column notes
 
 
+def _known() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class NetworkCheck:
-    """A network a metric needs with its default options, for ``doctor``: ``find()`` returns where it
-    is, or raises UserError saying where to put it."""
+    """A network a metric's options name, for ``doctor`` and the preflight of ``validate`` and ``run``.
+
+    ``find()`` returns where its weights are, or raises UserError saying where to put them (it may
+    download them unless offline). ``check()`` raises UserError (with did-you-mean) when the options
+    name no such network, without reading any weights. ``option``: the option that names it.
+    """
 
     label: str
     find: Callable[[], str]
+    check: Callable[[], None] = _known
+    option: str = ""
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@
 collects every problem it can find, with key paths; it skips the top-level keys named in
 ``skip`` (those already failed structural validation).
 
-Not checked here, by design: the existence of a metric's ``against:`` folder or ``.npz``
-(checked when the metric runs; ``validate`` checks the schema and the suite's own inputs,
-i.e. the prompt files), and whether a model or its weights can be found.
+Not checked here, by design: the existence of a metric's ``against:`` folder or ``.npz``, LoRA files,
+metric networks and whether a model or its weights can be found; those need a loaded suite with its
+paths resolved, and are the preflight's (:mod:`t2ibench.suites.preflight`), run by ``validate`` and at
+the start of ``run``.
 """
 
 from __future__ import annotations

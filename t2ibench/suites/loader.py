@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from t2ibench.errors import UserError
 from t2ibench.registry import did_you_mean
 from t2ibench.suites.checks import check_suite
+from t2ibench.suites.paths import resolve_suite_paths
 from t2ibench.suites.problems import Problem, SuiteError, from_validation_error
 from t2ibench.suites.prompts import PromptSource
 from t2ibench.suites.schema import Bound, SeedRange, Suite, Timing
@@ -238,6 +239,8 @@ def suite_from_data(data: Any, file: str = "<suite>", lines: Optional[Lines] = N
     if "source_path" in data:
         problems.append(Problem(("source_path",), "unknown key 'source_path' (set from the file's location)"))
         data = {k: v for k, v in data.items() if k != "source_path"}
+    if source_path is not None:  # one rule: relative paths resolve against the suite file's folder
+        data = resolve_suite_paths(data, source_path.parent)
     suite: Optional[Suite] = None
     try:
         suite = Suite.model_validate({**data, "source_path": source_path}, context={"defer_checks": True})
@@ -314,18 +317,44 @@ def _model_loc(data: Any, model: str) -> tuple:
     return walk(data, ()) or ("model",)
 
 
+def _parsed(suite: Suite) -> tuple[Any, Lines, Optional[str]]:
+    """The suite file's plain data as written, its key path → line map, and the file name to show;
+    for a suite built in Python, ``suite.raw()`` and no file."""
+    if suite.source_path is None:
+        return suite.raw(), {(): 1}, None
+    try:
+        parsed, lines, _ = parse_yaml(suite.source_path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError):
+        parsed, lines = suite.raw(), {(): 1}
+    return parsed, lines, _shown(suite.source_path)
+
+
+def suite_lines(suite: Suite) -> tuple[Any, Lines, Optional[str]]:
+    """As :func:`_parsed`, with the paths resolved as the loader resolves them (so values match the suite's)."""
+    data, lines, file = _parsed(suite)
+    if suite.source_path is not None:
+        data = resolve_suite_paths(data, suite.source_path.parent)
+    return data, lines, file
+
+
+def _value_at(data: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
 def model_problem(suite: Suite, model: str, message: str) -> str:
     """``file:line: model: message`` at the line of the suite file that sets ``model``, as the schema
-    errors read (``model: message`` for a suite built in Python)."""
-    data, lines = suite.raw(), {(): 1}
-    file = None
-    if suite.source_path is not None:
-        try:
-            data, lines, _ = parse_yaml(suite.source_path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError):
-            pass
-        file = _shown(suite.source_path)
+    errors read (``model: message`` for a suite built in Python). A path written relative says where it
+    was looked for."""
+    written, lines, file = _parsed(suite)
+    data = resolve_suite_paths(written, suite.source_path.parent) if suite.source_path is not None else written
     loc = _model_loc(data, model)
+    if file and "does not exist" in message and _value_at(written, loc) not in (None, model):
+        message += f" (relative paths in a suite resolve against its folder, {suite.source_path.parent})"
     return Problem(loc, message).render(file, line_of(loc, lines) if file else None)
 
 

@@ -19,5 +19,6 @@ TORCH = BACKENDS.add("torch", BackendSpec(
     load_fields=("precision", "vae", "offload", "quantize", "layerwise_casting", "base"),
     compiles=lambda knobs: compile_options(knobs) is not None,
     model_check="t2ibench.backends.torch.loading:check_model_spec",
+    preflight="t2ibench.backends.torch.preflight:preflight",
     description="PyTorch + diffusers pipelines",
 ))

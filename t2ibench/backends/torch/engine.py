@@ -149,8 +149,9 @@ class TorchModel:
             self._cache_encode_prompt()
         if knobs.cache is not None:
             if knobs.compile_options is not None:  # seen: a guard on the count, a recompile in the timed calls
-                raise SkipConfig("cache together with compile is not supported yet: the skipped blocks are counted "
-                                 "in Python, which compiled code guards on and recompiles for")
+                from t2ibench.backends.torch.preflight import CACHE_WITH_COMPILE
+
+                raise SkipConfig(CACHE_WITH_COMPILE)
             from t2ibench.backends.torch.caching import apply_cache
 
             self._cache = apply_cache(knobs.cache, pipe, self.denoiser, self.denoiser_attr, knobs.steps)

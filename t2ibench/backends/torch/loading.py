@@ -254,17 +254,12 @@ def load_pipeline(model: str, *, precision: str, vae: str = "default", offload="
     if base and spec.kind != "gguf":
         raise UserError(f"base '{base}' is only for a .gguf model (a denoiser alone), not for model '{model}'")
     if quantize is not None:
+        from t2ibench.backends.torch.preflight import quantize_conflict
+
         quantization.check_quantize(quantize, device)
-        if spec.kind == "gguf" and "denoiser" in quantize.components:
-            raise SkipConfig("quantize denoiser: the denoiser of a .gguf model is already quantized by its file")
-        if spec.kind == "file":
-            raise SkipConfig("quantize is not supported for a single-file checkpoint (.safetensors/.ckpt)")
-        if "vae" in quantize.components and vae != "default":
-            raise SkipConfig(f"quantize vae with vae '{vae}': the replacement VAE would not be quantized")
-        both = set(quantize.components) & set(layerwise_casting.components if layerwise_casting else ())
-        if both:
-            raise SkipConfig(f"quantize and layerwise_casting both on {', '.join(sorted(both))}: "
-                             "choose one per component")
+        conflict = quantize_conflict(spec.kind, quantize, vae, layerwise_casting)
+        if conflict:
+            raise SkipConfig(conflict)
     try:  # a kernel package that the quantizer imports only when it quantizes (torchao's int4 needs mslk)
         pretrained_kwargs = {}
         pipeline_location = spec.value if spec.kind in ("dir", "hub") else None

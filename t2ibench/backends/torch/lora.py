@@ -19,6 +19,8 @@ from typing import Any
 
 from t2ibench.errors import SkipConfig, UserError
 
+MIXED_FUSE = ("lora: fuse must be the same for every adapter of a config (once one adapter is fused, peft runs "
+              "the base layer only and ignores the unfused ones)")
 RANDOM_RANK = 4
 RANDOM_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
@@ -49,11 +51,53 @@ def _read_file(path: str) -> dict:
     return load_file(path, device="cpu")
 
 
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
+
+
+def is_file_source(source: str) -> bool:
+    """A local file (or folder) rather than a hub id or ``random:<name>``."""
+    return not source.startswith("random:") and (
+        source.endswith(".safetensors") or source.startswith((".", "/", "~")) or Path(source).expanduser().exists())
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+
+
+def _not_cached(repo: str, filename: str) -> str:
+    why = "HF_HUB_OFFLINE is set" if _offline() else "it could not be downloaded"
+    return (f"lora '{repo}' ({filename}) is not in the Hugging Face cache and {why}; fetch it with "
+            f"`hf download {repo} {filename}` on a connected machine, or give a local .safetensors file")
+
+
+def source_problem(adapter) -> str | None:
+    """Why the adapter's file cannot be read, told without reading it: a local file that does not exist, or a
+    hub file that is not in the Hugging Face cache while offline; None when it can be read (or downloaded)."""
+    source = adapter.source
+    if source.startswith("random:"):
+        return None
+    if is_file_source(source):
+        path = Path(source).expanduser()
+        if path.is_dir() and adapter.weight_name:
+            path = path / adapter.weight_name
+        return None if path.is_file() else f"lora file '{source}' does not exist"
+    if not _offline():
+        return None  # downloaded when the config runs
+    from huggingface_hub import try_to_load_from_cache
+
+    filename = adapter.weight_name or LORA_WEIGHT_NAME
+    try:
+        cached = try_to_load_from_cache(source, filename)
+    except ValueError:  # not a valid repo id: the download would fail the same way
+        cached = None
+    return None if isinstance(cached, str) else _not_cached(source, filename)
+
+
 def _hub_file(repo: str, weight_name: str | None) -> str:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    filename = weight_name or "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
+    filename = weight_name or LORA_WEIGHT_NAME
     try:
         return hf_hub_download(repo, filename)
     except LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError: not cached, and offline
@@ -62,10 +106,7 @@ def _hub_file(repo: str, weight_name: str | None) -> str:
         raise UserError(f"lora '{repo}' has no file '{filename}'; name the file with lora weight_name") from e
     except (RepositoryNotFoundError, OSError) as e:
         cause = e
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-    why = "HF_HUB_OFFLINE is set" if offline else "it could not be downloaded"
-    raise UserError(f"lora '{repo}' ({filename}) is not in the Hugging Face cache and {why}; fetch it with "
-                    f"`hf download {repo} {filename}` on a connected machine, or give a local .safetensors file") from cause
+    raise UserError(_not_cached(repo, filename)) from cause
 
 
 class LoraManager:
@@ -86,13 +127,12 @@ class LoraManager:
             if source.startswith("random:"):
                 denoiser = getattr(self.pipe, self.denoiser_attr)
                 self._state_dicts[key] = random_lora(source.removeprefix("random:"), denoiser, self.denoiser_attr)
-            elif source.endswith(".safetensors") or source.startswith((".", "/", "~")) or Path(source).expanduser().exists():
+            elif is_file_source(source):
+                problem = source_problem(adapter)
+                if problem:
+                    raise UserError(problem)
                 path = Path(source).expanduser()
-                if path.is_dir() and adapter.weight_name:
-                    path = path / adapter.weight_name
-                if not path.is_file():
-                    raise UserError(f"lora file '{source}' does not exist")
-                self._state_dicts[key] = _read_file(str(path))
+                self._state_dicts[key] = _read_file(str(path / adapter.weight_name if path.is_dir() else path))
             else:
                 self._state_dicts[key] = _read_file(_hub_file(source, adapter.weight_name))
         return self._state_dicts[key]
@@ -104,8 +144,7 @@ class LoraManager:
             raise SkipConfig(f"lora: {type(pipe).__name__} has no LoRA support in diffusers")
         fuse = {a.fuse for a in adapters}
         if len(fuse) > 1:
-            raise SkipConfig("lora: fuse must be the same for every adapter of a config (once one adapter is "
-                             "fused, peft runs the base layer only and ignores the unfused ones)")
+            raise SkipConfig(MIXED_FUSE)
         states = [self.state_dict(a) for a in adapters]  # UserError for a missing file before anything changes
         names = [f"t2ibench_{i}" for i in range(len(adapters))]
         try:

@@ -41,6 +41,8 @@ TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 COMPONENT_NAMES = {"denoiser": DENOISERS, "text_encoder": TEXT_ENCODERS, "vae": ("vae",)}
 PACKAGES = {"torchao": "torchao", "bitsandbytes": "bitsandbytes", "quanto": "optimum.quanto"}
 INSTALL = "pip install 't2ibench[quant]'"
+LAYERWISE_TEXT_ENCODER = ("layerwise_casting on text_encoder is not supported: transformers' text encoders report "
+                          "their fp8 storage as their dtype, and the pipelines cast the prompt embeddings to it")
 # parameter classes that are plain storage (their dtype says what they hold)
 _PLAIN = ("Parameter", "Tensor")
 
@@ -58,21 +60,34 @@ def _package_missing(module: str) -> bool:
         return True
 
 
-def check_quantize(opts, device: str) -> None:
-    """Raise :class:`SkipConfig` when ``opts`` cannot run on ``device`` (a package or the GPU it needs)."""
+def quantize_problem(opts, device: str | None) -> str | None:
+    """Why ``opts`` cannot run on ``device`` (a package, or the GPU it needs), or None; with ``device`` None
+    (not known yet), only the package is checked."""
     what = f"quantize {opts.type}" if opts.backend == "torchao" else f"quantize {opts.backend} {opts.type}"
     if _package_missing(PACKAGES[opts.backend]):
-        raise SkipConfig(f"quantize backend '{opts.backend}' needs the {PACKAGES[opts.backend]} package: {INSTALL}")
+        return f"quantize backend '{opts.backend}' needs the {PACKAGES[opts.backend]} package: {INSTALL}"
+    if device is None:
+        return None
     cuda = device.startswith("cuda")
     if opts.backend == "bitsandbytes" and not cuda:
-        raise SkipConfig(f"{what} needs a CUDA GPU (bitsandbytes quantizes on the GPU)")
+        return f"{what} needs a CUDA GPU (bitsandbytes quantizes on the GPU)"
     if opts.backend == "torchao" and opts.type.startswith("float8"):
+        if not cuda:
+            return f"{what} needs a CUDA GPU with compute capability >= 8.9"
         import torch
 
-        if not cuda or torch.cuda.get_device_capability(device) < (8, 9):
-            raise SkipConfig(f"{what} needs a CUDA GPU with compute capability >= 8.9")
+        if torch.cuda.get_device_capability(device) < (8, 9):
+            return f"{what} needs a CUDA GPU with compute capability >= 8.9"
     if opts.backend == "torchao" and opts.type == "int4wo" and not cuda:
-        raise SkipConfig(f"{what} needs a CUDA GPU (torchao's int4 weight-only kernels)")
+        return f"{what} needs a CUDA GPU (torchao's int4 weight-only kernels)"
+    return None
+
+
+def check_quantize(opts, device: str) -> None:
+    """Raise :class:`SkipConfig` when ``opts`` cannot run on ``device`` (a package or the GPU it needs)."""
+    problem = quantize_problem(opts, device)
+    if problem:
+        raise SkipConfig(problem)
 
 
 def _torchao_type(name: str):
@@ -218,8 +233,7 @@ def apply_layerwise_casting(pipe, opts, dtype) -> dict[str, dict[str, int]]:
     import torch
 
     if "text_encoder" in opts.components:
-        raise SkipConfig("layerwise_casting on text_encoder is not supported: transformers' text encoders report "
-                         "their fp8 storage as their dtype, and the pipelines cast the prompt embeddings to it")
+        raise SkipConfig(LAYERWISE_TEXT_ENCODER)
     storage = getattr(torch, opts.storage)
     observed = {}
     for name in pipeline_names(opts.components, pipe.components):
