@@ -393,6 +393,7 @@ class Run:
         with self._store() as store:
             return current_suite(store)
 
+    @property
     def n_failed(self) -> int:
         cells = self.cells()
         return int((cells["status"] == "failed").sum()) if len(cells) else 0
