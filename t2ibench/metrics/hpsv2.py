@@ -101,5 +101,5 @@ METRICS.add("hpsv2", MetricSpec(
     per_image=True, gate=0.005, label="HPSv2.1",
     summary="HPSv2.1 human-preference score of a folder against its prompts",
     networks=lambda o: network_checks("HPSv2.1", o.weights, lambda: find_weights(o.weights)),
-    min_images=1, prompts=True,
+    min_images=1, prompts=True, estimand="the mean HPSv2.1 score of the config's images over prompts like the suite's",
 ))

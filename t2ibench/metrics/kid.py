@@ -104,7 +104,7 @@ def score_kid(o: KIDOptions, ctx) -> list:
 
     return score_set("kid", load_features(o.features, o.resize, o.weights), o.against, ctx,
                      stat_of=lambda x, ref: set_stats.kid_stat(x, ref.features, o.degree), min_images=MIN_IMAGES,
-                     floor=None, estimate_of=estimate_of, pairwise=True)
+                     floor=None, estimate_of=estimate_of)
 
 
 def _kid_networks(o: KIDOptions) -> list[NetworkCheck]:
@@ -117,5 +117,6 @@ METRICS.add("kid", MetricSpec(
     name="kid", options=KIDOptions, runner=score_kid, higher_is_better=False, against=True, per_image=False,
     gate="10%", label="KID", summary="Kernel Inception Distance (mean ± std over subsets)",
     networks=_kid_networks, min_images=MIN_IMAGES,
-    estimand="the population MMD² between the config's and the reference's images (KID is unbiased at any size)",
+    estimand=("the expected KID at this design (its unbiased estimator assumes independent images; a suite's "
+              "images share prompts, across seeds and with the reference config)"),
 ))

@@ -181,5 +181,5 @@ METRICS.add("pickscore", MetricSpec(
     name="pickscore", options=WeightsOptions, runner=score_pickscore, higher_is_better=True, against=False,
     per_image=True, gate=0.2, label="PickScore", summary="PickScore of a folder against its prompts",
     networks=lambda o: network_checks("PickScore", o.weights, lambda: find_weights(o.weights)),
-    min_images=1, prompts=True,
+    min_images=1, prompts=True, estimand="the mean PickScore of the config's images over prompts like the suite's",
 ))

@@ -101,8 +101,8 @@ def score_set(metric: str, ext, against: str, ctx: ScoringContext, *,
     """Every candidate config's ``metric`` against ``against``, with its CI (``bootstrap.set_ci``).
 
     ``estimate_of(x, ref, stat)`` returns the reported value, extra columns and notes; by default the
-    value is ``stat`` on all images. ``pairwise``: the statistic is a sum over pairs of images (an MMD),
-    which sharpens the CI's variance correction (``bootstrap.set_ci``). Sets under ``min_images`` (on either side) give NaN rows that say so.
+    value is ``stat`` on all images. ``pairwise``: the statistic is a bounded kernel's sum over pairs of
+    images (CMMD), which sharpens the CI's variance correction (``bootstrap.set_ci``). Sets under ``min_images`` (on either side) give NaN rows that say so.
     """
     ref = load_reference(metric, ext, against, ctx, prepare)
     if isinstance(ref, int) or (ref.n is not None and ref.n < min_images):
