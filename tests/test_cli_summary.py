@@ -79,7 +79,8 @@ def test_cli_summary_at_80_columns(monkeypatch, tmp_path):
         frame[f"{m}_lo"] = frame[f"{m}_hi"] = frame[m]
     run = types.SimpleNamespace(results=lambda: frame, run_dir=Path(tmp_path), report_path=tmp_path / "report.html",
                                 executor=lambda: {"name": "local", "actors": []},
-                                recommendation=lambda: Recommendation(None, None, "No objectives set; no recommendation."))
+                                recommendation=lambda: Recommendation(None, None, "No objectives set; no recommendation."),
+                                suite={"name": "t", "configs": []})
     console = Console(width=80, file=io.StringIO(), color_system=None, highlight=False)
     monkeypatch.setattr(cli, "_console", lambda stderr=False: console)
     cli._print_summary(run)

@@ -78,8 +78,10 @@ def annotation_names(annotation, seen: set) -> set[str]:
 
 
 def options_of(registry) -> set[str]:
-    """The names in a registry of specs with an options model, and every name of those models."""
-    return set(registry.names()).union(*(model_names(spec.options) for _, spec in registry.items()))
+    """The names in a registry of specs with an options model, and every name of those models; entries that
+    other tests register (their options live outside the package) are not the product's."""
+    own = [(name, spec) for name, spec in registry.items() if spec.options.__module__.startswith("t2ibench.")]
+    return {name for name, _ in own}.union(*(model_names(spec.options) for _, spec in own))
 
 
 def suite_names() -> dict[str, set[str]]:

@@ -26,7 +26,7 @@ import pytest
 
 from t2ibench.metrics import bootstrap as bs
 from t2ibench.metrics import set_stats as ss
-from t2ibench.metrics.cmmd import SCALE, SIGMA, l2_normalise
+from t2ibench.metrics.cmmd import l2_normalise
 from t2ibench.metrics.kid import kid
 from t2ibench.metrics.set_scoring import folder_units
 from t2ibench.reports.compare import Gate, metric_row
@@ -63,8 +63,8 @@ class World:
         d = self.d
         self.a_r = np.eye(d) + 0.3 * g.normal(size=(d, d)) / math.sqrt(d)
         self.a_c = self.a_r + 0.4 * g.normal(size=(d, d)) / math.sqrt(d)
-        self.b_r = 0.6 * np.eye(d)
-        self.b_c = 0.6 * np.diag(g.uniform(0.6, 1.4, d))
+        self.b_r = 0.6 * np.ones(d)  # the seed noise's scales (diagonal matrices, kept as vectors)
+        self.b_c = 0.6 * g.uniform(0.6, 1.4, d)
         self.shift = self.shift_scale * g.normal(size=d) / math.sqrt(d)
         if self.identical:
             self.a_c, self.b_c, self.shift = self.a_r, self.b_r, np.zeros(d)
@@ -73,15 +73,15 @@ class World:
              ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Features of ``prompts`` × ``seeds`` images; ``z`` gives the prompts' effects (default: new prompts)."""
         z = rng.normal(size=(prompts, 1, self.d)) if z is None else z
-        y = z @ self.a_r.T + rng.normal(size=(prompts, seeds, self.d)) @ self.b_r.T
-        x = z @ self.a_c.T + self.shift + rng.normal(size=(prompts, seeds, self.d)) @ self.b_c.T
+        y = z @ self.a_r.T + rng.normal(size=(prompts, seeds, self.d)) * self.b_r
+        x = z @ self.a_c.T + self.shift + rng.normal(size=(prompts, seeds, self.d)) * self.b_c
         groups = [f"p{i}" for i in range(prompts) for _ in range(seeds)]
         return x.reshape(-1, self.d), y.reshape(-1, self.d), groups
 
     def population(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """(μ, Σ) of the candidate's and the reference's images (each image marginally Gaussian)."""
-        return ((self.shift, self.a_c @ self.a_c.T + self.b_c @ self.b_c.T),
-                (np.zeros(self.d), self.a_r @ self.a_r.T + self.b_r @ self.b_r.T))
+        return ((self.shift, self.a_c @ self.a_c.T + np.diag(self.b_c**2)),
+                (np.zeros(self.d), self.a_r @ self.a_r.T + np.diag(self.b_r**2)))
 
     def mmd2(self, kernel, normalise: bool, n: int = 200_000) -> tuple[float, float]:
         """Population MMD² E k(x,x′) + E k(y,y′) − 2 E k(x,y) over independent images; (value, MC std error)."""
