@@ -121,7 +121,19 @@ AT_SIZE = ("at this set size (the config's and the reference's image counts), wh
            "not the population value, which it overestimates at small n: compare configs of equal size")
 
 
-class FIDOptions(Frozen):
+class InceptionFeatures(Frozen):
+    """The Inception feature options that FID and KID share: ``features``, ``resize``, ``weights``."""
+
+    features: str = Field("inception", description="feature network: inception, or random:inception "
+                                                   "(random weights, for tests)")
+    resize: Literal["bilinear", "clean"] = Field(
+        "bilinear", description="resizing to 299×299: bilinear (as pytorch-fid) or clean (PIL bicubic, as clean-fid)")
+    weights: Optional[str] = Field(None, description="path of the Inception weights file "
+                                                     "(pt_inception-2015-12-05-6726825d.pth); default: looked up in "
+                                                     "$T2IBENCH_WEIGHTS, then torch hub's checkpoints")
+
+
+class FIDOptions(InceptionFeatures):
     """``fid: {against: reference, features: inception, resize: bilinear}``.
 
     ``against``: ``reference`` (the suite's reference config), a folder of images, or an
@@ -131,13 +143,6 @@ class FIDOptions(Frozen):
 
     against: str = Field("reference", description="reference (the suite's reference config), a folder of images, "
                                                   "or an .npz of pytorch-fid statistics")
-    features: str = Field("inception", description="feature network: inception, or random:inception "
-                                                   "(random weights, for tests)")
-    resize: Literal["bilinear", "clean"] = Field(
-        "bilinear", description="resizing to 299×299: bilinear (as pytorch-fid) or clean (PIL bicubic, as clean-fid)")
-    weights: Optional[str] = Field(None, description="path of the Inception weights file "
-                                                     "(pt_inception-2015-12-05-6726825d.pth); default: looked up in "
-                                                     "$T2IBENCH_WEIGHTS, then torch hub's checkpoints")
 
 
 def score_fid(o: FIDOptions, ctx) -> list:
@@ -179,7 +184,7 @@ def score_frechet(metric: str, ext, against: str, ctx) -> list:
 FEATURES = ("inception", "random:inception")
 
 
-def _fid_networks(o: FIDOptions) -> list[NetworkCheck]:
+def _fid_networks(o: InceptionFeatures) -> list[NetworkCheck]:
     from t2ibench.metrics.inception import FID_WEIGHTS_FILE
     from t2ibench.metrics.weights import check_name, random_weights, resolve_file
 

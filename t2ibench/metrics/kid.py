@@ -61,28 +61,19 @@ class KID(FeatureSet):
 
 # --- registration ------------------------------------------------------------------------------
 
-from typing import Literal, Optional  # noqa: E402
-
 from pydantic import Field, field_validator  # noqa: E402
 
-from t2ibench.base import Frozen  # noqa: E402
+from t2ibench.metrics.fid import InceptionFeatures  # noqa: E402
 from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck, no_npz  # noqa: E402
 
 MIN_IMAGES = 2  # the unbiased MMD² leaves out the diagonal: two images a side at least
 
 
-class KIDOptions(Frozen):
+class KIDOptions(InceptionFeatures):
     """``kid: {against: reference, features: inception}``; ``against`` cannot be an ``.npz``."""
 
     against: str = Field("reference", description="reference (the suite's reference config) or a folder "
                                                   "of images")
-    features: str = Field("inception", description="feature network: inception, or random:inception "
-                                                   "(random weights, for tests)")
-    resize: Literal["bilinear", "clean"] = Field(
-        "bilinear", description="resizing to 299×299: bilinear (as pytorch-fid) or clean (PIL bicubic, as clean-fid)")
-    weights: Optional[str] = Field(None, description="path of the Inception weights file "
-                                                     "(pt_inception-2015-12-05-6726825d.pth); default: looked up in "
-                                                     "$T2IBENCH_WEIGHTS, then torch hub's checkpoints")
     subsets: int = Field(100, gt=0, description="random subsets the MMD is averaged over")
     subset_size: int = Field(1000, gt=1, description="images per subset (cut to the smaller set's size)")
     degree: int = Field(3, gt=0, description="degree of the polynomial kernel")
@@ -108,9 +99,9 @@ def score_kid(o: KIDOptions, ctx) -> list:
 
 
 def _kid_networks(o: KIDOptions) -> list[NetworkCheck]:
-    from t2ibench.metrics.fid import FIDOptions, _fid_networks
+    from t2ibench.metrics.fid import _fid_networks
 
-    return _fid_networks(FIDOptions(features=o.features, resize=o.resize, weights=o.weights))
+    return _fid_networks(o)
 
 
 METRICS.add("kid", MetricSpec(
