@@ -31,7 +31,7 @@ class FeatureSet:
     ``reference`` is another metric of the same kind or an ``(N, d)`` array.
     """
 
-    higher_is_better = False
+    higher_is_better: bool  # set by each metric's registration from its MetricSpec
 
     def __init__(self, extractor: Featurizer | None = None, reference: Any = None):
         self.extractor, self.reference = extractor, reference

@@ -52,7 +52,6 @@ def clip_score(images: Sequence[str | Path | "Image.Image"], prompts: Sequence[s
     return cosine_scores(img, np.stack([txt[p] for p in prompts]))
 
 
-clip_score.higher_is_better = True  # type: ignore[attr-defined]
 
 
 # --- registration ------------------------------------------------------------------------------
@@ -100,3 +99,4 @@ METRICS.add("clip_score", MetricSpec(
     networks=lambda o: clip_network(o.model, o.pretrained), min_images=1, prompts=True, cli_aliases=("clip",),
     estimand="the mean CLIP score of the config's images over prompts like the suite's",
 ))
+clip_score.higher_is_better = METRICS.get("clip_score").higher_is_better  # type: ignore[attr-defined]

@@ -69,3 +69,4 @@ METRICS.add("cmmd", MetricSpec(
     min_images=MIN_IMAGES,
     estimand="the expected CMMD at this set size (the biased MMD² shrinks towards its population value as 1/n)",
 ))
+CMMD.higher_is_better = METRICS.get("cmmd").higher_is_better

@@ -20,7 +20,7 @@ import numpy as np
 
 from t2ibench.base import Frozen
 from t2ibench.metrics.registry import METRICS, MetricSpec
-from t2ibench.metrics.fid import AT_SIZE
+from t2ibench.metrics.options import AT_SIZE
 
 FILE = "dinov2_vitl14_pretrain.pth"
 URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/" + FILE

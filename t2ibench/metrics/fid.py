@@ -56,7 +56,7 @@ class FID:
     ``update`` takes ``(N, d)`` features, or images when an ``extractor`` is given.
     """
 
-    higher_is_better = False
+    higher_is_better: bool  # from the registration below: direction is declared once, on the MetricSpec
 
     def __init__(self, extractor: Featurizer | None = None,
                  reference: Union["FID", Stats, None] = None):
@@ -109,28 +109,14 @@ def bias_note(n: int, label: str = "FID") -> str:
 
 # --- registration ------------------------------------------------------------------------------
 
-from typing import Literal, Optional  # noqa: E402
 
 from pydantic import Field  # noqa: E402
 
-from t2ibench.base import Frozen  # noqa: E402
+from t2ibench.metrics.options import AT_SIZE, InceptionFeatures  # noqa: E402
 from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck  # noqa: E402
 
 MIN_IMAGES = 2  # a covariance needs two images
-AT_SIZE = ("at this set size (the config's and the reference's image counts), what 'FID-10k' means in papers; "
-           "not the population value, which it overestimates at small n: compare configs of equal size")
 
-
-class InceptionFeatures(Frozen):
-    """The Inception feature options that FID and KID share: ``features``, ``resize``, ``weights``."""
-
-    features: str = Field("inception", description="feature network: inception, or random:inception "
-                                                   "(random weights, for tests)")
-    resize: Literal["bilinear", "clean"] = Field(
-        "bilinear", description="resizing to 299×299: bilinear (as pytorch-fid) or clean (PIL bicubic, as clean-fid)")
-    weights: Optional[str] = Field(None, description="path of the Inception weights file "
-                                                     "(pt_inception-2015-12-05-6726825d.pth); default: looked up in "
-                                                     "$T2IBENCH_WEIGHTS, then torch hub's checkpoints")
 
 
 class FIDOptions(InceptionFeatures):
@@ -201,3 +187,4 @@ METRICS.add("fid", MetricSpec(
     networks=_fid_networks, min_images=MIN_IMAGES, stats_files=True,
     estimand="the expected FID " + AT_SIZE,
 ))
+FID.higher_is_better = METRICS.get("fid").higher_is_better

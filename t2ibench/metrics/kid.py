@@ -63,7 +63,7 @@ class KID(FeatureSet):
 
 from pydantic import Field, field_validator  # noqa: E402
 
-from t2ibench.metrics.fid import InceptionFeatures  # noqa: E402
+from t2ibench.metrics.options import InceptionFeatures  # noqa: E402
 from t2ibench.metrics.registry import METRICS, MetricSpec, NetworkCheck, no_npz  # noqa: E402
 
 MIN_IMAGES = 2  # the unbiased MMD² leaves out the diagonal: two images a side at least
@@ -111,3 +111,4 @@ METRICS.add("kid", MetricSpec(
     estimand=("the expected KID at this design (its unbiased estimator assumes independent images; a suite's "
               "images share prompts, across seeds and with the reference config)"),
 ))
+KID.higher_is_better = METRICS.get("kid").higher_is_better

@@ -120,7 +120,6 @@ def lpips(a: Sequence[str | Path], b: Sequence[str | Path], net: str = "alex", d
     return pair_distances(model, [(Path(x), Path(y)) for x, y in zip(a, b)], cache)
 
 
-lpips.higher_is_better = False  # type: ignore[attr-defined]
 
 
 # --- registration ------------------------------------------------------------------------------
@@ -228,3 +227,4 @@ METRICS.add("lpips", MetricSpec(
                           estimand="the mean pairwise LPIPS between seeds of one prompt, over prompts like these"),),
     estimand="the mean LPIPS to the reference's image of the same prompt and seed, over prompts like these",
 ))
+lpips.higher_is_better = METRICS.get("lpips").higher_is_better  # type: ignore[attr-defined]
