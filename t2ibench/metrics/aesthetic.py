@@ -118,5 +118,6 @@ def _networks(o: WeightsOptions) -> list:
 METRICS.add("aesthetic", MetricSpec(
     name="aesthetic", options=WeightsOptions, runner=score_aesthetic, higher_is_better=True, against=False,
     per_image=True, gate=0.1, label="aesthetic score", summary="LAION aesthetic score (1-10) of a folder",
-    networks=_networks, min_images=1, estimand="the mean aesthetic score of the config's images over prompts like the suite's",
+    networks=_networks, min_images=1,
+    estimand="the mean aesthetic score of the config's images over prompts like the suite's",
 ))

@@ -121,10 +121,10 @@ def set_ci(stat: Callable[[np.ndarray, np.ndarray | None], float], cand_groups: 
 
     ``cand_groups`` / ``ref_groups`` give each image's prompt (or unit). With ``ref_groups`` and
     ``paired``, each block of prompts is deleted from both sides at once; with ``ref_groups`` and not
-    ``paired`` (a folder: an independent sample) its blocks are dealt at random to the candidate's, so
-    that each deletion removes one block of each side (iid pairs of blocks); with None the reference is
-    fixed (an ``.npz``) and ``stat`` gets ``None`` for it. ``estimate`` is the reported value when it differs from
-    ``stat`` on all images (KID reports a random-subset average of the U-statistic ``stat``): the
+    ``paired`` (a folder: an independent sample) its units form as many blocks as the candidate's, paired
+    with them, so that each deletion removes one block of each side (iid pairs of blocks); with None the
+    reference is fixed (an ``.npz``) and ``stat`` gets ``None`` for it. ``estimate`` is the reported value
+    when it differs from ``stat`` on all images (KID reports a random-subset average of the U-statistic ``stat``): the
     interval is centred on it. ``floor`` is the statistic's lower bound (0 for FID, CMMD): the interval
     is not extended below it. (NaN, NaN) with fewer than 2 blocks on a resampled side, when deleting
     blocks would leave a side with fewer than 2 images, or with a non-finite replicate.
@@ -146,11 +146,11 @@ def set_ci(stat: Callable[[np.ndarray, np.ndarray | None], float], cand_groups: 
     if ref_groups is not None and paired:
         blocks = prompt_blocks(list(cand_groups) + list(ref_groups), max_blocks, seed)
         units = list(zip(_units(cand_groups, blocks), _units(ref_groups, blocks)))
-    else:  # an independent reference: its blocks are dealt to the candidate's at random, iid pairs of blocks
+    else:  # an independent reference: as many blocks of its units as the candidate has, paired: iid pairs of blocks
         g = len(set(cand_groups)) if ref_groups is None else min(len(set(cand_groups)), len(set(ref_groups)))
         blocks = prompt_blocks(cand_groups, g if max_blocks is None else min(g, max_blocks), seed)
         none = [np.zeros(0, np.intp)] * len(blocks)
-        ref_units = none if ref_groups is None else _units(ref_groups, _deal(ref_groups, len(blocks), seed + 1))
+        ref_units = none if ref_groups is None else _units(ref_groups, prompt_blocks(ref_groups, len(blocks), seed + 1))
         units = list(zip(_units(cand_groups, blocks), ref_units))
 
     def without(*us: int) -> float:
@@ -188,13 +188,6 @@ def set_ci(stat: Callable[[np.ndarray, np.ndarray | None], float], cand_groups: 
     if floor is not None and math.isfinite(lo):
         lo = max(lo, min(floor, estimate))
     return lo, hi
-
-
-def _deal(groups: Sequence[str], n_blocks: int, seed: int) -> list[list[str]]:
-    """The distinct ``groups`` dealt at random into ``n_blocks`` blocks (fewer when there are fewer groups)."""
-    keys = list(dict.fromkeys(groups))
-    order = np.random.default_rng(seed).permutation(len(keys))
-    return [[keys[i] for i in order[b::n_blocks]] for b in range(min(n_blocks, len(keys)))]
 
 
 class _TooSmall(Exception):

@@ -300,5 +300,6 @@ def _networks(o: WeightsOptions) -> list:
 METRICS.add("image_reward", MetricSpec(
     name="image_reward", options=WeightsOptions, runner=score_image_reward, higher_is_better=True, against=False,
     per_image=True, gate=0.1, label="ImageReward", summary="ImageReward of a folder against its prompts",
-    networks=_networks, min_images=1, prompts=True, estimand="the mean ImageReward of the config's images over prompts like the suite's",
+    networks=_networks, min_images=1, prompts=True,
+    estimand="the mean ImageReward of the config's images over prompts like the suite's",
 ))

@@ -102,7 +102,8 @@ def score_set(metric: str, ext, against: str, ctx: ScoringContext, *,
 
     ``estimate_of(x, ref, stat)`` returns the reported value, extra columns and notes; by default the
     value is ``stat`` on all images. ``pairwise``: the statistic is a bounded kernel's sum over pairs of
-    images (CMMD), which sharpens the CI's variance correction (``bootstrap.set_ci``). Sets under ``min_images`` (on either side) give NaN rows that say so.
+    images (CMMD), which sharpens the CI's variance correction (``bootstrap.set_ci``). Sets under
+    ``min_images`` (on either side) give NaN rows that say so.
     """
     ref = load_reference(metric, ext, against, ctx, prepare)
     if isinstance(ref, int) or (ref.n is not None and ref.n < min_images):
