@@ -79,8 +79,11 @@ def annotation_names(annotation, seen: set) -> set[str]:
 
 def options_of(registry) -> set[str]:
     """The names in a registry of specs with an options model, and every name of those models; entries that
-    other tests register (their options live outside the package) are not the product's."""
-    own = [(name, spec) for name, spec in registry.items() if spec.options.__module__.startswith("t2ibench.")]
+    other tests register (their engine or options live outside the package) are not the product's."""
+    def product(spec) -> bool:  # a backend by where its engine lives, anything else by its options model
+        return getattr(spec, "engine", spec.options.__module__).startswith("t2ibench.")
+
+    own = [(name, spec) for name, spec in registry.items() if product(spec)]
     return {name for name, _ in own}.union(*(model_names(spec.options) for _, spec in own))
 
 
