@@ -110,6 +110,8 @@ def score_set(metric: str, ext, against: str, ctx: ScoringContext, *,
         n_ref = ref if isinstance(ref, int) else ref.n
         return [too_few(cfg, metric, n_ref, min_images, ext.random_weights, "reference")
                 for cfg in ctx.candidates(against)]
+    from t2ibench.metrics.fid import check_dims
+
     out = []
     for cfg in ctx.candidates(against):
         recs = ctx.configs[cfg]
@@ -117,10 +119,7 @@ def score_set(metric: str, ext, against: str, ctx: ScoringContext, *,
         if len(x) < min_images:
             out.append(too_few(cfg, metric, len(x), min_images, ext.random_weights))
             continue
-        if x.shape[1] != ref.dim:
-            name = ext.key.split("|", 1)[0]
-            raise UserError(f"{against}: statistics of dimension {ref.dim} do not match the '{name}' "
-                            f"features (dimension {x.shape[1]}); compute both with the same feature network")
+        check_dims(against, ref.dim, f"the '{ext.key.split('|', 1)[0]}' features", x.shape[1])
         stat = stat_of(x, ref)
         if estimate_of is None:
             value, extra, notes = float(stat(np.arange(len(x)), None)), {}, []
