@@ -78,3 +78,22 @@ def test_set_metrics_use_ci_overlap(one_run):
     apart = compare(_with(one_run, metrics={"fid": fid(20.0, 18.0, 22.0)}),
                     _with(one_run, metrics={"fid": fid(30.0, 27.0, 33.0)}))
     assert [r.figure for r in apart.regressions] == ["fid"]
+
+
+def test_compare_both_ways_mirrors():
+    """compare A B and compare B A resample alike: the CI of the inverse ratio is the inverse CI, and
+    a change is significant both ways or neither (a borderline shift once failed one way only)."""
+    from t2ibench.reports.compare import LATENCY_FIGURES, latency_row
+    from t2ibench.reports.export import ConfigSummary
+
+    rng = np.random.default_rng(3)
+    for shift in (1.0, 1.02, 1.04, 1.08):
+        a, b = rng.lognormal(5, 0.05, 18), shift * rng.lognormal(5, 0.05, 18)
+        side = [ConfigSummary("c0", "c", "m", {}, "ok", {}, list(x), {}) for x in (a, b)]
+        for figure in LATENCY_FIGURES:
+            ab = latency_row("c", "c0", figure, side[0], side[1], Gate(0.0, True))
+            ba = latency_row("c", "c0", figure, side[1], side[0], Gate(0.0, True))
+            if ab is None or ab.ci is None:
+                continue
+            assert ab.significant == ba.significant
+            assert ab.ci[0] == pytest.approx(1 / ba.ci[1]) and ab.ci[1] == pytest.approx(1 / ba.ci[0])

@@ -456,7 +456,7 @@ def test_evaluate_deletes_prompts_jointly_and_every_ci_holds_its_value(tmp_path,
     from t2ibench.metrics import networks
     from t2ibench.metrics.scoring import ScoringContext
 
-    net = SimpleNamespace(random_weights=True, to=lambda device: net)
+    net = SimpleNamespace(random_weights=True, key="random:stand-in|16", to=lambda device: net)
     text = lambda prompts: np.stack([np.random.default_rng(len(p)).normal(size=16) for p in prompts])  # noqa: E731
     monkeypatch.setattr(networks, "load_features", lambda *a: net)
     monkeypatch.setattr(networks, "load_clip", lambda *a: SimpleNamespace(image=net, encode_text=text))

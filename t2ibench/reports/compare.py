@@ -215,6 +215,17 @@ def _bootstrap_ci(data: tuple[np.ndarray, ...], statistic: Callable, seed: int,
     return float(lo), float(hi)
 
 
+def _ratio_ci(a: np.ndarray, b: np.ndarray, stat: Callable, seed: int) -> tuple[float, float] | None:
+    """CI of ``stat(b) / stat(a)``, resampled in an order that does not depend on which run is the base,
+    so that ``compare A B`` and ``compare B A`` mirror each other (the CI of the inverse ratio is the
+    inverse CI, and a change is significant both ways or neither)."""
+    swap = a.tobytes() > b.tobytes()
+    first, second = (b, a) if swap else (a, b)
+    ci = _bootstrap_ci((first, second), lambda x, y, axis: stat(y, axis=axis) / stat(x, axis=axis), seed,
+                       LATENCY_LEVEL)
+    return (1 / ci[1], 1 / ci[0]) if swap and ci is not None else ci
+
+
 def latency_row(config: str, config_id: str, figure: str, base: ConfigSummary, cand: ConfigSummary, gate: Gate,
                 seed: int = 0) -> Row | None:
     """Point estimates and ratio CI from the latency samples (equal to results.csv when repeats = 1)."""
@@ -229,7 +240,7 @@ def latency_row(config: str, config_id: str, figure: str, base: ConfigSummary, c
         # far too narrow, and one scheduling hiccup would read as a regression
         ci, test = None, f"too few samples for a p95 test ({min(len(a), len(b))} < {MIN_SAMPLES_P95})"
     else:
-        ci = _bootstrap_ci((a, b), lambda x, y, axis: stat(y, axis=axis) / stat(x, axis=axis), seed, LATENCY_LEVEL)
+        ci = _ratio_ci(a, b, stat, seed)
     if ci is not None:
         ci = (ci[0] * scale_b / scale_a, ci[1] * scale_b / scale_a)
     significant = ci is not None and (ci[0] > 1 or ci[1] < 1)
