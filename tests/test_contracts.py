@@ -129,7 +129,7 @@ def test_engine_knobs_belong_to_their_backend():
         Knobs(backend="fake", attention="math")
     with pytest.raises(ValueError, match="unknown backend 'tourch'.*did you mean 'torch'"):
         Knobs(backend="tourch")
-    assert Knobs(backend="fake").engine_options().model_dump() == {}
+    assert Knobs(backend="fake").options.model_dump() == {}
 
 
 def test_backend_is_part_of_config_id_only_when_set():

@@ -94,7 +94,7 @@ def suite_names() -> dict[str, set[str]]:
     from t2ibench.backends.torch.schedulers import SCHEDULERS
     from t2ibench.executors import EXECUTORS, ExecutorChoice
     from t2ibench.suites.checks import MEASURES
-    from t2ibench.suites.knobs import Knobs
+    from t2ibench.suites.knobs import CommonKnobs
     from t2ibench.suites.prompts import PROMPT_SOURCES, PromptSource
     from t2ibench.suites.schema import Bound, SeedRange, Suite, Timing
 
@@ -102,7 +102,7 @@ def suite_names() -> dict[str, set[str]]:
         # `executor:` is written flat ({name: ray, address: auto}): its options are the executors' own, below
         "suite keys": model_names(Suite, seen={ExecutorChoice}) | {"name"} | model_names(PromptSource)
         | model_names(SeedRange) | model_names(Timing) | model_names(Bound),
-        "knobs and their options": model_names(Knobs),
+        "knobs and their options": model_names(CommonKnobs) | options_of(BACKENDS) - set(BACKENDS.names()),
         "backends and their options": options_of(BACKENDS),
         "quantize types": {t for types_ in QUANTIZE_TYPES.values() for t in types_},
         "schedulers": set(SCHEDULERS.names()),

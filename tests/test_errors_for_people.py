@@ -175,7 +175,7 @@ def test_quantize_none_in_a_matrix_is_no_quantization(tmp_path):
         """)
     plain = _write(tmp_path, "name: t\nmodel: random:tiny-sd\nprompts: [a cat]\ndefaults: {steps: 2}\n", "plain.yaml")
     none, int8 = load_suite(path).configs()
-    assert none.knobs.quantize is None and int8.knobs.quantize.type == "int8wo"
+    assert none.knobs.options.quantize is None and int8.knobs.options.quantize.type == "int8wo"
     assert none.name == "quantize=none" and "null" not in none.name
     assert none.config_id == load_suite(plain).configs()[0].config_id  # as if quantize were never written
     nulls = _write(tmp_path, path.read_text().replace("[none, int8wo]", "[null, int8wo]"), "nulls.yaml")

@@ -66,7 +66,7 @@ def test_family_runs_knob_matrix(arch, saved, write_suite, tmp_path, monkeypatch
     real_call, real_sdpa = torch_backend.TorchModel._call, torch.nn.functional.scaled_dot_product_attention
 
     def call(self, prompts, seeds, knobs):
-        current["attention"] = knobs.attention
+        current["attention"] = knobs.options.attention
         return real_call(self, prompts, seeds, knobs)
 
     def sdpa(*args, **kwargs):  # diffusers passes query/key/value by position or by name

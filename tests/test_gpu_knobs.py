@@ -38,7 +38,7 @@ def test_attention_knob_forces_each_sdpa_kernel_on_cuda(observed, write_suite, t
     results = run_cuda(path, tmp_path).results().set_index("config")
     used = {}
     for c in observed:
-        used.setdefault(c.knobs.attention if c.knobs.precision == "fp16" else "fp32", set()).update(c.sdpa)
+        used.setdefault(c.knobs.options.attention if c.knobs.precision == "fp16" else "fp32", set()).update(c.sdpa)
     assert used["math"] == {SDPBackend.MATH}
     assert used["flash"] == {SDPBackend.FLASH_ATTENTION}
     assert used["efficient"] == {SDPBackend.EFFICIENT_ATTENTION}
@@ -61,7 +61,7 @@ def test_tf32_and_fp16_vae_upcast_apply_on_cuda_and_are_undone(observed, write_s
     assert set(results["n_failed"]) == {0}
     by = {}
     for c in observed:
-        key = ("tf32" if c.knobs.tf32 else "fp16-upcast" if c.knobs.vae_upcast
+        key = ("tf32" if c.knobs.options.tf32 else "fp16-upcast" if c.knobs.options.vae_upcast
                else "fp16" if c.knobs.precision == "fp16" else "no-tf32")
         by.setdefault(key, []).append(c)
     assert set(by) == {"tf32", "no-tf32", "fp16-upcast", "fp16"}
@@ -78,12 +78,12 @@ def test_model_and_sequential_offload_keep_weights_off_the_gpu(observed, write_s
     loads = []
     real_load = TorchBackend.load
     monkeypatch.setattr(TorchBackend, "load", lambda self, model, knobs, device, **kw:
-                        loads.append(knobs.offload) or real_load(self, model, knobs, device, **kw))
+                        loads.append(knobs.options.offload) or real_load(self, model, knobs, device, **kw))
     path = cuda_suite(write_suite, matrix={"offload": ["none", "model", "sequential"]})
     run = run_cuda(path, tmp_path)
     assert set(run.results()["n_ok"]) == {2}
     assert loads == ["none", "model", "sequential"]  # offload is part of the load key
-    where = {c.knobs.offload: (c.unet_device, c.offload_hooks) for c in observed}
+    where = {c.knobs.options.offload: (c.unet_device, c.offload_hooks) for c in observed}
     assert where["none"] == ("cuda", False)
     assert where["model"] == ("cpu", True)  # moved to the GPU only while it runs
     assert where["sequential"][0] in ("cpu", "meta") and where["sequential"][1]

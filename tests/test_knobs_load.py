@@ -15,6 +15,7 @@ from PIL import Image
 
 import t2ibench
 from t2ibench.backends.torch.engine import TorchBackend
+from t2ibench.backends.torch.options import compile_options
 from t2ibench.backends.torch.random_models import RANDOM_PIPELINES
 from t2ibench.errors import UserError
 from t2ibench.suites import SuiteError, load_suite
@@ -201,7 +202,7 @@ def test_quantize_short_and_mapping_forms_are_one_config_and_another_load(tmp_pa
 
     short = configs("{name: short, quantize: int8wo}")["short"]
     long = configs("{name: long, quantize: {backend: torchao, type: int8wo, components: [denoiser]}}")["long"]
-    assert short.config_id == long.config_id and short.knobs.quantize == long.knobs.quantize
+    assert short.config_id == long.config_id and short.knobs.options.quantize == long.knobs.options.quantize
     with pytest.raises(SuiteError, match="same model and knobs as 'short'"):  # one config, written twice
         configs("{name: short, quantize: int8wo}", "{name: long, quantize: {backend: torchao, type: int8wo}}")
     others = configs("{name: plain}", "{name: te, quantize: {type: int8wo, components: [denoiser, text_encoder]}}",
@@ -320,20 +321,20 @@ def test_deploy_2026_sweeps_the_new_knobs_on_sdxl_and_flux():
     configs = suite.configs()
     models = {c.model for c in configs}
     assert models == {"stabilityai/stable-diffusion-xl-base-1.0", "black-forest-labs/FLUX.1-dev"}
-    knobs = [c.knobs for c in configs]
+    knobs = [c.knobs.options for c in configs]
     assert {k.quantize.type for k in knobs if k.quantize} >= {"int8dq", "float8dq"}
     assert any(k.layerwise_casting for k in knobs) and any(not isinstance(k.offload, str) for k in knobs)
     assert any(k.cache and k.cache.method == "first_block" for k in knobs)
-    assert any(k.compile_options and k.compile_options.regional for k in knobs)
+    assert any(compile_options(k) and compile_options(k).regional for k in knobs)
     assert {"flex", "sage"} <= {k.attention for k in knobs}
-    lcm = [k for k in knobs if k.lora]
+    lcm = [c.knobs for c in configs if c.knobs.options.lora]
     assert lcm and all(k.scheduler == "lcm" and k.steps == 4 for k in lcm)
-    assert all(c.model == "stabilityai/stable-diffusion-xl-base-1.0" for c in configs if c.knobs.lora)
+    assert all(c.model == "stabilityai/stable-diffusion-xl-base-1.0" for c in configs if c.knobs.options.lora)
     # nothing that is always skipped: the UNet's attention is not the dispatcher's, and cache + compile is refused
     from t2ibench.backends.torch.options import DISPATCHER_ATTENTION
 
-    assert not [c.name for c in configs if "xl" in c.model and c.knobs.attention in DISPATCHER_ATTENTION]
-    assert not [c.name for c in configs if c.knobs.cache and c.knobs.compile_options]
+    assert not [c.name for c in configs if "xl" in c.model and c.knobs.options.attention in DISPATCHER_ATTENTION]
+    assert not [c.name for c in configs if c.knobs.options.cache and compile_options(c.knobs.options)]
     assert any(k.cache and k.cache.method == "deepcache" for k in knobs)
 
 

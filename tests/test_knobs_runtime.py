@@ -65,7 +65,7 @@ def test_attention_knob_changes_processors_and_sdpa_backend_and_is_undone(observ
                        include=[{"name": "sdpa-again", "attention": "sdpa", "steps": 2}])
     run = t2ibench.run(path, out=tmp_path / "run", device="cpu", metrics=False)
     results = run.results().set_index("config")
-    assert [c.knobs.attention for c in observed] == ["sliced", "sdpa", "math", "sdpa"]  # in config order
+    assert [c.knobs.options.attention for c in observed] == ["sliced", "sdpa", "math", "sdpa"]  # in config order
     sliced, sdpa, math, again = observed
     assert sliced.processors == {"SlicedAttnProcessor": 8}
     assert sdpa.processors == math.processors == again.processors == {"AttnProcessor2_0": 8}
@@ -103,14 +103,14 @@ def test_precision_memory_format_and_vae_knobs_apply_and_are_undone(observed, wr
 
     for c in observed:  # what each call ran with is exactly what its own knobs say
         k, dtype = c.knobs, {"fp32": torch.float32, "bf16": torch.bfloat16}[c.knobs.precision]
-        assert c.unet_channels_last == c.vae_channels_last == k.channels_last != c.unet_contiguous
+        assert c.unet_channels_last == c.vae_channels_last == k.options.channels_last != c.unet_contiguous
         assert (c.vae_slicing, c.vae_tiling) == (k.vae_slicing, k.vae_tiling)
         assert c.vae_cls == ("AutoencoderTiny" if k.vae == "tiny" else "AutoencoderKL")
         assert c.unet_dtype == dtype
-        assert c.vae_dtype == c.decoder_input_dtypes[0] == (torch.float32 if k.vae_upcast else dtype)
+        assert c.vae_dtype == c.decoder_input_dtypes[0] == (torch.float32 if k.options.vae_upcast else dtype)
     order = [c.knobs for c in observed]
     for knob in ("channels_last", "vae_slicing", "vae_tiling", "vae_upcast"):
-        assert any(getattr(a, knob) and not getattr(b, knob) and (a.precision, a.vae) == (b.precision, b.vae)
+        assert any(a.knob(knob) and not b.knob(knob) and (a.precision, a.vae) == (b.precision, b.vae)
                    for a, b in itertools.pairwise(order)), f"no config undoes {knob} in its load group"
 
 

@@ -43,7 +43,7 @@ def test_matrix_exclude_include_reference_counts_and_order():
     assert [c.name for c in configs[-3:]] == ["compiled", "tiny", "reference"]
     assert [c.is_reference for c in configs] == [False] * 9 + [True]
     assert configs[-1].knobs.steps == 50 and configs[-1].knobs.precision == "fp32"
-    assert configs[-3].knobs.compile is True and configs[-3].knobs.steps == 20
+    assert configs[-3].knobs.options.compile is True and configs[-3].knobs.steps == 20
     assert len({c.config_id for c in configs}) == len(configs)
     assert all(len(c.config_id) == 12 and int(c.config_id, 16) >= 0 for c in configs)
 

@@ -61,7 +61,7 @@ class BackendSpec:
 
     def load_key(self, model: str, knobs: Any) -> tuple:
         """Configs with equal keys share one loaded model."""
-        return (model, *(getattr(knobs, f) for f in self.load_fields), self.name)
+        return (model, *(knobs.knob(f) for f in self.load_fields), self.name)
 
     def warmup_calls(self, knobs: Any, requested: int) -> int:
         """Warm-up calls before the timed ones: a compiling config always gets one."""

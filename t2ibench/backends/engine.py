@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from t2ibench.backends.timing import CallTiming
 
-if TYPE_CHECKING:  # an engine reads the config's knobs; it never imports the suites layer
-    from t2ibench.suites.knobs import Knobs
+if TYPE_CHECKING:  # an engine reads the config's knobs through this protocol, never from the suites layer
+    from t2ibench.backends.common import ConfigKnobs as Knobs
 
 
 @dataclass(frozen=True)

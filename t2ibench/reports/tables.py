@@ -10,7 +10,7 @@ import numpy as np
 from t2ibench.reports import latency
 from t2ibench.reports.pareto import frontier_mask
 from t2ibench.store import RunStore, call_records, cell_records, current_suite, scope
-from t2ibench.suites.knobs import KNOB_NAMES
+from t2ibench.suites.knobs import KNOB_NAMES, knob_default
 
 CELL_CSV_COLUMNS = [
     "config_id", "config", "prompt_id", "prompt", "seed", "status", "error", "latency_ms", "encode_ms",
@@ -55,7 +55,8 @@ def result_records(store: RunStore, objectives: dict | None = None) -> list[dict
         ok = [c for c in mine if c["status"] == "ok"]
         knobs = dict(cfg["knobs"], model=cfg["model"])
         row = {"config_id": cfg["config_id"], "config": cfg["name"]}
-        row.update({k: _cell_value(knobs.get(k, _default_knob(k))) for k in KNOB_NAMES})
+        backend = knobs.get("backend", "torch")
+        row.update({k: _cell_value(knobs[k] if k in knobs else knob_default(k, backend)) for k in KNOB_NAMES})
         peaks_v = [c["peak_vram_mb"] for c in my_calls if c["peak_vram_mb"] is not None]
         peaks_r = [c["peak_rss_mb"] for c in my_calls if c["peak_rss_mb"] is not None]
         row.update(n_ok=len(ok), n_failed=sum(c["status"] == "failed" for c in mine))
@@ -118,14 +119,6 @@ def metric_columns(rows: list[dict]) -> list[str]:
 
 def metric_names(rows: list[dict]) -> list[str]:
     return [c[:-3] for c in metric_columns(rows) if c.endswith("_lo")]
-
-
-def _default_knob(name: str):
-    """A knob's default, for configs stored before the knob existed."""
-    from t2ibench.suites.knobs import Knobs
-
-    field = Knobs.model_fields[name]
-    return field.default
 
 
 def _cell_value(v):

@@ -20,7 +20,8 @@ from typing import Any, Iterable, Optional
 from pydantic import BaseModel, ValidationError
 
 from t2ibench.registry import did_you_mean
-from t2ibench.suites.knobs import KNOB_NAMES, Knobs
+from t2ibench.backends import BACKENDS
+from t2ibench.suites.knobs import KNOB_NAMES, Knobs, knob_owner
 from t2ibench.suites.problems import Problem, from_validation_error
 
 MEASURES: tuple[str, ...] = (
@@ -35,12 +36,14 @@ _KNOB_FIELDS = ("defaults", "matrix", "exclude", "include", "reference", "model"
 
 def knob_value_problems(key: str, value: Any, loc: tuple) -> list[Problem]:
     """Problems of one knob value, at ``loc`` (the loc of the value itself)."""
+    owner = knob_owner(key)  # an engine knob is checked by its backend's options model
+    model = Knobs if owner is None else BACKENDS.get(owner).options
     try:
-        Knobs.model_validate({key: value})
+        model.model_validate({key: value})
     except ValidationError as e:
         if key == "compile" and not isinstance(value, dict):
             return [Problem(loc, f"expected true, false or {{mode: ..., fullgraph: ...}} (got {value!r})")]
-        problems = from_validation_error(e, {key: value}, model=Knobs)
+        problems = from_validation_error(e, {key: value}, model=model)
         if key == "compile":  # a mapping: report the CompileOptions errors, not "not a boolean"
             problems = [p for p in problems if len(p.loc) > 1] or problems
         return [Problem(loc + p.loc[1:], p.msg) for p in problems]

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from pydantic import ValidationError
 
-from t2ibench.suites.knobs import CompileOptions, Knobs
+from t2ibench.suites.knobs import Knobs
 from t2ibench.suites.problems import Problem, from_validation_error, keypath
 from t2ibench.suites.schema import Config
 
@@ -40,16 +40,13 @@ def format_value(value: Any) -> str:
 
 
 def resolve_knobs(model: str, values: dict) -> Knobs:
-    """Validated knobs with the model filled in and ``compile: {}`` normalised to ``true``."""
+    """Validated knobs with the model filled in."""
     knobs = Knobs.model_validate(values)
-    update: dict[str, Any] = {"model": knobs.model or model}
-    if isinstance(knobs.compile, CompileOptions) and knobs.compile == CompileOptions():
-        update["compile"] = True
-    return knobs.model_copy(update=update)
+    return knobs if knobs.model else knobs.replace(model=model)
 
 
 def _matches(entry_knobs: Knobs, keys: list[str], knobs: Knobs) -> bool:
-    return all(getattr(entry_knobs, k) == getattr(knobs, k) for k in keys)
+    return all(entry_knobs.knob(k) == knobs.knob(k) for k in keys)
 
 
 def empty_matrix_problems(matrix: dict) -> list[Problem]:
@@ -184,6 +181,6 @@ def default_config_note(data: dict, configs: list[Config]) -> Optional[str]:
         return None
     defaults = data.get("defaults") or {}
     key = next((k for k, v in defaults.items() if isinstance(v, (int, float, bool)) and k != "model"), "steps")
-    entry = f"{{{key}: {format_value(getattr(default.knobs, key))}}}"
+    entry = f"{{{key}: {format_value(default.knobs.knob(key))}}}"
     return (f"config 'default' runs the defaults alone (a suite with include: but no matrix: keeps it); "
             f"if not wanted, add exclude: [{entry}]")

@@ -1,27 +1,26 @@
 """The knobs of one configuration: every setting that changes how an image is generated.
 
-:class:`Knobs` is flat, as a suite writes it: the knobs every backend understands
-(:class:`CommonKnobs`), ``backend``, and the engine-specific knobs that each registered backend
-declares in its own options model (for torch: attention, compile, tf32, channels_last, offload,
-vae_upcast). A knob of another backend than the config's must stay at its default.
+A suite writes knobs flat (``steps: 4``, ``attention: flash``). Inside, :class:`Knobs` holds the
+knobs every backend understands (:class:`CommonKnobs`) and ``options``: the config's backend's own
+options model (for torch: attention, compile, tf32, quantize, cache, lora…), validated by that model.
+A knob of another backend than the config's is an error unless it is at that backend's default
+(so that a matrix may cross backends). Knobs dump flat again, exactly as before the split, so every
+``config_id`` stays the same (``tests/test_config_ids_stable.py``). No engine module is imported
+here: backends are read through their cheap declarations.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from functools import lru_cache
+from typing import Any, Optional
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_serializer, model_validator
+from pydantic.fields import FieldInfo
 
-from t2ibench.backends import BACKENDS
-from t2ibench.backends.torch import ATTENTION, OFFLOAD, CompileOptions, compile_options  # noqa: F401
+from t2ibench.backends import BACKENDS, NoOptions
+from t2ibench.backends.common import PRECISIONS, SCHEDULERS, PrecisionName, SchedulerName  # noqa: F401
 from t2ibench.base import Frozen
 from t2ibench.registry import did_you_mean
-
-SCHEDULERS: tuple[str, ...] = (
-    "ddim", "pndm", "lms", "euler", "euler_a", "heun",
-    "dpmpp_2m", "dpmpp_2m_karras", "dpmpp_sde", "unipc", "lcm",
-)
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
 # The knobs of the first store format, in their column order. A knob added later enters config_id
 # only when it is set, so that every config written before it keeps its id (and its stored results).
@@ -42,11 +41,8 @@ class CommonKnobs(Frozen):
     batch_size: int = Field(1, gt=0, le=256)
     negative_prompt: Optional[str] = None
     prompt_suffix: str = ""
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    scheduler: Optional[
-        Literal["ddim", "pndm", "lms", "euler", "euler_a", "heun",
-                "dpmpp_2m", "dpmpp_2m_karras", "dpmpp_sde", "unipc", "lcm"]
-    ] = None  # None keeps the pipeline's own scheduler
+    precision: PrecisionName = "fp32"
+    scheduler: Optional[SchedulerName] = None  # None keeps the pipeline's own scheduler
     vae: str = "default"  # default | tiny | a model spec
     vae_slicing: bool = False
     vae_tiling: bool = False
@@ -69,49 +65,104 @@ class CommonKnobs(Frozen):
                              f"backends: {', '.join(BACKENDS.names())}")
         return v
 
-    @model_validator(mode="after")
-    def _engine_knobs_of_own_backend(self) -> Any:
-        own = BACKENDS.get(self.backend).options.model_fields
-        for name, owner in ENGINE_KNOBS.items():
-            if name not in own and name in self.model_fields_set and getattr(self, name) != _DEFAULTS[name]:
-                raise ValueError(f"knob '{name}' belongs to backend '{owner}', not '{self.backend}'")
-        return self
 
-    @property
-    def compile_options(self) -> Optional[CompileOptions]:
-        return compile_options(self)
+COMMON: tuple[str, ...] = tuple(CommonKnobs.model_fields)
 
-    def engine_options(self) -> Frozen:
-        """The config's engine-specific knobs, as its backend's options model."""
-        options = BACKENDS.get(self.backend).options
-        return options.model_validate({k: getattr(self, k) for k in options.model_fields})
+
+class Knobs(CommonKnobs):
+    """Resolved knobs of one config: the common knobs, and ``options``, its backend's own options model.
+
+    Validated from and dumped to one flat mapping (``options`` never appears in a dump).
+    """
+
+    options: SerializeAsAny[Frozen] = Field(default_factory=NoOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data: Any) -> Any:
+        """Flat knobs → common knobs + ``options`` (the rest); refuse another backend's knobs."""
+        if not isinstance(data, dict):
+            return data
+        flat = dict(data)
+        nested = flat.pop("options", None)
+        if isinstance(nested, BaseModel):
+            nested = nested.model_dump()
+        flat = {**(nested or {}), **flat}
+        rest = {k: v for k, v in flat.items() if k not in COMMON}
+        backend = flat.get("backend", "torch")
+        if isinstance(backend, str) and backend in BACKENDS:
+            own = BACKENDS.get(backend).options.model_fields
+            for name in [k for k in rest if k not in own]:
+                owner = knob_owner(name)
+                if owner is None:
+                    continue  # unknown: the options model says so, with the key's location
+                if not _at_default(owner, name, rest[name]):
+                    raise ValueError(f"knob '{name}' belongs to backend '{owner}', not '{backend}'")
+                del rest[name]
+        return {**{k: v for k, v in flat.items() if k in COMMON}, "options": rest}
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _own_options(cls, value: Any, info) -> Any:
+        backend = info.data.get("backend")
+        if backend is None:  # the backend itself is wrong: that error is the one to read
+            return NoOptions()
+        model = BACKENDS.get(backend).options
+        return value if isinstance(value, model) else model.model_validate(value)
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler) -> dict:
+        data = handler(self)
+        return {**{k: v for k, v in data.items() if k != "options"}, **data.get("options", {})}
+
+    def knob(self, name: str) -> Any:
+        """A knob by name, common or the backend's own (None when the backend has no such knob)."""
+        return getattr(self, name) if name in COMMON else getattr(self.options, name, None)
+
+    def replace(self, **changes: Any) -> "Knobs":
+        """These knobs with some changed (flat names), validated again."""
+        return Knobs.model_validate({**self.model_dump(), **changes})
 
     def hashed(self) -> dict:
         """The knobs that define config_id: every V1 knob, and later knobs only when not at their default."""
-        dumped = self.model_dump(mode="json")
-        return {k: v for k, v in dumped.items()
-                if k in V1_KNOBS or v != _DEFAULT_JSON.get(k)}
+        defaults = _default_json(self.backend)
+        return {k: v for k, v in self.model_dump(mode="json").items() if k in V1_KNOBS or v != defaults.get(k)}
 
 
-def _engine_fields() -> tuple[dict[str, tuple], dict[str, str]]:
-    fields: dict[str, tuple] = {}
-    owners: dict[str, str] = {}
-    for name, spec in BACKENDS.items():
-        for key, info in spec.options.model_fields.items():
-            if key in CommonKnobs.model_fields:
-                raise ValueError(f"backend '{name}' redefines the common knob '{key}'")
-            if key in fields and fields[key][0] != info.annotation:
-                raise ValueError(f"backends '{owners[key]}' and '{name}' define knob '{key}' differently")
-            fields.setdefault(key, (info.annotation, info))
-            owners.setdefault(key, name)
-    return fields, owners
+def knob_owner(name: str) -> Optional[str]:
+    """The first registered backend whose options have knob ``name`` (None for common or unknown knobs)."""
+    return next((b for b, spec in BACKENDS.items() if name in spec.options.model_fields), None)
 
 
-_fields, ENGINE_KNOBS = _engine_fields()
-Knobs = create_model("Knobs", __base__=CommonKnobs, __module__=__name__, **_fields)
-Knobs.__doc__ = "Resolved knobs of one config: the common knobs plus every backend's engine knobs, flat."
-_DEFAULTS: dict[str, Any] = {k: f.default for k, f in Knobs.model_fields.items()}
-_DEFAULT_JSON: dict[str, Any] = Knobs().model_dump(mode="json")
+def knob_field(name: str) -> FieldInfo:
+    """The field that declares knob ``name`` (common, or its first owner's)."""
+    if name in COMMON:
+        return CommonKnobs.model_fields[name]
+    return BACKENDS.get(knob_owner(name)).options.model_fields[name]
 
-KNOB_NAMES: tuple[str, ...] = (*V1_KNOBS, *(k for k in Knobs.model_fields if k not in V1_KNOBS))
-"""Every knob, in results.csv's column order."""
+
+def knob_default(name: str, backend: str = "torch") -> Any:
+    """Knob ``name``'s default for a config of ``backend``; None where that backend has no such knob."""
+    if name in COMMON:
+        return CommonKnobs.model_fields[name].default
+    field = BACKENDS.get(backend).options.model_fields.get(name) if backend in BACKENDS else None
+    return None if field is None else field.default
+
+
+def _at_default(owner: str, name: str, value: Any) -> bool:
+    model = BACKENDS.get(owner).options
+    try:
+        return getattr(model.model_validate({name: value}), name) == model.model_fields[name].default
+    except ValueError:
+        return False
+
+
+@lru_cache(maxsize=None)
+def _default_json(backend: str) -> dict[str, Any]:
+    """The knobs a config says nothing about: common defaults (backend ``torch``), ``backend``'s option defaults."""
+    return {**CommonKnobs().model_dump(mode="json"), **BACKENDS.get(backend).options().model_dump(mode="json")}
+
+
+KNOB_NAMES: tuple[str, ...] = tuple(dict.fromkeys(
+    [*V1_KNOBS, *COMMON, *(k for _, spec in BACKENDS.items() for k in spec.options.model_fields)]))
+"""Every knob (common, then each builtin backend's), in results.csv's column order."""

@@ -36,9 +36,9 @@ class Preflight:
     few_images: list[str] = field(default_factory=list)
 
 
-def _same(knob: str, raw: Any, value: Any) -> bool:
+def _same(knob: str, raw: Any, value: Any, backend: str) -> bool:
     try:
-        return getattr(Knobs.model_validate({knob: raw}), knob) == value
+        return Knobs.model_validate({"backend": backend, knob: raw}).knob(knob) == value
     except (ValidationError, ValueError, TypeError):
         return False
 
@@ -48,7 +48,7 @@ def knob_loc(data: Any, config: Config, knob: str) -> tuple:
     section setting that value; the first setting of the knob, else the top-level model)."""
     if not isinstance(data, dict):
         return ()
-    value = config.model if knob == "model" else getattr(config.knobs, knob, None)
+    value = config.model if knob == "model" else config.knobs.knob(knob)
     candidates: list[tuple[tuple, Any]] = []
     for section in _SECTIONS:
         node = data.get(section)
@@ -64,7 +64,7 @@ def knob_loc(data: Any, config: Config, knob: str) -> tuple:
     if knob == "model" and "model" in data:
         candidates.append((("model",), data["model"]))
     for loc, raw in candidates:
-        if _same(knob, raw, value):
+        if _same(knob, raw, value, config.knobs.backend):
             return loc
     return candidates[0][0] if candidates else (("model",) if knob == "model" else ())
 

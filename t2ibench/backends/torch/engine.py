@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 from t2ibench.errors import SkipConfig
 from t2ibench.backends.engine import CallOutcome, ImageOutcome
 from t2ibench.backends.torch.loading import ModelSpec, load_pipeline, torch_dtype
-from t2ibench.backends.torch.options import DISPATCHER_ATTENTION
+from t2ibench.backends.torch.options import DISPATCHER_ATTENTION, compile_options
 from t2ibench.backends.memory import MemoryTracker
 from t2ibench.backends.torch.schedulers import build_scheduler
 from t2ibench.backends.timing import CallTimer
 
 if TYPE_CHECKING:
-    from t2ibench.suites.knobs import Knobs
+    from t2ibench.backends.common import ConfigKnobs as Knobs
 
 
 def initial_latents(seeds: list[int], shape: tuple[int, ...], dtype):
@@ -125,49 +125,48 @@ class TorchModel:
         import torch
 
         self._reset()
-        pipe = self.pipe
-        if knobs.tf32 and not self.cuda:
+        pipe, opts = self.pipe, knobs.options
+        compiled = compile_options(opts)
+        if opts.tf32 and not self.cuda:
             raise SkipConfig("tf32 needs a CUDA device")
         if self.cuda:  # TF32 matmuls (diffusers' "use TensorFloat-32"); cuDNN convolutions keep torch's default
-            torch.backends.cuda.matmul.allow_tf32 = knobs.tf32
+            torch.backends.cuda.matmul.allow_tf32 = opts.tf32
         if knobs.scheduler:
             pipe.scheduler = build_scheduler(knobs.scheduler, self._original_scheduler)
         applied: dict = {}
-        self._apply_attention(knobs.attention, applied)
-        if knobs.lora:
-            applied["lora"] = self._apply_lora(knobs.lora)
-        if knobs.channels_last:
+        self._apply_attention(opts.attention, applied)
+        if opts.lora:
+            applied["lora"] = self._apply_lora(opts.lora)
+        if opts.channels_last:
             for module in (self.denoiser, pipe.vae):
                 module.to(memory_format=torch.channels_last)
         if knobs.vae_slicing:
             pipe.vae.enable_slicing()
         if knobs.vae_tiling:
             pipe.vae.enable_tiling()
-        if knobs.vae_upcast and self.dtype != torch.float32:
+        if opts.vae_upcast and self.dtype != torch.float32:
             self._upcast_vae()
         if knobs.cache_text_embeddings:
             self._cache_encode_prompt()
-        if knobs.cache is not None:
-            if knobs.compile_options is not None:  # seen: a guard on the count, a recompile in the timed calls
+        if opts.cache is not None:
+            if compiled is not None:  # seen: a guard on the count, a recompile in the timed calls
                 from t2ibench.backends.torch.preflight import CACHE_WITH_COMPILE
 
                 raise SkipConfig(CACHE_WITH_COMPILE)
             from t2ibench.backends.torch.caching import apply_cache
 
-            self._cache = apply_cache(knobs.cache, pipe, self.denoiser, self.denoiser_attr, knobs.steps)
+            self._cache = apply_cache(opts.cache, pipe, self.denoiser, self.denoiser_attr, knobs.steps)
             self._undo.append(self._cache.remove)
             applied["cache"] = self._cache.applied
-        if knobs.compile_options is not None and knobs.compile_options.regional:
+        if compiled is not None and compiled.regional:
             from t2ibench.backends.torch.regional import compile_regions
 
-            opts = knobs.compile_options
-            applied["compiled_regions"], undo = compile_regions(self.denoiser, opts.mode, opts.fullgraph)
+            applied["compiled_regions"], undo = compile_regions(self.denoiser, compiled.mode, compiled.fullgraph)
             self._undo.append(undo)
-        elif knobs.compile_options is not None:
-            opts = knobs.compile_options
-            key = (opts.mode, opts.fullgraph, knobs.channels_last, knobs.attention)
+        elif compiled is not None:
+            key = (compiled.mode, compiled.fullgraph, opts.channels_last, opts.attention)
             if key not in self._compiled:
-                self._compiled[key] = torch.compile(self.denoiser, mode=opts.mode, fullgraph=opts.fullgraph)
+                self._compiled[key] = torch.compile(self.denoiser, mode=compiled.mode, fullgraph=compiled.fullgraph)
             setattr(pipe, self.denoiser_attr, self._compiled[key])
             self._install_hook()
         applied.update({k: v for k, v in self.load_facts.items() if k not in applied})
@@ -312,7 +311,7 @@ class TorchModel:
             return self._call(prompts, seeds, knobs)
         except RuntimeError as e:
             if "No available kernel" in str(e):
-                raise SkipConfig(f"attention '{knobs.attention}' has no kernel for this device/dtype/shape") from e
+                raise SkipConfig(f"attention '{knobs.options.attention}' has no kernel for this device/dtype/shape") from e
             raise
 
     def warmup(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> float:
@@ -376,7 +375,8 @@ class TorchBackend:
 
     def load(self, model: str, knobs: Knobs, device: str, *, trust_remote_code: bool = False) -> TorchModel:
         facts: dict = {}
-        pipe = load_pipeline(model, precision=knobs.precision, vae=knobs.vae, offload=knobs.offload, device=device,
-                             trust_remote_code=trust_remote_code, quantize=knobs.quantize,
-                             layerwise_casting=knobs.layerwise_casting, base=knobs.base, facts=facts)
+        opts = knobs.options
+        pipe = load_pipeline(model, precision=knobs.precision, vae=knobs.vae, offload=opts.offload, device=device,
+                             trust_remote_code=trust_remote_code, quantize=opts.quantize,
+                             layerwise_casting=opts.layerwise_casting, base=opts.base, facts=facts)
         return TorchModel(pipe, ModelSpec.parse(model), device, knobs.precision, facts)

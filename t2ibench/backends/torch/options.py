@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BeforeValidator, Field, model_serializer, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_serializer, model_validator
 
 from t2ibench.base import Frozen
 
@@ -218,9 +218,15 @@ class TorchOptions(Frozen):
     # the pipeline (a hub id, a folder, random:<arch>) that a .gguf denoiser plugs into
     base: Optional[str] = Field(None, min_length=1)
 
+    @field_validator("compile")
+    @classmethod
+    def _plain_compile(cls, v: Union[bool, CompileOptions]) -> Union[bool, CompileOptions]:
+        """``compile: {}`` (every option at its default) is ``compile: true``: one config, one id."""
+        return True if v == CompileOptions() else v
 
-def compile_options(knobs) -> Optional[CompileOptions]:
+
+def compile_options(options: TorchOptions) -> Optional[CompileOptions]:
     """The config's compile settings, or None when it does not compile."""
-    if knobs.compile is True:
+    if options.compile is True:
         return CompileOptions()
-    return knobs.compile or None
+    return options.compile or None
