@@ -313,7 +313,8 @@ def test_knobs_are_undone_and_regional_compile_observed(write_suite, tmp_path, m
     ]
     run, results = run_suite(write_suite, tmp_path, "random:tiny-flux", include, steps=2, name="mixed",
                              repeats=2)
-    assert (order[-1].guidance_scale, order[-1].options.cache, order[-1].options.lora) == (4.0, None, ())  # the plain one ran last
+    last = order[-1]  # the plain one ran last
+    assert (last.guidance_scale, last.options.cache, last.options.lora) == (4.0, None, ())
     assert set(results["status"]) == {"done"}
     assert applied(results, "regional")["compiled_regions"] == {"FluxTransformerBlock": 1,
                                                                 "FluxSingleTransformerBlock": 1}

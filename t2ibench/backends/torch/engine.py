@@ -311,7 +311,8 @@ class TorchModel:
             return self._call(prompts, seeds, knobs)
         except RuntimeError as e:
             if "No available kernel" in str(e):
-                raise SkipConfig(f"attention '{knobs.options.attention}' has no kernel for this device/dtype/shape") from e
+                attention = knobs.options.attention
+                raise SkipConfig(f"attention '{attention}' has no kernel for this device/dtype/shape") from e
             raise
 
     def warmup(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> float:

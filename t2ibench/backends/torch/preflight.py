@@ -135,61 +135,62 @@ def preflight(model: str, knobs: Any, device: Optional[str] = None) -> list[Find
     out: list[Finding] = []
     skip = lambda knob, message: out.append(Finding("skip", knob, message))  # noqa: E731
     kind = _kind(model)
+    opts = knobs.options  # the torch backend's own knobs
     cuda = None if device is None else device.startswith("cuda")
     # load-time knobs
-    if knobs.options.base and kind is not None and kind != "gguf":
-        out.append(Finding("error", "base", f"base '{knobs.options.base}' is only for a .gguf model (a denoiser alone), "
+    if opts.base and kind is not None and kind != "gguf":
+        out.append(Finding("error", "base", f"base '{opts.base}' is only for a .gguf model (a denoiser alone), "
                                             f"not for model '{model}'"))
-    if kind == "gguf" and not knobs.options.base:
+    if kind == "gguf" and not opts.base:
         out.append(Finding("error", "model", f"model '{model}' is a GGUF denoiser alone: name the pipeline it plugs "
                                              "into with `base:` (a hub id, a folder or random:<arch>)"))
     if kind == "gguf" and _missing("gguf"):
         skip("model", "a .gguf model needs the gguf package: pip install 't2ibench[quant]'")
-    if knobs.options.offload != "none" and cuda is False:
-        skip("offload", f"offload '{'group' if not isinstance(knobs.options.offload, str) else knobs.options.offload}' "
+    if opts.offload != "none" and cuda is False:
+        skip("offload", f"offload '{'group' if not isinstance(opts.offload, str) else opts.offload}' "
                         "needs a CUDA device")
-    if knobs.options.quantize is not None:
-        why = quantize_problem(knobs.options.quantize, device) or (
-            quantize_conflict(kind, knobs.options.quantize, knobs.vae, knobs.options.layerwise_casting) if kind else None)
+    if opts.quantize is not None:
+        why = quantize_problem(opts.quantize, device) or (
+            quantize_conflict(kind, opts.quantize, knobs.vae, opts.layerwise_casting) if kind else None)
         if why:
             skip("quantize", why)
-    if knobs.options.layerwise_casting is not None and "text_encoder" in knobs.options.layerwise_casting.components:
+    if opts.layerwise_casting is not None and "text_encoder" in opts.layerwise_casting.components:
         skip("layerwise_casting", LAYERWISE_TEXT_ENCODER)
     # runtime knobs
-    if knobs.options.tf32 and cuda is False:
+    if opts.tf32 and cuda is False:
         skip("tf32", "tf32 needs a CUDA device")
     if knobs.scheduler:
         needs = SCHEDULERS.get(knobs.scheduler).needs
         if needs and _missing(needs):
             skip("scheduler", f"scheduler '{knobs.scheduler}' needs the '{needs}' package (pip install {needs})")
-    known = kind is not None and kind != "gguf" and (knobs.options.cache is not None or knobs.options.attention in DISPATCHER_ATTENTION)
+    known = kind is not None and kind != "gguf" and (opts.cache is not None or opts.attention in DISPATCHER_ATTENTION)
     attr, cls = denoiser_class(model, kind) if known else (None, None)
-    if knobs.options.attention == "xformers" and _missing("xformers"):
+    if opts.attention == "xformers" and _missing("xformers"):
         skip("attention", "attention 'xformers' needs the xformers package (pip install 't2ibench[xformers]')")
-    elif knobs.options.attention in ("flash", "efficient") and cuda is False:
-        skip("attention", f"attention '{knobs.options.attention}' needs a CUDA device")
-    elif knobs.options.attention in DISPATCHER_ATTENTION:
+    elif opts.attention in ("flash", "efficient") and cuda is False:
+        skip("attention", f"attention '{opts.attention}' needs a CUDA device")
+    elif opts.attention in DISPATCHER_ATTENTION:
         if cls in NO_DISPATCHER:
-            skip("attention", f"attention '{knobs.options.attention}' is a diffusers dispatcher backend, and {cls}'s attention "
+            skip("attention", f"attention '{opts.attention}' is a diffusers dispatcher backend, and {cls}'s attention "
                               "processors do not call the dispatcher")
-        elif knobs.options.attention in DISPATCHER_PACKAGES and _missing(DISPATCHER_PACKAGES[knobs.options.attention][0]):
-            module, dist = DISPATCHER_PACKAGES[knobs.options.attention]
-            skip("attention", f"attention '{knobs.options.attention}' needs the {module} package (pip install {dist})")
-        elif knobs.options.attention in CUDA_ONLY and cuda is False:
-            skip("attention", f"attention '{knobs.options.attention}' needs a CUDA device")
-    if knobs.options.cache is not None:
-        if compile_options(knobs.options) is not None:
+        elif opts.attention in DISPATCHER_PACKAGES and _missing(DISPATCHER_PACKAGES[opts.attention][0]):
+            module, dist = DISPATCHER_PACKAGES[opts.attention]
+            skip("attention", f"attention '{opts.attention}' needs the {module} package (pip install {dist})")
+        elif opts.attention in CUDA_ONLY and cuda is False:
+            skip("attention", f"attention '{opts.attention}' needs a CUDA device")
+    if opts.cache is not None:
+        if compile_options(opts) is not None:
             skip("cache", CACHE_WITH_COMPILE)
         else:
-            why = cache_problem(knobs.options.cache, attr, cls)
+            why = cache_problem(opts.cache, attr, cls)
             if why:
                 skip("cache", why)
-    if knobs.options.lora:
+    if opts.lora:
         if _missing("peft"):
             skip("lora", "lora needs the peft package (pip install peft)")
-        if len({a.fuse for a in knobs.options.lora}) > 1:
+        if len({a.fuse for a in opts.lora}) > 1:
             skip("lora", MIXED_FUSE)
-        for i, adapter in enumerate(knobs.options.lora):
+        for i, adapter in enumerate(opts.lora):
             problem = source_problem(adapter)
             if problem:
                 out.append(Finding("error", "lora", problem, (i, "source")))
