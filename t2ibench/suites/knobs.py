@@ -8,12 +8,14 @@ vae_upcast). A knob of another backend than the config's must stay at its defaul
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, create_model, field_validator, model_validator
 
 from t2ibench.backends import BACKENDS
 from t2ibench.backends.torch import ATTENTION, OFFLOAD, CompileOptions, compile_options  # noqa: F401
+from t2ibench.backends.torch.options import Off
+from t2ibench.backends.upscale import UpscaleOptions
 from t2ibench.base import Frozen
 from t2ibench.registry import did_you_mean
 
@@ -53,6 +55,8 @@ class CommonKnobs(Frozen):
     cache_text_embeddings: bool = False
     model: Optional[str] = None  # a config may override the suite's model
     backend: str = "torch"
+    # after generation, for every backend: {method: lanczos|bicubic, scale: 2} or {model: SPEC}; none is off
+    upscale: Annotated[Optional[UpscaleOptions], Off] = None
 
     @field_validator("width", "height")
     @classmethod
