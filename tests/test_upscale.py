@@ -15,7 +15,7 @@ from t2ibench.backends.engine import CallOutcome, ImageOutcome
 from t2ibench.backends.timing import CallTiming
 from t2ibench.backends.upscale import UpscaleOptions, Upscalers
 from t2ibench.errors import UserError
-from t2ibench.suites import builtin_suites, load_suite
+from t2ibench.suites import load_suite
 from t2ibench.suites.knobs import Knobs
 
 fake_backend.register()
@@ -143,8 +143,8 @@ def test_a_missing_or_unreadable_model_is_a_user_error(tmp_path):
     save_file({"weight": torch.zeros(2, 2)}, str(junk))
     with pytest.raises(UserError, match="spandrel does not recognise"):
         Upscalers("cpu").stage(UpscaleOptions(model=str(junk)), "fp32")
-    with pytest.raises(UserError, match="upscale model 'stabilityai/sd-x2-latent-upscaler' is not in the"):
-        Upscalers("cpu").stage(UpscaleOptions(model="stabilityai/sd-x2-latent-upscaler"), "fp32")
+    with pytest.raises(UserError, match="upscale model 't2ibench-tests/no-upscaler' is not in the Hugging Face cache"):
+        Upscalers("cpu").stage(UpscaleOptions(model="t2ibench-tests/no-upscaler"), "fp32")  # HF_HUB_OFFLINE=1
 
 
 def _suite(write_suite, backend: str, upscale: list, **defaults):
@@ -221,3 +221,73 @@ def test_builtin_upscale_suite_compares_512_x2_with_1024():
     assert len(upscaled) >= 2 and all((k.width, k.height, k.upscale.scale or 2) == (512, 512, 2) for k in upscaled)
     assert {k.upscale.method for k in upscaled if k.upscale.method} == {"lanczos", "bicubic"}
     assert "latency_ms_p50" in suite.objectives and len(suite.objectives) >= 2
+
+
+def _tiny_x4_upscaler():
+    """A random-weight StableDiffusionUpscalePipeline (x4) at toy size, as stabilityai/stable-diffusion-x4-upscaler."""
+    import torch
+    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline,
+                           UNet2DConditionModel)
+
+    from t2ibench.backends.torch.random_models import _clip_text, byte_level_clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=7, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=16, num_class_embeds=100)
+    vae = AutoencoderKL(block_out_channels=[16, 16, 32], latent_channels=4, down_block_types=["DownEncoderBlock2D"] * 3,
+                        up_block_types=["UpDecoderBlock2D"] * 3, layers_per_block=1, norm_num_groups=4,
+                        scaling_factor=0.08333)
+    return StableDiffusionUpscalePipeline(
+        vae=vae, text_encoder=_clip_text(32, 2, 4), tokenizer=byte_level_clip_tokenizer(), unet=unet,
+        low_res_scheduler=DDPMScheduler(), scheduler=DDIMScheduler(prediction_type="v_prediction"), max_noise_level=350)
+
+
+def _tiny_latent_upscaler():
+    """A random-weight StableDiffusionLatentUpscalePipeline (x2) at toy size, as stabilityai/sd-x2-latent-upscaler."""
+    import torch
+    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionLatentUpscalePipeline,
+                           UNet2DConditionModel)
+
+    from t2ibench.backends.torch.random_models import _clip_text, byte_level_clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        act_fn="gelu", attention_head_dim=8, norm_num_groups=None, block_out_channels=[32, 32, 64, 64],
+        time_cond_proj_dim=160, conv_in_kernel=1, conv_out_kernel=1, cross_attention_dim=32, in_channels=8,
+        down_block_types=("KDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D"),
+        up_block_types=("KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KUpBlock2D"),
+        mid_block_type=None, only_cross_attention=False, out_channels=5, resnet_time_scale_shift="scale_shift",
+        time_embedding_type="fourier", timestep_post_act="gelu")
+    vae = AutoencoderKL(block_out_channels=[16, 16, 32, 32], latent_channels=4, layers_per_block=1, norm_num_groups=4,
+                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
+    return StableDiffusionLatentUpscalePipeline(vae=vae, text_encoder=_clip_text(32, 2, 4),
+                                                tokenizer=byte_level_clip_tokenizer(), unet=unet,
+                                                scheduler=EulerDiscreteScheduler(prediction_type="sample"))
+
+
+@pytest.mark.parametrize("build,size,native", [(_tiny_x4_upscaler, 16, 4), (_tiny_latent_upscaler, 64, 2)],
+                         ids=["x4-upscaler", "latent-x2-upscaler"])
+def test_a_diffusers_upscaler_folder_loads_and_upscales(build, size, native, tmp_path):
+    """The real loading code on a save_pretrained folder of each diffusers upscaler, with random weights."""
+    build().save_pretrained(tmp_path / "upscaler")
+    options = UpscaleOptions(model=str(tmp_path / "upscaler"), steps=2, guidance_scale=0)
+    stage = Upscalers("cpu").stage(options, "fp32")
+    assert stage.applied["native_scale"] == native and stage.scale == native
+    assert stage.applied["num_inference_steps"] == 2
+    img = np.random.default_rng(2).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    first = stage.apply(_outcome([img]), ["a cat", "pad"], [3, 0])
+    assert first.images[0].pixels.shape == (size * native, size * native, 3) and _phases_add_up(first.timing)
+    again = stage.apply(_outcome([img]), ["a cat", "pad"], [3, 0])  # the seed's generator: the same image
+    assert np.array_equal(first.images[0].pixels, again.images[0].pixels)
+
+
+def test_a_folder_that_is_not_an_upscaler_is_a_user_error(tmp_path):
+    from t2ibench.backends.torch.random_models import RANDOM_PIPELINES
+
+    RANDOM_PIPELINES.get("tiny-sd")().save_pretrained(tmp_path / "sd")
+    with pytest.raises(UserError, match="is a StableDiffusionPipeline, not an upscaler"):
+        Upscalers("cpu").stage(UpscaleOptions(model=str(tmp_path / "sd")), "fp32")
+    with pytest.raises(UserError, match="upscale model folder '.*absent' does not exist"):
+        Upscalers("cpu").stage(UpscaleOptions(model=str(tmp_path / "absent")), "fp32")

@@ -22,14 +22,15 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Protocol
+from typing import Any, Callable, Literal, Optional, Protocol, get_args
 
 from pydantic import Field, model_serializer, model_validator
 
 from t2ibench.base import Frozen
 from t2ibench.errors import UserError
 
-METHODS: tuple[str, ...] = ("lanczos", "bicubic")
+MethodName = Literal["lanczos", "bicubic"]
+METHODS: tuple[str, ...] = get_args(MethodName)  # PIL resampling filters
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".safetensors", ".ckpt")
 # the diffusers pipelines that upscale, and their native scale
 DIFFUSERS_UPSCALERS: dict[str, int] = {"StableDiffusionLatentUpscalePipeline": 2, "StableDiffusionUpscalePipeline": 4}
@@ -42,7 +43,7 @@ class UpscaleOptions(Frozen):
     ``steps`` and ``guidance_scale``: a diffusers upscaler's own (its pipeline's defaults when unset).
     """
 
-    method: Optional[Literal["lanczos", "bicubic"]] = None
+    method: Optional[MethodName] = None
     model: Optional[str] = Field(None, min_length=1)
     scale: Optional[float] = Field(None, ge=1, le=8)
     steps: Optional[int] = Field(None, gt=0, le=1000)
@@ -88,6 +89,12 @@ def check_options(options: UpscaleOptions) -> Optional[str]:
     return None
 
 
+def _dtype(precision: str):
+    import torch
+
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+
+
 class Upscaler(Protocol):
     """A loaded upscaler: ``native_scale`` (None: any scale), what was observed of it, and a call on a
     batch of HxWx3 uint8 images that returns them at ``size`` (width, height), or at its native scale."""
@@ -129,7 +136,7 @@ class SpandrelUpscaler:
             raise UserError(f"cannot read upscale model file '{path}': {str(e).splitlines()[0]}") from e
         if not isinstance(descriptor, spandrel.ImageModelDescriptor) or descriptor.input_channels != 3:
             raise UserError(f"upscale model file '{path}' is not an RGB image-to-image model")
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+        dtype = _dtype(precision)
         if (dtype is torch.float16 and not descriptor.supports_half) or \
                 (dtype is torch.bfloat16 and not descriptor.supports_bfloat16):
             dtype = torch.float32  # the architecture does not run in that precision: recorded in applied
@@ -157,20 +164,20 @@ class DiffusersUpscaler:
     def __init__(self, options: UpscaleOptions, device: str, precision: str):
         import os
 
-        import torch
         from diffusers import DiffusionPipeline
 
         spec = options.model
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+        dtype = _dtype(precision)
         try:
-            pipe = DiffusionPipeline.from_pretrained(spec, torch_dtype=dtype)
+            pipe = DiffusionPipeline.from_pretrained(spec, dtype=dtype)
         except OSError as e:
             if Path(spec).expanduser().is_dir():
                 raise UserError(f"cannot load upscale model '{spec}': {str(e).splitlines()[0]}") from e
             offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
             why = "HF_HUB_OFFLINE is set" if offline else "it could not be downloaded"
             raise UserError(f"upscale model '{spec}' is not in the Hugging Face cache and {why}; fetch it with "
-                            f"`hf download {spec}` on a connected machine, or give a local save_pretrained folder") from e
+                            f"`hf download {spec}` on a connected machine, or give a local save_pretrained "
+                            "folder") from e
         name = type(pipe).__name__
         if name not in DIFFUSERS_UPSCALERS:
             raise UserError(f"upscale model '{spec}' is a {name}, not an upscaler "
