@@ -221,6 +221,8 @@ def _print_summary(run) -> None:
     metric_cols = [c[:-3] for c in results.columns if c.endswith("_lo")]
     if "cache_hit_rate" in results and results["cache_hit_rate"].notna().any():
         metric_cols.append("cache_hit_rate")  # shown like a metric: how much a step cache skipped
+    if "upscale_ms_mean" in results and results["upscale_ms_mean"].notna().any():
+        metric_cols.append("upscale_ms_mean")  # the upscale stage's part of the latency
     console = _console()
     table, dropped = summary_table(results.to_dict("records"), metric_cols, console.width, f"results: {run.run_dir}")
     console.print(table)

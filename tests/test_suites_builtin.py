@@ -8,7 +8,7 @@ from t2ibench.suites import builtin_suites, load_suite
 
 
 def test_builtin_names():
-    assert list(builtin_suites()) == ["deploy-2026", "sd15-deploy", "sdxl-deploy", "sdxl-mlperf", "smoke"]
+    assert list(builtin_suites()) == ["deploy-2026", "sd15-deploy", "sdxl-deploy", "sdxl-mlperf", "sdxl-upscale", "smoke"]
 
 
 @pytest.mark.parametrize("name", list(builtin_suites()))

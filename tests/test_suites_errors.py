@@ -235,7 +235,7 @@ def test_unknown_builtin_name():
     with pytest.raises(UserError) as info:
         load_suite("smok")
     assert str(info.value) == ("unknown suite 'smok' (did you mean 'smoke'?); builtin suites: "
-                               "deploy-2026, sd15-deploy, sdxl-deploy, sdxl-mlperf, smoke (or give the path of a .yaml file)")
+                               "deploy-2026, sd15-deploy, sdxl-deploy, sdxl-mlperf, sdxl-upscale, smoke (or give the path of a .yaml file)")
 
 
 def test_missing_suite_path(tmp_path):

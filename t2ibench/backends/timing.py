@@ -6,6 +6,9 @@ callback), and the call's end. On CUDA each mark records a CUDA event and the ca
 synchronizes once at its end; on CPU marks are ``perf_counter`` readings. The phases
 partition the call exactly: ``encode_ms + denoise_ms + decode_ms == latency_ms``, and
 ``sum(step_ms) == denoise_ms``. All marks are cleared at the start of every call.
+
+A config with ``upscale:`` adds a fifth phase after the engine's call (:mod:`.upscale`):
+``encode_ms + denoise_ms + decode_ms + upscale_ms == latency_ms``.
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class CallTiming:
+    """The phases of one call. They partition it: ``encode_ms + denoise_ms + decode_ms + (upscale_ms or 0)
+    == latency_ms``; ``upscale_ms`` is None without an upscale stage."""
+
     latency_ms: float
     encode_ms: float
     denoise_ms: float
     decode_ms: float
     step_ms: list[float] = field(default_factory=list)
+    upscale_ms: float | None = None
 
 
 class CallTimer:

@@ -80,13 +80,13 @@ class StoreRecorder:
             call = CallRow(**{**call.__dict__, "status": "ok" if "ok" in statuses else "nan", "samples": samples,
                               "latency_ms": t.latency_ms, "encode_ms": t.encode_ms, "denoise_ms": t.denoise_ms,
                               "decode_ms": t.decode_ms, "step_ms": t.step_ms, "recompiles": outcome.recompiles,
-                              "cache_hit_rate": outcome.cache_hit_rate})
+                              "cache_hit_rate": outcome.cache_hit_rate, "upscale_ms": t.upscale_ms})
             items = []
             for cell, image in zip(cells, outcome.images):
                 row = self._row(
                     cell, base, status=image.status, error=image.error, latency_ms=t.latency_ms,
                     encode_ms=t.encode_ms, denoise_ms=t.denoise_ms, decode_ms=t.decode_ms, step_ms=t.step_ms,
-                    latency_samples=samples, recompiles=outcome.recompiles,
+                    latency_samples=samples, recompiles=outcome.recompiles, upscale_ms=t.upscale_ms,
                     image_path=image_relpath(config.config_id, cell.prompt.prompt_id, cell.seed)
                     if image.status == "ok" else None,
                 )

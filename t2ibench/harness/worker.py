@@ -1,7 +1,8 @@
 """The worker: runs the configs of one load group on one backend and reports each result to a sink.
 
 It never touches the store itself, so the same worker serves the local executor (sink writes
-to the store in-process) and a remote one (sink ships results back to the driver).
+to the store in-process) and a remote one (sink ships results back to the driver). A config's
+``upscale`` stage runs here, after the engine's call and inside its timing, the same for every backend.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Protocol
 from t2ibench.backends import BACKENDS, BackendSpec
 from t2ibench.errors import SkipConfig, UserError
 from t2ibench.backends.engine import CallOutcome, Engine, LoadedModel
+from t2ibench.backends.upscale import Upscalers, UpscaleStage
 from t2ibench.harness.interrupt import check_stop
 from t2ibench.harness.plan import CellTask, ConfigTask, GroupTask
 from t2ibench.suites import Config, Timing
@@ -64,6 +66,7 @@ class Worker:
         self.timing = timing
         self.trust_remote_code = trust_remote_code  # the suite's: code shipped with a model may run
         self._engines: dict[str, Engine] = {}
+        self._upscalers = Upscalers(device)  # loaded by the configs with `upscale:`, dropped after each group
 
     def engine(self, spec: BackendSpec) -> Engine:
         if spec.name not in self._engines:
@@ -102,6 +105,7 @@ class Worker:
         finally:
             generate_end = time.time()
             t0 = time.perf_counter()
+            self._upscalers.close()
             model.close()
             sink.group_ended(GroupReport(group.load_key, self.device, load_ms, (time.perf_counter() - t0) * 1000.0,
                                          generate_start, generate_end))
@@ -116,11 +120,16 @@ class Worker:
         groups = batches(task.cells, knobs.batch_size)
         # a compiling config compiles in its first call: that call is always a warm-up, never timed
         n_warmup = spec.warmup_calls(knobs, self.timing.warmup)
+        stage: UpscaleStage | None = None
         try:
             applied = model.configure(knobs) or {}
+            if knobs.upscale is not None:
+                stage = self._upscalers.stage(knobs.upscale, knobs.precision, knobs.prompt_suffix)
+                applied["upscale"] = stage.applied
             model.reset_peak_memory()
             first = _padded(groups[0], knobs.batch_size)
             warmup_ms = [model.warmup([c.prompt.text for c in first], [c.seed for c in first], knobs)
+                         + (stage.warmup(len(first), knobs.width, knobs.height) if stage else 0.0)
                          for _ in range(n_warmup)]
         except SkipConfig as e:
             sink.config_ended(config, "skipped", str(e), task.cells, {})
@@ -144,7 +153,7 @@ class Worker:
             padded = _padded(cells, knobs.batch_size)  # a constant batch shape: no recompiles, fair per-call latency
             prompts, seeds = [c.prompt.text for c in padded], [c.seed for c in padded]
             try:
-                outcomes = [model.generate(prompts, seeds, knobs) for _ in range(self.timing.repeats)]
+                outcomes = [_generate(model, stage, prompts, seeds, knobs) for _ in range(self.timing.repeats)]
             except SkipConfig as e:  # found at the first timed call when there is no warm-up
                 sink.config_ended(config, "skipped", str(e), tuple(c for rest in groups[index:] for c in rest), {})
                 return
@@ -171,6 +180,13 @@ class Worker:
         if spec.compiles(knobs) and warmup_ms and timed_ms:
             facts["compile_ms"] = compile_ms(warmup_ms[0], timed_ms)
         sink.config_ended(config, "done", "", (), dict(facts, recompiles=recompiles))
+
+
+def _generate(model: LoadedModel, stage: UpscaleStage | None, prompts: list[str], seeds: list[int],
+              knobs) -> CallOutcome:
+    """One timed call: the engine's, then the config's upscale stage (its time is part of the latency)."""
+    outcome = model.generate(prompts, seeds, knobs)
+    return stage.apply(outcome, prompts, seeds) if stage is not None else outcome
 
 
 def compile_ms(first_call_ms: float, timed_ms: list[float]) -> float:

@@ -21,7 +21,7 @@ RESULT_FIGURES = ["n_ok", "n_failed", "latency_ms_p50", "latency_ms_p95", "laten
 RESULT_EXTRAS = ["pareto_note", "n_nan", "n_skipped", "status", "reason", "is_reference", "encode_ms_mean", "denoise_ms_mean",
                  "decode_ms_mean", "step_ms_mean", "load_ms", "warmup_ms", "compile_ms", "recompiles", "random_weights",
                  "cache_hit_rate", "applied", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high", "latency_cv",
-                 "latency_unstable"]
+                 "latency_unstable", "upscale_ms_mean"]
 
 
 def against_reference_columns() -> set[str]:
@@ -82,6 +82,7 @@ def result_records(store: RunStore, objectives: dict | None = None) -> list[dict
             cache_hit_rate=_mean([c.get("cache_hit_rate") for c in my_calls if c["status"] == "ok"]),
             applied=json.dumps(cfg["applied"], sort_keys=True) if cfg.get("applied") else "",
             **latency.stability(my_samples),  # p50's 95% CI, the samples' spread, why they look unstable
+            upscale_ms_mean=_mean([c.get("upscale_ms") for c in my_calls if c["status"] == "ok"]),
         )
         rows.append(row)
     objectives = objectives if objectives is not None else (suite.get("objectives") or {})

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS cells (
     latency_ms REAL, encode_ms REAL, denoise_ms REAL, decode_ms REAL, step_ms TEXT,
     peak_vram_mb REAL, peak_rss_mb REAL, image_path TEXT, image_sha256 TEXT,
     call_index INTEGER, batch_size INTEGER, latency_samples TEXT, recompiles INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
+    created_at REAL NOT NULL, upscale_ms REAL,
     PRIMARY KEY (config_id, prompt_id, seed)
 );
 CREATE TABLE IF NOT EXISTS calls (
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS calls (
     batch_size INTEGER NOT NULL, n_images INTEGER NOT NULL, samples TEXT NOT NULL DEFAULT '[]',
     latency_ms REAL, encode_ms REAL, denoise_ms REAL, decode_ms REAL, step_ms TEXT,
     peak_vram_mb REAL, peak_rss_mb REAL, recompiles INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
-    cache_hit_rate REAL,
+    cache_hit_rate REAL, upscale_ms REAL,
     PRIMARY KEY (config_id, call_index)
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -60,8 +60,10 @@ CREATE TABLE IF NOT EXISTS metrics (
 
 # Columns added within schema version 1: a store written before them gets them (empty) when reopened.
 # ``applied``: what the engine observed of the config's knobs (JSON); ``cache_hit_rate``: the denoiser
-# blocks a step cache skipped in that call, as a fraction of the blocks the call would have run.
-_ADDED_COLUMNS = {"configs": {"compile_ms": "REAL", "applied": "TEXT"}, "calls": {"cache_hit_rate": "REAL"}}
+# blocks a step cache skipped in that call, as a fraction of the blocks the call would have run;
+# ``upscale_ms``: the call's upscale stage (part of its latency), empty without ``upscale:``.
+_ADDED_COLUMNS = {"configs": {"compile_ms": "REAL", "applied": "TEXT"},
+                  "calls": {"cache_hit_rate": "REAL", "upscale_ms": "REAL"}, "cells": {"upscale_ms": "REAL"}}
 
 
 def _add_columns_of_this_version(conn: sqlite3.Connection) -> None:
@@ -104,13 +106,14 @@ def _upgrade(conn: sqlite3.Connection, version: int) -> None:
 CELL_COLUMNS = (
     "config_id", "prompt_id", "seed", "prompt", "category", "status", "error", "latency_ms", "encode_ms",
     "denoise_ms", "decode_ms", "step_ms", "peak_vram_mb", "peak_rss_mb", "image_path", "image_sha256",
-    "call_index", "batch_size", "latency_samples", "recompiles", "created_at",
+    "call_index", "batch_size", "latency_samples", "recompiles", "created_at", "upscale_ms",
 )
 
 
 CALL_COLUMNS = (
     "config_id", "call_index", "status", "error", "batch_size", "n_images", "samples", "latency_ms", "encode_ms",
     "denoise_ms", "decode_ms", "step_ms", "peak_vram_mb", "peak_rss_mb", "recompiles", "created_at", "cache_hit_rate",
+    "upscale_ms",
 )
 
 
@@ -139,6 +142,7 @@ class CallRow:
     recompiles: int = 0
     created_at: float = 0.0
     cache_hit_rate: float | None = None
+    upscale_ms: float | None = None  # the upscale stage's share of latency_ms (None without one)
 
     def values(self) -> tuple:
         return tuple(_encode(getattr(self, c) if c != "samples" else (self.samples or [])) for c in CALL_COLUMNS)
@@ -167,6 +171,7 @@ class CellRow:
     latency_samples: list[float] | None = None
     recompiles: int = 0
     created_at: float = 0.0
+    upscale_ms: float | None = None
 
     def values(self) -> tuple:
         return tuple(_encode(getattr(self, c)) for c in CELL_COLUMNS)

@@ -12,14 +12,15 @@ here: backends are read through their cheap declarations.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_serializer, model_validator
 from pydantic.fields import FieldInfo
 
 from t2ibench.backends import BACKENDS, NoOptions
 from t2ibench.backends.common import PRECISIONS, SCHEDULERS, PrecisionName, SchedulerName  # noqa: F401
-from t2ibench.base import Frozen
+from t2ibench.backends.upscale import UpscaleOptions
+from t2ibench.base import Frozen, Off
 from t2ibench.registry import did_you_mean
 
 # The knobs of the first store format, in their column order. A knob added later enters config_id
@@ -49,6 +50,8 @@ class CommonKnobs(Frozen):
     cache_text_embeddings: bool = False
     model: Optional[str] = None  # a config may override the suite's model
     backend: str = "torch"
+    # after generation, for every backend: {method: lanczos|bicubic, scale: 2} or {model: SPEC}; none is off
+    upscale: Annotated[Optional[UpscaleOptions], Off] = None
 
     @field_validator("width", "height")
     @classmethod

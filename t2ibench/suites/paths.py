@@ -2,8 +2,8 @@
 
 The loader applies :func:`resolve_suite_paths` to the plain data of a suite read from a file, before
 validation, so every later step (config ids, the engine, the metrics) sees absolute paths. It covers
-the model (``model:`` and the ``model`` knob), ``base:``, a ``vae:`` spec, LoRA ``source``\\ s, and the
-metrics' ``against`` folders or ``.npz`` files and ``weights``/``pretrained`` files. Prompt files
+the model (``model:`` and the ``model`` knob), ``base:``, a ``vae:`` spec, LoRA ``source``\\ s, an ``upscale``
+``model``, and the metrics' ``against`` folders or ``.npz`` files and ``weights``/``pretrained`` files. Prompt files
 resolve against the same folder when they are read (:func:`t2ibench.suites.prompts.resolve_prompts`).
 
 Only a string that looks like a path is resolved: it starts with ``./``, ``../``, ``/`` or ``~``, ends
@@ -60,6 +60,8 @@ def _knob_value(key: str, value: Any, base_dir: Path) -> Any:
     if key == "lora" and isinstance(value, list):
         return [{**a, "source": resolve_path(a.get("source"), base_dir)}
                 if isinstance(a, dict) and "source" in a else a for a in value]
+    if key == "upscale" and isinstance(value, dict) and "model" in value:
+        return {**value, "model": resolve_path(value["model"], base_dir)}
     return value
 
 

@@ -4,6 +4,7 @@ Shared by ``t2ibench validate`` and the start of ``t2ibench run`` (before any mo
 
 - each config's backend preflight (:meth:`~t2ibench.backends.BackendSpec.check_config`): LoRA files,
   ``base:``, missing packages, and the combinations that the engine always skips, with its reason;
+- each config's ``upscale`` model file or folder (every backend);
 - each metric's networks (an open_clip architecture, FID features, an LPIPS net: did-you-mean) and,
   when ``find_weights``, their weights; its ``against`` folder or ``.npz``;
 - too few images per config for a metric (its ``min_images``).
@@ -92,6 +93,18 @@ def _backend_findings(suite: Suite, data: Any, render, device: Optional[str], ou
             out.skips.append(render(loc, f"{_names(configs)} will be skipped: {message}"))
 
 
+def _upscale_findings(suite: Suite, data: Any, render, out: Preflight) -> None:
+    from t2ibench.backends.upscale import check_options
+
+    seen: set[tuple] = set()
+    for config in suite.configs():
+        problem = check_options(config.knobs.upscale) if config.knobs.upscale is not None else None
+        loc = knob_loc(data, config, "upscale")
+        if problem and (loc, problem) not in seen:
+            seen.add((loc, problem))
+            out.errors.append(render(loc + ("model",) if loc else loc, problem))
+
+
 def _metric_loc(data: Any, name: str, option: str = "") -> tuple:
     metrics = data.get("metrics") if isinstance(data, dict) else None
     if isinstance(metrics, list):
@@ -156,6 +169,7 @@ def preflight(suite: Suite, *, device: Optional[str] = None, metrics: bool = Tru
 
     out = Preflight()
     _backend_findings(suite, data, render, device, out)
+    _upscale_findings(suite, data, render, out)
     if metrics and suite.metrics:
         _metric_findings(suite, data, render, find_weights, out)
     return out

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BeforeValidator, Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
-from t2ibench.base import Frozen
+from t2ibench.base import Frozen, Off
 
 # SDPA kernels and diffusers' processors (the first format) + diffusers' attention dispatcher backends.
 # `flash` and `xformers` keep their first meaning (SDPA's flash kernel; xformers processors): the
@@ -192,14 +192,6 @@ class GroupOffload(Frozen):
 
 
 OffloadOption = Union[Literal["none", "model", "sequential"], GroupOffload]
-
-
-def _none_word(value: Any) -> Any:
-    """``none`` (the word, as in ``quantize: [none, int8wo]``) means the knob is off: the same as leaving it unset."""
-    return None if isinstance(value, str) and value.strip().lower() == "none" else value
-
-
-Off = BeforeValidator(_none_word)
 
 
 class TorchOptions(Frozen):
