@@ -31,6 +31,10 @@ V1_KNOBS: tuple[str, ...] = (
     "offload", "cache_text_embeddings", "model",
 )
 
+# Knobs that change how a config is measured, never what it generates: they stay out of config_id, so that
+# turning one on (``run --profile``) resumes into the same configs and compares with runs without it.
+MEASUREMENT_KNOBS: tuple[str, ...] = ("profile",)
+
 
 class CommonKnobs(Frozen):
     """Knobs every backend understands. Defaults are what a config gets when the suite says nothing."""
@@ -53,6 +57,7 @@ class CommonKnobs(Frozen):
     cache_text_embeddings: bool = False
     model: Optional[str] = None  # a config may override the suite's model
     backend: str = "torch"
+    profile: bool = False  # one more, untimed call traced by the engine's profiler (not part of config_id)
 
     @field_validator("width", "height")
     @classmethod
@@ -87,10 +92,11 @@ class CommonKnobs(Frozen):
         return options.model_validate({k: getattr(self, k) for k in options.model_fields})
 
     def hashed(self) -> dict:
-        """The knobs that define config_id: every V1 knob, and later knobs only when not at their default."""
+        """The knobs that define config_id: every V1 knob, and later knobs only when not at their default;
+        never a measurement knob (``MEASUREMENT_KNOBS``)."""
         dumped = self.model_dump(mode="json")
         return {k: v for k, v in dumped.items()
-                if k in V1_KNOBS or v != _DEFAULT_JSON.get(k)}
+                if k not in MEASUREMENT_KNOBS and (k in V1_KNOBS or v != _DEFAULT_JSON.get(k))}
 
 
 def _engine_fields() -> tuple[dict[str, tuple], dict[str, str]]:
