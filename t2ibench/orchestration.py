@@ -261,6 +261,11 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
                          trust_remote_code=suite.trust_remote_code)
         log(f"{'resuming' if why == 'resume' else 'writing'} {run_dir}: {plural(plan.n_cells, 'cell')} to generate"
             + (f", {plan.skipped_done} already done" if plan.skipped_done else ""))
+        planned = {t.config.config_id for g in plan.groups for t in g.configs} | set(store.profile_ops())
+        unprofiled = [c for c in configs if c.knobs.profile and c.config_id not in planned]
+        if unprofiled:  # a profile is taken after a config's timed calls: a finished config makes none
+            log(f"note: {plural(len(unprofiled), 'config')} with profile: true already done, so not profiled "
+                "(use --fresh or another --out to profile them)")
         write_manifest(store, suite, "running", _counts(store))
         recorder = StoreRecorder(store, observer, background=device.startswith("cuda"))
         recorder.observer.run_started(plan.n_cells)

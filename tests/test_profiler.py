@@ -72,7 +72,7 @@ def test_run_profile_flag_keeps_every_builtin_config_id():
 
 # --- the profiled call is never timed ------------------------------------------------------------
 
-def test_the_profiled_call_enters_no_latency_figure_and_results_equal_a_run_without_it(tmp_path):
+def test_the_profiled_call_enters_no_latency_figure_and_results_equal_a_run_without_it(tmp_path, capsys):
     path = _suite(tmp_path)
     assert main(["run", str(path), "--out", str(tmp_path / "plain"), "--no-metrics"]) == 0
     assert main(["run", str(path), "--out", str(tmp_path / "traced"), "--no-metrics", "--profile"]) == 0
@@ -98,6 +98,13 @@ def test_the_profiled_call_enters_no_latency_figure_and_results_equal_a_run_with
     assert not (tmp_path / "plain" / "profiles").exists()
     with RunStore.open(tmp_path / "plain") as store:
         assert store.profile_ops() == {}
+    # a finished config is not run again: --profile on it says so, and changes nothing
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(tmp_path / "plain"), "--no-metrics", "--profile"]) == 0
+    assert "note: 2 configs with profile: true already done, so not profiled" in capsys.readouterr().err
+    assert not (tmp_path / "plain" / "profiles").exists()
+    assert main(["run", str(path), "--out", str(tmp_path / "traced"), "--no-metrics", "--profile"]) == 0
+    assert "not profiled" not in capsys.readouterr().err  # those have their profiles
 
 
 def test_a_backend_without_a_profiler_runs_and_says_so(tmp_path):
@@ -194,7 +201,8 @@ def test_the_report_shows_each_profile_and_what_changed_against_the_reference():
     page = ParsedPage()
     page.feed(render_profiles_html(rows, profiles))
     text = "".join(page.text)
-    assert "What changed against reference" in text and "fast <b>: 1 new, 1 vanished" in text
+    assert "What changed against reference" in text
+    assert "fast <b>: 1 new, 1 vanished; top operators' self time 15.000 → 13.000 ms (×0.87)" in text
     assert "×0.50" in text and "×1.50" in text and "not profiled" not in text
     assert [a["href"] for t, a in page.tags if t == "a" and a["href"].startswith("profiles/")] == \
         [f"profiles/{'a' * 12}.json.gz", f"profiles/{'b' * 12}.json.gz"]

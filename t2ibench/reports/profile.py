@@ -59,6 +59,14 @@ def diff_base(rows: list[dict]) -> dict:
     return next((r for r in rows if r.get("is_reference")), rows[0])
 
 
+NAME_CHARS = 100  # a longer operator name (a templated CUDA kernel's) is cut, whole in its tooltip
+
+
+def _name(name: str) -> str:
+    short = name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…"
+    return f'<code title="{escape(name, quote=True)}">{escape(short)}</code>'
+
+
 def _ms(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"
 
@@ -72,7 +80,7 @@ def _ratio(change: OpChange) -> str:
 def _top_table(ops: list[dict]) -> str:
     total = sum(op["self_ms"] for op in ops) or 1.0
     rows = "".join(
-        f'<tr><td>{op["rank"] + 1}</td><td class="t"><code>{escape(op["name"])}</code></td>'
+        f'<tr><td>{op["rank"] + 1}</td><td class="t">{_name(op["name"])}</td>'
         f'<td>{op["self_ms"]:.3f}</td><td>{100 * op["self_ms"] / total:.1f}</td><td>{op["total_ms"]:.3f}</td>'
         f'<td>{op["calls"]}</td><td class="t shapes">{escape(op["shapes"])}</td></tr>' for op in ops)
     return ('<div class="scroll"><table class="ops"><thead><tr><th>#</th><th class="t">operator</th>'
@@ -83,7 +91,7 @@ def _top_table(ops: list[dict]) -> str:
 
 def _diff_table(changes: list[OpChange]) -> str:
     rows = "".join(
-        f'<tr class="{c.change}"><td class="t"><code>{escape(c.name)}</code></td><td>{_ms(c.base_ms)}</td>'
+        f'<tr class="{c.change}"><td class="t">{_name(c.name)}</td><td>{_ms(c.base_ms)}</td>'
         f'<td>{_ms(c.cand_ms)}</td><td>{escape(_ratio(c))}</td></tr>' for c in changes)
     return ('<div class="scroll"><table class="ops diff"><thead><tr><th class="t">operator</th><th>base self ms</th>'
             f'<th>self ms</th><th>ratio</th></tr></thead><tbody>{rows}</tbody></table></div>')
@@ -113,6 +121,8 @@ def render_profiles_html(rows: list[dict], profiles: dict[str, list[dict]]) -> s
             if r is not base:
                 changes = diff_ops(profiles[base["config_id"]], profiles[r["config_id"]])
                 counts = {k: sum(c.change == k for c in changes) for k in ("new", "vanished")}
+                total = OpChange("", sum(c.base_ms or 0.0 for c in changes), sum(c.cand_ms or 0.0 for c in changes))
                 parts.append(f'<details class="profile-diff"><summary>{escape(str(r["config"]))}: {counts["new"]} new,'
-                             f' {counts["vanished"]} vanished</summary>{_diff_table(changes)}</details>')
+                             f' {counts["vanished"]} vanished; top operators\' self time {_ms(total.base_ms)} → '
+                             f'{_ms(total.cand_ms)} ms ({_ratio(total)})</summary>{_diff_table(changes)}</details>')
     return "".join(parts)
