@@ -70,6 +70,13 @@ def test_run_profile_flag_keeps_every_builtin_config_id():
         assert all(c.knobs.profile for c in traced.configs()) and not any(c.knobs.profile for c in suite.configs())
 
 
+def test_a_measurement_knob_sets_no_configs_apart_in_the_reports():
+    from t2ibench.reports.labels import varying_knobs
+
+    assert varying_knobs([{"steps": 2, "profile": True}, {"steps": 2, "profile": False}]) == []
+    assert varying_knobs([{"steps": 2, "profile": True}, {"steps": 3, "profile": False}]) == ["steps"]
+
+
 # --- the profiled call is never timed ------------------------------------------------------------
 
 def test_the_profiled_call_enters_no_latency_figure_and_results_equal_a_run_without_it(tmp_path, capsys):
