@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
                         "share_gpus=true (repeatable)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     p.add_argument("--no-metrics", action="store_true", help="skip quality metrics (timing and images only)")
+    p.add_argument("--profile", action="store_true",
+                   help="trace one more, untimed call of each config with the engine's profiler "
+                        "(profiles/<config_id>.json.gz; its top operators in the report)")
     p.add_argument("--verbose", action="store_true",
                    help="also show other packages' warnings and log lines on the terminal "
                         "(they always go to run.log in the run directory)")
@@ -151,7 +154,7 @@ def _run(args) -> int:
             with RichObserver(err) as observer:
                 run = execute(suite, out=args.out, device=args.device, executor=args.executor,
                               executor_options=executor_options, fresh=args.fresh,
-                              observer=observer, metrics=not args.no_metrics,
+                              observer=observer, metrics=not args.no_metrics, profile=args.profile,
                               log=lambda msg: observer.progress.console.print(msg, markup=False),
                               on_run_dir=runlog.attach)
     except RunInterrupted as e:
@@ -188,6 +191,8 @@ def _resume_command(args, run_dir) -> str:
         words += ["--executor-opt", option]
     if args.no_metrics:
         words.append("--no-metrics")
+    if args.profile:
+        words.append("--profile")
     if args.baseline:
         words += ["--baseline", args.baseline]
     return shlex.join(words)

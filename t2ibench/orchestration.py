@@ -64,6 +64,7 @@ def _erase_run(run_dir: Path) -> None:
                  "report.md", "report.html", "run.log"):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "images", ignore_errors=True)
+    shutil.rmtree(run_dir / "profiles", ignore_errors=True)
 
 
 def _read_manifest(run_dir: Path) -> dict | None:
@@ -216,11 +217,14 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
             executor: str | ExecutorChoice | None = None, executor_options: dict | None = None,
             fresh: bool = False, observer: Observer | None = None, metrics: bool = True,
             log: Callable[[str], None] = lambda msg: None,
-            on_run_dir: Callable[[Path], None] = lambda run_dir: None) -> "Run":
+            on_run_dir: Callable[[Path], None] = lambda run_dir: None, profile: bool = False) -> "Run":
     """Run ``suite`` into a run directory (resuming what is there) and return the Run.
 
     ``on_run_dir(run_dir)`` is called once the directory exists (the CLI starts its run.log there).
+    ``profile``: set the ``profile`` knob of every config (``run --profile``).
     """
+    if profile:
+        suite = profiled(suite)
     from t2ibench.harness.environment import collect_environment
     from t2ibench.reports import write_reports
 
@@ -257,6 +261,11 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
                          trust_remote_code=suite.trust_remote_code)
         log(f"{'resuming' if why == 'resume' else 'writing'} {run_dir}: {plural(plan.n_cells, 'cell')} to generate"
             + (f", {plan.skipped_done} already done" if plan.skipped_done else ""))
+        planned = {t.config.config_id for g in plan.groups for t in g.configs} | set(store.profile_ops())
+        unprofiled = [c for c in configs if c.knobs.profile and c.config_id not in planned]
+        if unprofiled:  # a profile is taken after a config's timed calls: a finished config makes none
+            log(f"note: {plural(len(unprofiled), 'config')} with profile: true already done, so not profiled "
+                "(use --fresh or another --out to profile them)")
         write_manifest(store, suite, "running", _counts(store))
         recorder = StoreRecorder(store, observer, background=device.startswith("cuda"))
         recorder.observer.run_started(plan.n_cells)
@@ -311,6 +320,14 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
 
 
 # --- scoring -------------------------------------------------------------------------------------
+
+def profiled(suite: Suite) -> Suite:
+    """The suite with ``profile: true`` in every config (a measurement knob: the config ids stay)."""
+    copy = suite.model_copy()
+    copy._configs = [c.model_copy(update={"knobs": c.knobs.model_copy(update={"profile": True})})
+                     for c in suite.configs()]
+    return copy
+
 
 def _resolved_metrics(suite: Suite) -> dict:
     """The suite's metric options with ``against:`` folders and .npz files resolved against the suite's folder."""
@@ -408,14 +425,16 @@ class Run:
 
 
 def run(suite, out: str | Path | None = None, device: str = "auto", *, executor: str | None = None,
-        executor_options: dict | None = None, fresh: bool = False, metrics: bool = True) -> Run:
-    """Run a suite (a Suite, a path or a builtin name) and return its Run."""
+        executor_options: dict | None = None, fresh: bool = False, metrics: bool = True,
+        profile: bool = False) -> Run:
+    """Run a suite (a Suite, a path or a builtin name) and return its Run; ``profile``: trace one more call
+    of every config (see :func:`execute`)."""
     from t2ibench.suites import load_suite
 
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
     return execute(suite, out=out, device=device, executor=executor, executor_options=executor_options,
-                   fresh=fresh, metrics=metrics)
+                   fresh=fresh, metrics=metrics, profile=profile)
 
 
 def open_run(run_dir: str | Path) -> Run:

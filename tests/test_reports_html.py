@@ -30,8 +30,8 @@ def report(tmp_path_factory):
         prompts=["a red cube on a table", XSS, ATTR],
         defaults={"steps": 3, "width": WIDTH, "height": HEIGHT, "guidance_scale": 5.0},
         matrix={"steps": [2, 3], "scheduler": ["euler", "ddim"]},
-        include=[{"name": FRAC, "steps": 4}],
-        reference={"steps": 5},
+        include=[{"name": FRAC, "steps": 4, "profile": True}],
+        reference={"steps": 5, "profile": True},
         metrics={"clip_score": {"model": "random:ViT-B-32"}, "lpips": {"net": "random:alex"}},
         objectives={"latency_ms_p50": "min", "clip_score": "max"},
         constraints={"latency_ms_p95": {"max": 100000}},
@@ -165,6 +165,21 @@ def test_nothing_wider_than_the_viewport_outside_a_scroll_container(sized, width
     shot = tmp_path / f"report-{width}.png"
     pg.screenshot(path=str(shot), full_page=True)
     assert Image.open(shot).size[0] == width  # a full-page screenshot widens when the page overflows
+
+
+@pytest.mark.parametrize("width", [1400, 900])
+def test_the_profiles_open_within_the_viewport_and_names_stay_text(sized, width):
+    pg = sized(width)
+    assert pg.locator("#profiles ~ details").count() == 3  # two profiles, one diff
+    pg.eval_on_selector_all("#profiles ~ details", "ds => ds.forEach(d => { d.open = true; })")
+    try:
+        found = pg.evaluate(OVERFLOW_JS)
+        assert found["bad"] == [] and found["page"] <= found["vw"], found
+        assert pg.locator("details.profile-diff summary").inner_text().startswith(f"{FRAC}: ")
+        assert pg.locator("#profiles ~ details b").count() == 0  # the config name has <b>: text
+        assert pg.locator("details.profile table.ops tbody tr").count() >= 2
+    finally:
+        pg.eval_on_selector_all("#profiles ~ details", "ds => ds.forEach(d => { d.open = false; })")
 
 
 def test_every_image_at_its_natural_aspect_ratio(page):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from t2ibench.backends.timing import CallTiming
@@ -28,6 +29,21 @@ class CallOutcome:
     cache_hit_rate: float | None = None  # denoiser blocks a step cache skipped / blocks the call would run
 
 
+@dataclass(frozen=True)
+class ProfiledOp:
+    """One operator of a profiled call, summed over its calls; times in ms on ``device`` (cpu | cuda | …).
+
+    ``self_ms`` excludes the operators it called, ``total_ms`` includes them. ``shapes``: the input shapes
+    of its costliest shape group, as text (empty when the profiler does not record them)."""
+
+    name: str
+    self_ms: float
+    total_ms: float
+    calls: int
+    shapes: str = ""
+    device: str = "cpu"
+
+
 class LoadedModel(Protocol):
     """A model loaded for one load key; runtime knobs are applied per config and undone for the next."""
 
@@ -51,6 +67,17 @@ class LoadedModel(Protocol):
         """Free what a failed call left on the device, so that the next call can run."""
 
     def close(self) -> None: ...
+
+
+class ProfilingModel(LoadedModel, Protocol):
+    """A :class:`LoadedModel` that can profile (optional: the worker checks for ``profile``, and records a
+    note in ``applied`` for a model without it)."""
+
+    def profile(self, prompts: list[str], seeds: list[int], knobs: Knobs, path: Path) -> list[ProfiledOp]:
+        """One more call, untimed (never part of the latency), traced by the engine's own profiler. It writes
+        the trace as gzipped JSON at ``path`` (torch: a Chrome trace, which Perfetto opens; onnxruntime: its
+        session profile; OpenVINO: its per-layer counters) and returns the operators by self time, the
+        costliest first. The worker calls it after a config's timed calls when the config sets ``profile``."""
 
 
 class Engine(Protocol):

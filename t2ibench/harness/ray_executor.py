@@ -91,6 +91,9 @@ class _QueueSink:
         event = ("cells_done", (config, cells, outcome, error, peak, call_index, samples))
         self.events.put(_encoded(event) if self.encode_inline else event)
 
+    def config_profiled(self, config, trace, ops) -> None:
+        self.events.put(("config_profiled", (config, trace, ops)))
+
     def group_ended(self, report) -> None:
         self.events.put(("group_ended", (report,)))
 
@@ -256,6 +259,8 @@ class _Replay:
         elif kind == "config_ended":
             config, status, reason, cells, facts = args
             self.end(shard, config, status, reason, cells, facts)
+        elif kind == "config_profiled":  # each shard of a split config profiles; the last one's stays
+            self.sink.config_profiled(*args)
         elif kind == "group_ended":
             self.sink.group_ended(*args)
 

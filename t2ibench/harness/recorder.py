@@ -13,10 +13,10 @@ import threading
 import time
 from typing import Protocol
 
-from t2ibench.backends.engine import CallOutcome
+from t2ibench.backends.engine import CallOutcome, ProfiledOp
 from t2ibench.harness.plan import CellTask
 from t2ibench.harness.worker import GroupReport
-from t2ibench.store import CallRow, CellRow, RunStore, image_relpath, write_png_atomic
+from t2ibench.store import CallRow, CellRow, RunStore, image_relpath, profile_relpath, write_atomic, write_png_atomic
 from t2ibench.suites import Config
 
 
@@ -109,6 +109,10 @@ class StoreRecorder:
             **({"applied": json.dumps(facts["applied"], sort_keys=True)} if facts.get("applied") else {}),
         )
         self.observer.config_ended(config, status, reason)
+
+    def config_profiled(self, config: Config, trace: bytes, ops: list[ProfiledOp]) -> None:
+        write_atomic(self.store.run_dir / profile_relpath(config.config_id), trace)
+        self.store.put_profile_ops(config.config_id, ops)
 
     def group_ended(self, report: GroupReport) -> None:
         self.groups.append(report)

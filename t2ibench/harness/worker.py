@@ -7,18 +7,23 @@ to the store in-process) and a remote one (sink ships results back to the driver
 
 from __future__ import annotations
 
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from t2ibench.backends import BACKENDS, BackendSpec
 from t2ibench.errors import SkipConfig, UserError
-from t2ibench.backends.engine import CallOutcome, Engine, LoadedModel
+from t2ibench.backends.engine import CallOutcome, Engine, LoadedModel, ProfiledOp
 from t2ibench.backends.upscale import Upscalers, UpscaleStage
 from t2ibench.harness.interrupt import check_stop
 from t2ibench.harness.plan import CellTask, ConfigTask, GroupTask
+from t2ibench.store import profile_relpath
 from t2ibench.suites import Config, Timing
+
+TOP_OPS = 20  # operators of a profiled call kept in the store, the costliest by self time
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,9 @@ class ResultSink(Protocol):
 
     def cells_done(self, config: Config, cells: list[CellTask], outcome: CallOutcome | None, error: str,
                    peak: tuple[float | None, float], call_index: int, samples: list[float]) -> None: ...
+
+    def config_profiled(self, config: Config, trace: bytes, ops: list[ProfiledOp]) -> None:
+        """The config's profiled call: its trace (gzipped JSON) and top operators, the costliest first."""
 
     def group_ended(self, report: GroupReport) -> None:
         """One group is done: its load/unload times and generation span (the sweep's time is their union)."""
@@ -179,7 +187,34 @@ class Worker:
             sink.cells_done(config, cells, median, "", model.peak_memory(), index, samples)
         if spec.compiles(knobs) and warmup_ms and timed_ms:
             facts["compile_ms"] = compile_ms(warmup_ms[0], timed_ms)
+        if knobs.profile and timed_ms:  # after the timed calls, so that it never enters their statistics
+            applied["profile"] = self.profile_config(model, spec, config, groups[0], sink)
         sink.config_ended(config, "done", "", (), dict(facts, recompiles=recompiles))
+
+    def profile_config(self, model: LoadedModel, spec: BackendSpec, config: Config, cells: list[CellTask],
+                       sink: ResultSink) -> str:
+        """One more call of the config's first batch, traced by the engine's profiler; the trace and top operators
+        go to the sink. Returns what ``applied`` records: the trace's path, or why there is none."""
+        profile = getattr(model, "profile", None)
+        if profile is None:
+            return f"not taken: backend '{spec.name}' has no profiler"
+        padded = _padded(cells, config.knobs.batch_size)
+        try:
+            with tempfile.TemporaryDirectory(prefix="t2ibench-profile-") as tmp:
+                path = Path(tmp) / "trace.json.gz"
+                ops = profile([c.prompt.text for c in padded], [c.seed for c in padded], config.knobs, path)
+                trace = path.read_bytes()
+        except SkipConfig as e:
+            return f"not taken: {e}"
+        except Exception as e:  # the timed calls stand; only the profile is missing
+            error = short_error(e)
+        else:
+            error = ""
+        if error:
+            model.recover()
+            return f"failed: {error}"
+        sink.config_profiled(config, trace, list(ops)[:TOP_OPS])
+        return profile_relpath(config.config_id)
 
 
 def _generate(model: LoadedModel, stage: UpscaleStage | None, prompts: list[str], seeds: list[int],

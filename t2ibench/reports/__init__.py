@@ -49,5 +49,5 @@ def write_reports(store: RunStore, formats: tuple[str, ...] = FORMATS,
                                  metrics=ctx.metrics, plots=plots, recommendation=ctx.recommendation,
                                  environment=ctx.environment, random_metrics=ctx.random_metrics,
                                  shared_gpus=bool(ctx.executor.get("share_gpus")),
-                                 objectives=ctx.objectives)
+                                 objectives=ctx.objectives, profiles=ctx.profiles)
     return out

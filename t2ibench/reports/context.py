@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from t2ibench.store import RunStore
 from t2ibench.reports.recommend import Recommendation, recommend
@@ -22,6 +22,7 @@ class ReportContext:
     recommendation: Recommendation
     environment: dict
     executor: dict  # the executor and its options (``share_gpus`` for a Ray run)
+    profiles: dict[str, list[dict]] = field(default_factory=dict)  # config_id → its profiled top operators
 
 
 def build_context(store: RunStore, objectives: dict[str, str] | None = None) -> ReportContext:
@@ -36,6 +37,7 @@ def build_context(store: RunStore, objectives: dict[str, str] | None = None) -> 
         recommendation=recommend(rows, objectives, constraints, [not r["pareto_note"] for r in rows]),
         environment=store.get_meta("environment", {}) or {},
         executor=store.get_meta("executor", {}) or {},
+        profiles={cid: ops for cid, ops in store.profile_ops().items() if cid in {r["config_id"] for r in rows}},
     )
 
 

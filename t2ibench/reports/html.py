@@ -49,6 +49,9 @@ table.key td.muted{color:#778}
 .grid td{vertical-align:top;text-align:center}.grid th{text-align:center;white-space:normal;min-width:176px;max-width:240px;overflow-wrap:anywhere}
 .grid td.prompt,.grid th.prompt{text-align:left;min-width:200px;max-width:260px;white-space:normal;overflow-wrap:anywhere}
 .grid img{width:160px;height:auto;display:block;margin:auto}.grid .missing{color:#a55;font-size:11px;width:160px;margin:auto}
+table.ops th{cursor:default;position:static}table.ops td.shapes{font-size:11px;color:#556;white-space:normal}
+table.diff tr.new td{background:#fdf3e6}table.diff tr.vanished td{background:#eef3fb}
+details.profile,details.profile-diff{margin:6px 0}
 .grid .ref,.grid th.ref{background:#f7f7fb}.seedbar{margin:6px 0 10px}.hidden{display:none!important}
 """
 
@@ -117,6 +120,8 @@ def applied_summary(applied) -> str:
         parts.append(f"attention {attention.get('backend')}")
     if regions := data.get("compiled_regions"):
         parts.append("compiled " + ", ".join(f"{k}×{v}" for k, v in sorted(regions.items())))
+    if profile := data.get("profile"):  # the trace's path, or why there is none
+        parts.append("profiled" if str(profile).startswith("profiles/") else f"profile {profile}")
     return "; ".join(parts)
 
 
@@ -291,7 +296,10 @@ def _estimands(metrics: list[str]) -> str:
 
 def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: list[str], plots: list[Plot],
                 recommendation: Recommendation, environment: dict, random_metrics: list[str],
-                shared_gpus: bool = False, objectives: dict | None = None) -> str:
+                shared_gpus: bool = False, objectives: dict | None = None,
+                profiles: dict[str, list[dict]] | None = None) -> str:
+    from t2ibench.reports.profile import render_profiles_html
+
     name = escape(str(suite.get("name", "?")))
     banners = []
     if shared_gpus:
@@ -337,6 +345,7 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
 <h2>Results</h2>{_results_table(rows, metrics, objectives)}{_estimands(metrics)}
 <h2>Plots</h2>{_plots(plots, rows)}
 <h2>Images</h2>{_grid(rows, cells, seeds, [p.get("prompt_id") for p in suite.get("prompts") or []])}
+{render_profiles_html(rows, profiles or {})}
 <h2>Environment</h2><table class="env">{env_rows}</table>
 <script>{SCRIPT}</script></body></html>
 """

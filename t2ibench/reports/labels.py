@@ -64,10 +64,11 @@ def is_unset(value) -> bool:
 
 
 def varying_knobs(rows: list[dict]) -> list[str]:
-    """The knobs whose values differ between the configs, in results.csv's order."""
-    from t2ibench.suites.knobs import KNOB_NAMES
+    """The knobs whose values differ between the configs, in results.csv's order; a measurement knob (``profile``)
+    does not set configs apart."""
+    from t2ibench.suites.knobs import KNOB_NAMES, MEASUREMENT_KNOBS
 
-    return [k for k in KNOB_NAMES if len({knob_key(r.get(k)) for r in rows}) > 1]
+    return [k for k in KNOB_NAMES if k not in MEASUREMENT_KNOBS and len({knob_key(r.get(k)) for r in rows}) > 1]
 
 
 def knob_label(knob: str, value) -> str:

@@ -1,4 +1,5 @@
-"""The run store: ``run.sqlite`` (WAL) holding configs, calls, cells, metrics and metadata.
+"""The run store: ``run.sqlite`` (WAL) holding configs, calls, cells, metrics,
+profile_ops and metadata.
 
 It is the source of truth; every report is regenerated from it. Each image is written
 atomically (temporary file, then rename) before its row commits, so a kill at any moment
@@ -51,12 +52,21 @@ CREATE TABLE IF NOT EXISTS calls (
     cache_hit_rate REAL, upscale_ms REAL,
     PRIMARY KEY (config_id, call_index)
 );
+CREATE TABLE IF NOT EXISTS profile_ops (
+    config_id TEXT NOT NULL, rank INTEGER NOT NULL, name TEXT NOT NULL, self_ms REAL NOT NULL,
+    total_ms REAL NOT NULL, calls INTEGER NOT NULL, shapes TEXT NOT NULL DEFAULT '', device TEXT NOT NULL,
+    PRIMARY KEY (config_id, rank)
+);
 CREATE TABLE IF NOT EXISTS metrics (
     config_id TEXT NOT NULL, metric TEXT NOT NULL, value REAL, lo REAL, hi REAL,
     random_weights INTEGER NOT NULL, n INTEGER NOT NULL, extra TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (config_id, metric)
 );
 """
+
+# ``profile_ops`` (the top operators of a config's profiled call) came within schema version 2: a new table
+# that older readers ignore. A store written before it gets it when opened for writing; reading one that
+# lacks it finds no profiles.
 
 # Columns added within schema version 1: a store written before them gets them (empty) when reopened.
 # ``applied``: what the engine observed of the config's knobs (JSON); ``cache_hit_rate``: the denoiser
@@ -181,6 +191,11 @@ def image_relpath(config_id: str, prompt_id: str, seed: int) -> str:
     return f"images/{config_id}/{prompt_id}-{seed}.png"
 
 
+def profile_relpath(config_id: str) -> str:
+    """Where a config's profiler trace lies in the run directory."""
+    return f"profiles/{config_id}.json.gz"
+
+
 def encode_png(pixels) -> bytes:
     """``pixels`` (HxWx3 uint8) as PNG bytes: the one encoding every executor uses, so images are byte-identical."""
     import io
@@ -195,16 +210,20 @@ def encode_png(pixels) -> bytes:
 def write_png_atomic(path: Path, pixels) -> str:
     """Write ``pixels`` (HxWx3 uint8, or PNG bytes from :func:`encode_png`) as PNG at ``path`` atomically;
     returns the file's sha256."""
+    return write_atomic(path, pixels if isinstance(pixels, bytes) else encode_png(pixels))
+
+
+def write_atomic(path: Path, data: bytes) -> str:
+    """Write ``data`` at ``path`` atomically (a temporary file, then a rename); returns its sha256."""
     import hashlib
 
-    data = pixels if isinstance(pixels, bytes) else encode_png(pixels)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except OSError as e:  # a full disk: no partial file stays behind, and the error names the image
+    except OSError as e:  # a full disk: no partial file stays behind, and the error names the file
         tmp.unlink(missing_ok=True)
         if e.filename is None:
             e.filename = str(path)
@@ -376,6 +395,28 @@ class RunStore:
             d["samples"] = json.loads(d["samples"]) if d["samples"] else []
             d["step_ms"] = json.loads(d["step_ms"]) if d["step_ms"] else []
             out.append(d)
+        return out
+
+    # -- profiles ----------------------------------------------------------------------------------
+    def put_profile_ops(self, config_id: str, ops: Iterable[Any]) -> None:
+        """Replace a config's profiled operators (``ProfiledOp``s, the costliest first: rank 0)."""
+        with self._mutex, self._conn:
+            self._conn.execute("DELETE FROM profile_ops WHERE config_id=?", (config_id,))
+            self._conn.executemany(
+                "INSERT INTO profile_ops (config_id, rank, name, self_ms, total_ms, calls, shapes, device) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [(config_id, rank, op.name, op.self_ms, op.total_ms, op.calls, op.shapes, op.device)
+                 for rank, op in enumerate(ops)])
+
+    def profile_ops(self) -> dict[str, list[dict]]:
+        """config_id → its profiled operators by rank (none in a store written before profiles existed)."""
+        try:
+            rows = self._conn.execute("SELECT * FROM profile_ops ORDER BY config_id, rank").fetchall()
+        except sqlite3.OperationalError:  # no such table: an older store opened read-only
+            return {}
+        out: dict[str, list[dict]] = {}
+        for r in rows:
+            out.setdefault(r["config_id"], []).append(dict(r))
         return out
 
     # -- metrics -----------------------------------------------------------------------------------

@@ -116,8 +116,8 @@ def expand(data: dict) -> tuple[list[Config], list[Problem]]:
             problems.append(Problem(loc, f"same model and knobs as '{configs[index].name}' "
                                          f"({keypath(first_loc)}); named configs must differ"))
             return
-        first = configs[index]
-        configs[index] = first.model_copy(update={"name": config.name,
+        first = configs[index]  # same id: the knobs differ at most in measurement knobs, which the named keeps
+        configs[index] = first.model_copy(update={"name": config.name, "knobs": config.knobs,
                                                    "is_reference": config.is_reference})
         seen[config.config_id] = (index, loc)
 

@@ -31,6 +31,10 @@ V1_KNOBS: tuple[str, ...] = (
     "offload", "cache_text_embeddings", "model",
 )
 
+# Knobs that change how a config is measured, never what it generates: they stay out of config_id, so that
+# turning one on (``run --profile``) resumes into the same configs and compares with runs without it.
+MEASUREMENT_KNOBS: tuple[str, ...] = ("profile",)
+
 
 class CommonKnobs(Frozen):
     """Knobs every backend understands. Defaults are what a config gets when the suite says nothing."""
@@ -52,6 +56,7 @@ class CommonKnobs(Frozen):
     backend: str = "torch"
     # after generation, for every backend: {method: lanczos|bicubic, scale: 2} or {model: SPEC}; none is off
     upscale: Annotated[Optional[UpscaleOptions], Off] = None
+    profile: bool = False  # one more, untimed call traced by the engine's profiler (not part of config_id)
 
     @field_validator("width", "height")
     @classmethod
@@ -127,9 +132,11 @@ class Knobs(CommonKnobs):
         return Knobs.model_validate({**self.model_dump(), **changes})
 
     def hashed(self) -> dict:
-        """The knobs that define config_id: every V1 knob, and later knobs only when not at their default."""
+        """The knobs that define config_id: every V1 knob, and later knobs only when not at their default;
+        never a measurement knob (``MEASUREMENT_KNOBS``)."""
         defaults = _default_json(self.backend)
-        return {k: v for k, v in self.model_dump(mode="json").items() if k in V1_KNOBS or v != defaults.get(k)}
+        return {k: v for k, v in self.model_dump(mode="json").items()
+                if k not in MEASUREMENT_KNOBS and (k in V1_KNOBS or v != defaults.get(k))}
 
 
 def knob_owner(name: str) -> Optional[str]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from t2ibench.errors import SkipConfig
-from t2ibench.backends.engine import CallOutcome, ImageOutcome
+from t2ibench.backends.engine import CallOutcome, ImageOutcome, ProfiledOp
 from t2ibench.backends.torch.loading import ModelSpec, load_pipeline, torch_dtype
 from t2ibench.backends.torch.options import DISPATCHER_ATTENTION, compile_options
 from t2ibench.backends.memory import MemoryTracker
@@ -322,6 +323,12 @@ class TorchModel:
 
     def generate(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> CallOutcome:
         return self._runnable_call(prompts, seeds, knobs)
+
+    def profile(self, prompts: list[str], seeds: list[int], knobs: Knobs, path: Path) -> list[ProfiledOp]:
+        """One untimed call traced by ``torch.profiler``: a Chrome trace at ``path``, the operators returned."""
+        from t2ibench.backends.torch.profiling import trace_call
+
+        return trace_call(lambda: self._runnable_call(prompts, seeds, knobs), self.cuda, path)
 
     def reset_peak_memory(self) -> None:
         self.memory.reset()
