@@ -104,7 +104,18 @@ def report() -> Iterator[str]:
     from t2ibench.backends import BACKENDS
     from t2ibench.executors import EXECUTORS
 
-    yield f"backends: {', '.join(BACKENDS.names())}"
+    yield "backends:"
+    for name, spec in BACKENDS.items():
+        missing = spec.missing()
+        state = f"missing {', '.join(missing)} ({spec.install_hint()})" if missing else "available"
+        yield f"  {name:14} {state}" + (f"  — {spec.description}" if spec.description and not missing else "")
+    from t2ibench.backends.torch.compile_backends import backend_problem
+    from t2ibench.backends.torch.options import COMPILE_BACKENDS
+
+    yield "compile backends (compile: {backend: ...}):"
+    for backend in COMPILE_BACKENDS:
+        state = backend_problem(backend, cuda) or ("built in" if backend == "inductor" else "installed")
+        yield f"  {backend:14} {state}"
     yield f"executors: {', '.join(EXECUTORS.names())}"
     yield "optional packages:"
     yield from _optional_packages()

@@ -122,4 +122,5 @@ def register_profiled() -> None:
 
 def register() -> None:
     if NAME not in BACKENDS:
-        BACKENDS.add(NAME, BackendSpec(name=NAME, engine="fake_backend:FakeEngine", load_fields=("precision",)))
+        BACKENDS.add(NAME, BackendSpec(name=NAME, engine="fake_backend:FakeEngine", load_fields=("precision",),
+                                       test_model="fake:model"))

@@ -15,7 +15,7 @@ from PIL import Image
 
 import fake_backend
 from t2ibench.backends import BACKENDS
-from t2ibench.errors import UserError
+from t2ibench.errors import SkipConfig, UserError
 from t2ibench.executors import EXECUTORS, parse_executor
 from t2ibench.metrics.evaluate import ImageRecord, evaluate
 from t2ibench.metrics.registry import METRICS
@@ -25,17 +25,35 @@ fake_backend.register()
 
 # --- backends ------------------------------------------------------------------------------------
 
-MODELS = {"torch": "random:tiny-sd", "fake": "fake:model"}
 BASE = dict(steps=2, width=32, height=32, guidance_scale=5.0)
+# every backend that declares an offline test model on its spec (the product's and the tests' fake one)
+TESTED = [name for name, spec in BACKENDS.items() if spec.test_model]
 
 
-@pytest.fixture(scope="module", params=["torch", "fake"])
-def loaded(request):
-    spec = BACKENDS.get(request.param)
-    knobs = Knobs(backend=request.param, **BASE)
-    model = spec.make_engine().load(MODELS[request.param], knobs, "cpu")
-    yield request.param, spec, model
-    model.close()
+def _load(name: str):
+    spec = BACKENDS.get(name)
+    if spec.missing():
+        pytest.skip(f"backend '{name}' needs {', '.join(spec.missing())} ({spec.install_hint()})")
+    return spec, spec.make_engine().load(spec.test_model, Knobs(backend=name, **BASE), "cpu")
+
+
+@pytest.fixture(scope="module")
+def loaded_by_name():
+    """Each backend's test model, loaded once for the module."""
+    models: dict = {}
+
+    def get(name: str):
+        if name not in models:
+            models[name] = _load(name)[1]
+        return models[name]
+    yield get
+    for model in models.values():
+        model.close()
+
+
+@pytest.fixture(scope="module", params=TESTED)
+def loaded(request, loaded_by_name):
+    return request.param, BACKENDS.get(request.param), loaded_by_name(request.param)
 
 
 def _knobs(backend: str, **over) -> Knobs:
@@ -115,13 +133,42 @@ def test_backend_spec_load_key_and_warmup_policy(loaded):
     assert model.generate(["x"], [0], a).images[0].status == "ok"
 
 
-def test_backend_close_releases_the_model():
-    for name in ("torch", "fake"):
-        spec = BACKENDS.get(name)
-        knobs = _knobs(name)
-        model = spec.make_engine().load(MODELS[name], knobs, "cpu")
-        model.close()
-        assert getattr(model, "pipe", None) is None and getattr(model, "closed", True)
+@pytest.mark.parametrize("name", TESTED)
+def test_backend_close_releases_the_model(name):
+    _, model = _load(name)
+    model.close()
+    assert getattr(model, "pipe", None) is None and getattr(model, "closed", True)
+
+
+def _options_cases() -> list:
+    return [pytest.param(name, options, id=f"{name}-{'-'.join(map(str, options.items()))}"[:90])
+            for name in TESTED for options in BACKENDS.get(name).test_options]
+
+
+@pytest.mark.parametrize("name, options", _options_cases())
+def test_every_runtime_option_is_undone(name, options, loaded_by_name):
+    """configure(A), configure(B), configure(A) gives A's pixels, for every option a backend declares; an option
+    that skips here (a CUDA knob, a UNet without repeated blocks) must leave nothing applied either."""
+    model = loaded_by_name(name)
+    plain, other = _knobs(name), _knobs(name, **options)
+    model.configure(plain)
+    first = _pixels(model.generate(["a red cube"], [3], plain))
+    try:
+        model.configure(other)
+        model.generate(["a red cube"], [3], other)
+    except SkipConfig as e:
+        assert str(e), "a skip says why"
+    model.configure(plain)
+    assert _pixels(model.generate(["a red cube"], [3], plain)) == first
+
+
+@pytest.mark.parametrize("name", TESTED)
+def test_every_runtime_option_of_a_backend_is_in_its_test_options(name):
+    """Each engine option that is not a load-time knob appears in some test set (a new knob gets a contract
+    test by being declared)."""
+    spec = BACKENDS.get(name)
+    runtime = set(spec.options.model_fields) - set(spec.load_fields)
+    assert runtime <= {k for options in spec.test_options for k in options}
 
 
 def test_engine_knobs_belong_to_their_backend():

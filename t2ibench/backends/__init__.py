@@ -13,6 +13,7 @@ engine) plus one line in ``_BUILTIN`` below. Backends never import the suites la
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Optional
 
@@ -58,6 +59,19 @@ class BackendSpec:
     model_check: str = ""  # "module:attr" of a function that checks a model spec before any work
     preflight: str = ""  # "module:attr" of ``f(model, knobs, device) -> list[Finding]``, run before any load
     description: str = ""
+    packages: tuple[str, ...] = ()  # modules the engine imports beyond the default install
+    extra: str = ""  # the pip extra that installs them
+    # offline contract tests (tests/test_contracts.py): a model spec that loads without a download, and sets
+    # of runtime knobs, each applied between two configs of the defaults (configure A, B, A: A's pixels)
+    test_model: str = ""
+    test_options: tuple[dict, ...] = ()
+
+    def missing(self) -> list[str]:
+        """The engine's packages that are not installed here."""
+        return [m for m in self.packages if importlib.util.find_spec(m) is None]
+
+    def install_hint(self) -> str:
+        return f"pip install 't2ibench[{self.extra}]'" if self.extra else f"pip install {' '.join(self.missing())}"
 
     def load_key(self, model: str, knobs: Any) -> tuple:
         """Configs with equal keys share one loaded model."""

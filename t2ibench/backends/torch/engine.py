@@ -98,124 +98,145 @@ class TorchModel:
         self._hook = self.denoiser.register_forward_pre_hook(self.timer.denoiser_called)
 
     def _reset(self) -> None:
-        import torch
-
-        pipe = self.pipe
-        setattr(pipe, self.denoiser_attr, self._original_denoiser)
+        """Undo the previous config's runtime knobs, last applied first: the pipeline is as loaded."""
         while self._undo:
             self._undo.pop()()
         self._cache = None
         self._observe_dispatch = None
-        pipe.scheduler = self._original_scheduler
-        for name, processors in self._original_processors.items():
-            pipe.components[name].set_attn_processor(dict(processors))
-        for module in (self._original_denoiser, pipe.vae):
-            module.to(memory_format=torch.contiguous_format)
-        if hasattr(pipe.vae, "disable_slicing"):
-            pipe.vae.disable_slicing()
-            pipe.vae.disable_tiling()
-        if pipe.vae.__dict__.pop("decode", None) is not None:  # undo vae_upcast
-            pipe.vae.to(self.dtype)
-        pipe.__dict__.pop("encode_prompt", None)
-        self._attention_ctx = contextlib.nullcontext
         self._install_hook()
 
     def configure(self, knobs: Knobs) -> dict:
         """Apply the config's runtime knobs; returns ``applied``, what was observed of them (the dispatcher
-        backend really called is added to it by the config's first call, before the worker stores it)."""
-        import torch
+        backend really called is added to it by the config's first call, before the worker stores it).
 
+        Every runtime knob is one ``_apply_…(knobs, applied)`` that changes the pipeline and returns the
+        function that undoes exactly that change (None when it changed nothing); the undos run at the
+        next ``configure``, so configure(A), configure(B), configure(A) gives A's pixels (a contract test).
+        A knob that raises SkipConfig midway leaves the undos of those applied before it.
+        """
         self._reset()
-        pipe, opts = self.pipe, knobs.options
-        compiled = compile_options(opts)
-        if opts.tf32 and not self.cuda:
-            raise SkipConfig("tf32 needs a CUDA device")
-        if self.cuda:  # TF32 matmuls (diffusers' "use TensorFloat-32"); cuDNN convolutions keep torch's default
-            torch.backends.cuda.matmul.allow_tf32 = opts.tf32
-        if knobs.scheduler:
-            pipe.scheduler = build_scheduler(knobs.scheduler, self._original_scheduler)
         applied: dict = {}
-        self._apply_attention(opts.attention, applied)
-        if opts.lora:
-            applied["lora"] = self._apply_lora(opts.lora)
-        if opts.channels_last:
-            for module in (self.denoiser, pipe.vae):
-                module.to(memory_format=torch.channels_last)
-        if knobs.vae_slicing:
-            pipe.vae.enable_slicing()
-        if knobs.vae_tiling:
-            pipe.vae.enable_tiling()
-        if opts.vae_upcast and self.dtype != torch.float32:
-            self._upcast_vae()
-        if knobs.cache_text_embeddings:
-            self._cache_encode_prompt()
-        if opts.cache is not None:
-            if compiled is not None:  # seen: a guard on the count, a recompile in the timed calls
-                from t2ibench.backends.torch.preflight import CACHE_WITH_COMPILE
-
-                raise SkipConfig(CACHE_WITH_COMPILE)
-            from t2ibench.backends.torch.caching import apply_cache
-
-            self._cache = apply_cache(opts.cache, pipe, self.denoiser, self.denoiser_attr, knobs.steps)
-            self._undo.append(self._cache.remove)
-            applied["cache"] = self._cache.applied
-        if compiled is not None and compiled.regional:
-            from t2ibench.backends.torch.regional import compile_regions
-
-            applied["compiled_regions"], undo = compile_regions(self.denoiser, compiled.mode, compiled.fullgraph)
-            self._undo.append(undo)
-        elif compiled is not None:
-            key = (compiled.mode, compiled.fullgraph, opts.channels_last, opts.attention)
-            if key not in self._compiled:
-                self._compiled[key] = torch.compile(self.denoiser, mode=compiled.mode, fullgraph=compiled.fullgraph)
-            setattr(pipe, self.denoiser_attr, self._compiled[key])
-            self._install_hook()
+        for apply in (self._apply_tf32, self._apply_scheduler, self._apply_attention, self._apply_lora,
+                      self._apply_channels_last, self._apply_vae_slicing, self._apply_vae_tiling,
+                      self._apply_vae_upcast, self._apply_text_embedding_cache, self._apply_cache,
+                      self._apply_compile):
+            undo = apply(knobs, applied)
+            if undo is not None:
+                self._undo.append(undo)
         applied.update({k: v for k, v in self.load_facts.items() if k not in applied})
         return applied  # the same dict: the first call completes it (the attention backend really called)
 
-    def _apply_lora(self, adapters) -> list[dict]:
-        from t2ibench.backends.torch.lora import LoraManager
+    def _apply_tf32(self, knobs: Knobs, applied: dict):
+        import torch
 
-        if self._lora is None:
-            self._lora = LoraManager(self.pipe, self.denoiser_attr)
-        self._undo.append(self._lora.remove)
-        return self._lora.apply(adapters)
+        if knobs.options.tf32 and not self.cuda:
+            raise SkipConfig("tf32 needs a CUDA device")
+        if not self.cuda:
+            return None
+        before = torch.backends.cuda.matmul.allow_tf32  # TF32 matmuls; cuDNN convolutions keep torch's default
+        torch.backends.cuda.matmul.allow_tf32 = knobs.options.tf32
 
-    def _apply_attention(self, attention: str, applied: dict) -> None:
+        def undo():
+            torch.backends.cuda.matmul.allow_tf32 = before
+        return undo
+
+    def _apply_scheduler(self, knobs: Knobs, applied: dict):
+        if not knobs.scheduler:
+            return None
+        self.pipe.scheduler = build_scheduler(knobs.scheduler, self._original_scheduler)
+        return lambda: setattr(self.pipe, "scheduler", self._original_scheduler)
+
+    def _restore_processors(self) -> None:
+        for name, processors in self._original_processors.items():
+            self.pipe.components[name].set_attn_processor(dict(processors))
+
+    def _apply_attention(self, knobs: Knobs, applied: dict):
         import importlib.util
 
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
+        attention = knobs.options.attention
         if attention == "sliced":
             self.pipe.enable_attention_slicing()
             if not any("Sliced" in type(p).__name__ for p in self._original_denoiser.attn_processors.values()):
+                self._restore_processors()
                 raise SkipConfig(f"attention 'sliced' has no sliced processor for "
                                  f"{type(self._original_denoiser).__name__}")
-        elif attention == "xformers":
+            return self._restore_processors
+        if attention == "xformers":
             if importlib.util.find_spec("xformers") is None:
                 raise SkipConfig("attention 'xformers' needs the xformers package (pip install 't2ibench[xformers]')")
             self.pipe.enable_xformers_memory_efficient_attention()
-        elif attention in ("math", "flash", "efficient"):
+            return self._restore_processors
+        if attention in ("math", "flash", "efficient"):
             if attention != "math" and not self.cuda:
                 raise SkipConfig(f"attention '{attention}' needs a CUDA device")
             backend = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION,
                        "efficient": SDPBackend.EFFICIENT_ATTENTION}[attention]
             self._attention_ctx = lambda: sdpa_kernel([backend])
-        elif attention in DISPATCHER_ATTENTION:
+            return lambda: setattr(self, "_attention_ctx", contextlib.nullcontext)
+        if attention in DISPATCHER_ATTENTION:
             from t2ibench.backends.torch.attention import observe_dispatch, set_dispatcher_backend
 
-            self._undo.append(set_dispatcher_backend(attention, self.denoiser, self.cuda))
+            restore = set_dispatcher_backend(attention, self.denoiser, self.cuda)
             # the dispatcher's backend functions stay wrapped (a counter) for the whole config, so that a
             # compiled graph's guards on them hold; the first call's counts are checked and recorded
             stack, seen = contextlib.ExitStack(), {}
             stack.enter_context(observe_dispatch(seen))
-            self._undo.append(stack.close)
             applied["attention"] = {"knob": attention, "backend": None}  # filled in by the first call
             self._observe_dispatch = (attention, applied, seen)
 
-    def _upcast_vae(self) -> None:
+            def undo():
+                stack.close()
+                restore()
+            return undo
+        return None  # sdpa: torch's default choice of kernel
+
+    def _apply_lora(self, knobs: Knobs, applied: dict):
+        from t2ibench.backends.torch.lora import LoraManager
+
+        if not knobs.options.lora:
+            return None
+        if self._lora is None:
+            self._lora = LoraManager(self.pipe, self.denoiser_attr)
+        try:
+            applied["lora"] = self._lora.apply(knobs.options.lora)
+        except BaseException:
+            self._lora.remove()
+            raise
+        return self._lora.remove
+
+    def _apply_channels_last(self, knobs: Knobs, applied: dict):
         import torch
 
+        if not knobs.options.channels_last:
+            return None
+        modules = (self.denoiser, self.pipe.vae)
+        for module in modules:
+            module.to(memory_format=torch.channels_last)
+
+        def undo():
+            for module in modules:
+                module.to(memory_format=torch.contiguous_format)
+        return undo
+
+    def _apply_vae_slicing(self, knobs: Knobs, applied: dict):
+        if not knobs.vae_slicing:
+            return None
+        self.pipe.vae.enable_slicing()
+        return self.pipe.vae.disable_slicing
+
+    def _apply_vae_tiling(self, knobs: Knobs, applied: dict):
+        if not knobs.vae_tiling:
+            return None
+        self.pipe.vae.enable_tiling()
+        return self.pipe.vae.disable_tiling
+
+    def _apply_vae_upcast(self, knobs: Knobs, applied: dict):
+        import torch
+
+        if not knobs.options.vae_upcast or self.dtype == torch.float32:
+            return None
         vae = self.pipe.vae
         vae.to(torch.float32)
         decode = type(vae).decode.__get__(vae)
@@ -224,6 +245,52 @@ class TorchModel:
             return decode(z.to(torch.float32), *args, **kwargs)
 
         vae.decode = decode_fp32
+
+        def undo():
+            del vae.decode
+            vae.to(self.dtype)
+        return undo
+
+    def _apply_text_embedding_cache(self, knobs: Knobs, applied: dict):
+        if not knobs.cache_text_embeddings:
+            return None
+        self._cache_encode_prompt()
+        return lambda: self.pipe.__dict__.pop("encode_prompt", None)
+
+    def _apply_cache(self, knobs: Knobs, applied: dict):
+        if knobs.options.cache is None:
+            return None
+        if compile_options(knobs.options) is not None:  # seen: a guard on the count, a recompile in the timed calls
+            from t2ibench.backends.torch.preflight import CACHE_WITH_COMPILE
+
+            raise SkipConfig(CACHE_WITH_COMPILE)
+        from t2ibench.backends.torch.caching import apply_cache
+
+        self._cache = apply_cache(knobs.options.cache, self.pipe, self.denoiser, self.denoiser_attr, knobs.steps)
+        applied["cache"] = self._cache.applied
+        return self._cache.remove
+
+    def _apply_compile(self, knobs: Knobs, applied: dict):
+        import torch
+
+        compiled = compile_options(knobs.options)
+        if compiled is None:
+            return None
+        if compiled.backend != "inductor":
+            from t2ibench.backends.torch.compile_backends import check_backend
+
+            check_backend(compiled.backend, self.cuda)
+        if compiled.regional:
+            from t2ibench.backends.torch.regional import compile_regions
+
+            applied["compiled_regions"], undo = compile_regions(self.denoiser, compiled)
+            return undo
+        key = (compiled, knobs.options.channels_last, knobs.options.attention)
+        if key not in self._compiled:
+            self._compiled[key] = torch.compile(self.denoiser, **compiled.torch_compile_kwargs())
+        setattr(self.pipe, self.denoiser_attr, self._compiled[key])
+        self._install_hook()
+        return lambda: setattr(self.pipe, self.denoiser_attr, self._original_denoiser)
 
     def _cache_encode_prompt(self) -> None:
         """Memoise ``pipe.encode_prompt`` per prompt: each prompt is encoded once per loaded model.
@@ -307,13 +374,21 @@ class TorchModel:
                            cache_hit_rate=cache.hit_rate() if cache is not None else None)
 
     def _runnable_call(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> CallOutcome:
-        """``_call``, with "no SDPA kernel for this device/dtype/shape" turned into a skip of the config."""
+        """``_call``, with "no SDPA kernel for this device/dtype/shape", and a failure of a compile backend other
+        than inductor (compile_backends), turned into a skip of the config."""
+        compiled = compile_options(knobs.options)
         try:
             return self._call(prompts, seeds, knobs)
-        except RuntimeError as e:
-            if "No available kernel" in str(e):
+        except SkipConfig:
+            raise
+        except Exception as e:
+            if isinstance(e, RuntimeError) and "No available kernel" in str(e):
                 attention = knobs.options.attention
                 raise SkipConfig(f"attention '{attention}' has no kernel for this device/dtype/shape") from e
+            if compiled is not None and compiled.backend != "inductor":
+                from t2ibench.backends.torch.compile_backends import compile_failure
+
+                raise compile_failure(compiled.backend, e) from e
             raise
 
     def warmup(self, prompts: list[str], seeds: list[int], knobs: Knobs) -> float:

@@ -9,7 +9,7 @@ every existing ``config_id`` stays the same (see ``suites.knobs.V1_KNOBS``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
@@ -24,10 +24,10 @@ DISPATCHER_ATTENTION: dict[str, str] = {  # knob value → diffusers' AttentionB
     "cudnn": "_native_cudnn",
 }
 ATTENTION: tuple[str, ...] = (*SDPA_ATTENTION, *DISPATCHER_ATTENTION)
-AttentionName = Literal["sdpa", "math", "flash", "efficient", "sliced", "xformers",
-                        "native", "flash_attn", "flash3", "sage", "flex", "cudnn"]
+AttentionName = Literal[ATTENTION]  # type: ignore[valid-type]
 
-OFFLOAD: tuple[str, ...] = ("none", "model", "sequential", "group")
+WHOLE_OFFLOAD: tuple[str, ...] = ("none", "model", "sequential")  # the kinds written as one word
+OFFLOAD: tuple[str, ...] = (*WHOLE_OFFLOAD, "group")
 
 
 class _Additive(Frozen):
@@ -44,19 +44,40 @@ class _Additive(Frozen):
         return data
 
 
+COMPILE_BACKENDS: tuple[str, ...] = ("inductor", "openvino", "tensorrt")
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 class CompileOptions(_Additive):
-    """``compile: {mode: max-autotune, fullgraph: true, regional: true}``.
+    """``compile: {mode: max-autotune, fullgraph: true, regional: true, backend: inductor}``.
 
     ``regional: true`` compiles only the denoiser's repeated blocks (diffusers'
     ``compile_repeated_blocks``): one compiled block reused N times, so compiling takes seconds
-    instead of minutes.
+    instead of minutes. ``backend``: torch.compile's backend: ``inductor`` (torch's own), ``openvino``
+    (OpenVINO's torch.compile backend, CPU; the ``[openvino]`` extra) or ``tensorrt`` (torch-tensorrt,
+    CUDA only). ``mode`` is inductor's.
     """
 
-    _added = ("regional",)
+    _added = ("regional", "backend")
 
-    mode: Optional[Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]] = None
+    mode: Optional[Literal[COMPILE_MODES]] = None  # type: ignore[valid-type]
     fullgraph: bool = False
     regional: bool = False
+    backend: Literal[COMPILE_BACKENDS] = "inductor"  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _mode_is_inductors(self) -> "CompileOptions":
+        if self.mode is not None and self.backend != "inductor":
+            raise ValueError(f"compile mode '{self.mode}' is inductor's; backend '{self.backend}' takes none")
+        return self
+
+    def torch_compile_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``torch.compile`` (and of ``Module.compile``) for these options."""
+        if self.backend == "inductor":
+            return {"mode": self.mode, "fullgraph": self.fullgraph}
+        if self.backend == "openvino":
+            return {"backend": "openvino", "fullgraph": self.fullgraph, "options": {"device": "CPU"}}
+        return {"backend": "tensorrt", "fullgraph": self.fullgraph}
 
 
 QUANTIZE_TYPES: dict[str, tuple[str, ...]] = {
@@ -64,7 +85,8 @@ QUANTIZE_TYPES: dict[str, tuple[str, ...]] = {
     "bitsandbytes": ("nf4", "fp4", "int8"),
     "quanto": ("int8", "float8", "int4"),
 }
-Component = Literal["denoiser", "text_encoder", "vae"]
+COMPONENTS: tuple[str, ...] = ("denoiser", "text_encoder", "vae")
+Component = Literal[COMPONENTS]  # type: ignore[valid-type]
 
 
 class QuantizeOptions(Frozen):
@@ -74,7 +96,7 @@ class QuantizeOptions(Frozen):
     another load). ``text_encoder`` means every text encoder of the pipeline.
     """
 
-    backend: Literal["torchao", "bitsandbytes", "quanto"] = "torchao"
+    backend: Literal[tuple(QUANTIZE_TYPES)] = "torchao"  # type: ignore[valid-type]
     type: str
     components: tuple[Component, ...] = ("denoiser",)
 
@@ -149,11 +171,9 @@ class DeepCache(Frozen):
     cache_branch_id: int = Field(0, ge=0)
 
 
-CacheOptions = Annotated[
-    Union[FirstBlockCache, TaylorSeerCache, MagCache, FasterCache, PyramidAttentionBroadcast, DeepCache],
-    Field(discriminator="method"),
-]
-CACHE_METHODS: tuple[str, ...] = ("first_block", "taylorseer", "magcache", "faster_cache", "pab", "deepcache")
+CACHE_KINDS = (FirstBlockCache, TaylorSeerCache, MagCache, FasterCache, PyramidAttentionBroadcast, DeepCache)
+CacheOptions = Annotated[Union[CACHE_KINDS], Field(discriminator="method")]
+CACHE_METHODS: tuple[str, ...] = tuple(get_args(k.model_fields["method"].annotation)[0] for k in CACHE_KINDS)
 
 
 class LoraAdapter(Frozen):
@@ -173,7 +193,7 @@ class LayerwiseCasting(Frozen):
     config's precision for its forward (diffusers' ``enable_layerwise_casting``)."""
 
     storage: Literal["float8_e4m3fn", "float8_e5m2"] = "float8_e4m3fn"
-    components: tuple[Literal["denoiser", "text_encoder", "vae"], ...] = ("denoiser",)
+    components: tuple[Component, ...] = ("denoiser",)
 
 
 class GroupOffload(Frozen):
@@ -191,7 +211,7 @@ class GroupOffload(Frozen):
         return {"kind": data} if data == "group" else data
 
 
-OffloadOption = Union[Literal["none", "model", "sequential"], GroupOffload]
+OffloadOption = Union[Literal[WHOLE_OFFLOAD], GroupOffload]  # type: ignore[valid-type]
 
 
 class TorchOptions(Frozen):

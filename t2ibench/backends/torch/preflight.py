@@ -178,8 +178,15 @@ def preflight(model: str, knobs: Any, device: Optional[str] = None) -> list[Find
             skip("attention", f"attention '{opts.attention}' needs the {module} package (pip install {dist})")
         elif opts.attention in CUDA_ONLY and cuda is False:
             skip("attention", f"attention '{opts.attention}' needs a CUDA device")
+    compiled = compile_options(opts)
+    if compiled is not None:
+        from t2ibench.backends.torch.compile_backends import backend_problem
+
+        why = backend_problem(compiled.backend, cuda)
+        if why:
+            skip("compile", why)
     if opts.cache is not None:
-        if compile_options(opts) is not None:
+        if compiled is not None:
             skip("cache", CACHE_WITH_COMPILE)
         else:
             why = cache_problem(opts.cache, attr, cls)

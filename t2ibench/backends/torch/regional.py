@@ -17,14 +17,15 @@ def compiled_regions(denoiser) -> dict[str, int]:
     return regions
 
 
-def compile_regions(denoiser, mode, fullgraph: bool) -> tuple[dict[str, int], Callable[[], None]]:
-    """Compile the denoiser's repeated blocks; returns the regions observed and the undo."""
+def compile_regions(denoiser, options) -> tuple[dict[str, int], Callable[[], None]]:
+    """Compile the denoiser's repeated blocks with ``options`` (CompileOptions); returns the regions observed
+    and the undo."""
     name = type(denoiser).__name__
     if not getattr(denoiser, "_repeated_blocks", None) or not hasattr(denoiser, "compile_repeated_blocks"):
         raise SkipConfig(f"compile regional: {name} declares no repeated blocks (_repeated_blocks) to compile")
     before = {m for m in denoiser.modules() if getattr(m, "_compiled_call_impl", None) is not None}
     try:
-        denoiser.compile_repeated_blocks(mode=mode, fullgraph=fullgraph)
+        denoiser.compile_repeated_blocks(**options.torch_compile_kwargs())
     except ValueError as e:
         raise SkipConfig(f"compile regional: {str(e).splitlines()[0]}") from e
     compiled = [m for m in denoiser.modules()
