@@ -20,7 +20,7 @@ from typing import Any, Iterable, Optional
 from pydantic import BaseModel, ValidationError
 
 from t2ibench.registry import did_you_mean
-from t2ibench.suites.knobs import KNOB_NAMES, Knobs
+from t2ibench.suites.knobs import ENGINE_KNOBS, KNOB_NAMES, Knobs
 from t2ibench.suites.problems import Problem, from_validation_error
 
 MEASURES: tuple[str, ...] = (
@@ -35,8 +35,9 @@ _KNOB_FIELDS = ("defaults", "matrix", "exclude", "include", "reference", "model"
 
 def knob_value_problems(key: str, value: Any, loc: tuple) -> list[Problem]:
     """Problems of one knob value, at ``loc`` (the loc of the value itself)."""
+    owner = {"backend": ENGINE_KNOBS[key]} if key in ENGINE_KNOBS else {}  # whose knob it is: checked per config
     try:
-        Knobs.model_validate({key: value})
+        Knobs.model_validate({**owner, key: value})
     except ValidationError as e:
         if key == "compile" and not isinstance(value, dict):
             return [Problem(loc, f"expected true, false or {{mode: ..., fullgraph: ...}} (got {value!r})")]

@@ -1,0 +1,96 @@
+"""The onnxruntime engine: each network exported with ``torch.onnx.export(..., dynamo=True)`` into the export
+cache (converted to float16 when asked), run as an ``InferenceSession`` on the chosen execution provider."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from t2ibench.backends import Finding
+from t2ibench.backends.exported import load_exported, missing_packages
+from t2ibench.backends.onnxruntime import GRAPH_OPTIMIZATION, PACKAGES, PROVIDERS
+from t2ibench.errors import SkipConfig
+
+if TYPE_CHECKING:
+    from t2ibench.suites.knobs import Knobs
+
+EXTRA = "onnx"
+_LEVELS = dict(zip(GRAPH_OPTIMIZATION, ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED",
+                                         "ORT_ENABLE_ALL")))
+
+
+def preflight(model: str, knobs: Knobs, device: str | None) -> list[Finding]:
+    why = missing_packages(PACKAGES, EXTRA)
+    return [Finding("skip", "backend", f"backend 'onnxruntime' {why}")] if why else []
+
+
+class OnnxExport:
+    """The :class:`~t2ibench.backends.exported.ExportEngine` of ONNX Runtime."""
+
+    name = "onnxruntime"
+    export_fields = ("fp16",)
+    packages = PACKAGES
+
+    def export(self, module, examples: tuple, folder: Path, options) -> None:
+        import torch
+        from torch.export import Dim
+
+        path = folder / "model.onnx"
+        dynamic = (tuple({i: Dim.AUTO for i in range(t.ndim)} for t in examples),)  # forward(*tensors)
+        program = torch.onnx.export(module, examples, dynamo=True, dynamic_shapes=dynamic, verbose=False,
+                                    input_names=[f"input_{i}" for i in range(len(examples))])
+        program.save(str(path))
+        if options.fp16:
+            import onnx
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(path))
+
+    def compile(self, folder: Path, options, shapes: list | None):
+        import onnxruntime as ort
+
+        provider = PROVIDERS[options.provider]
+        if provider not in ort.get_available_providers():
+            raise SkipConfig(f"onnxruntime provider {options.provider} ({provider}) is not available here "
+                             f"(available: {', '.join(ort.get_available_providers())})")
+        if options.io_binding and options.provider == "cpu":
+            raise SkipConfig("io_binding binds to a device: it needs provider cuda or tensorrt")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[options.graph_optimization])
+        if options.intra_op_threads:
+            so.intra_op_num_threads = options.intra_op_threads
+        session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=[provider])
+        used = session.get_providers()
+        if used[0] != provider:  # onnxruntime falls back to the CPU when a provider fails to start
+            raise SkipConfig(f"onnxruntime provider {options.provider} did not start here (the session runs on "
+                             f"{', '.join(used)})")
+        names = [i.name for i in session.get_inputs()]
+        wanted = {f"input_{i}": i for i in range(len(names) + 64)}  # input_<k>: the call's k-th tensor
+
+        def run(arrays: list) -> list:
+            feed = {n: arrays[wanted[n]] for n in names}
+            if not options.io_binding:
+                return session.run(None, feed)
+            binding = session.io_binding()
+            for n, a in feed.items():
+                binding.bind_cpu_input(n, a)
+            for out in session.get_outputs():
+                binding.bind_output(out.name, "cuda")
+            session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()
+
+        return run, {"providers": used, "graph_optimization": options.graph_optimization,
+                     "intra_op_threads": so.intra_op_num_threads, "io_binding": options.io_binding,
+                     "fp16": options.fp16}
+
+
+class OnnxRuntimeBackend:
+    """The engine of the ``onnxruntime`` backend (declared in ``t2ibench.backends.onnxruntime``)."""
+
+    name = "onnxruntime"
+
+    def load(self, model: str, knobs: Knobs, device: str, *, trust_remote_code: bool = False):
+        why = missing_packages(PACKAGES, EXTRA)
+        if why:
+            raise SkipConfig(f"backend 'onnxruntime' {why}")
+        return load_exported(OnnxExport(), model, knobs, device, trust_remote_code=trust_remote_code)

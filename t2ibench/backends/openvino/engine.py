@@ -1,0 +1,107 @@
+"""The openvino engine: each network converted with ``openvino.convert_model`` and saved as IR in the export
+cache (weights compressed with nncf when asked), compiled with ``openvino.Core().compile_model``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from t2ibench.backends import Finding
+from t2ibench.backends.exported import load_exported, missing_packages
+from t2ibench.backends.openvino import PACKAGES
+from t2ibench.errors import SkipConfig
+
+if TYPE_CHECKING:
+    from t2ibench.suites.knobs import Knobs
+
+EXTRA = "openvino"
+
+
+def preflight(model: str, knobs: Knobs, device: str | None) -> list[Finding]:
+    from t2ibench.backends.exported import engine_options
+
+    why = missing_packages(_needed(engine_options(knobs)), EXTRA)
+    return [Finding("skip", "backend", f"backend 'openvino' {why}")] if why else []
+
+
+class OpenVINOExport:
+    """The :class:`~t2ibench.backends.exported.ExportEngine` of OpenVINO."""
+
+    name = "openvino"
+    export_fields = ("weight_compression",)
+    packages = PACKAGES
+
+    def export(self, module, examples: tuple, folder: Path, options) -> None:
+        import openvino as ov
+
+        model = ov.convert_model(module, example_input=examples)
+        if options.weight_compression:
+            import nncf
+
+            mode = {"int8": nncf.CompressWeightsMode.INT8_ASYM, "int4": nncf.CompressWeightsMode.INT4_SYM}
+            model = nncf.compress_weights(model, mode=mode[options.weight_compression])
+        ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
+
+    def compile(self, folder: Path, options, shapes: list | None):
+        import openvino as ov
+
+        core = ov.Core()
+        _check_device(core, options.device)
+        model = core.read_model(folder / "model.xml")
+        if shapes is not None:
+            model.reshape({port: ov.PartialShape(shape) for port, shape in zip(model.inputs, shapes)})
+        config = {}
+        if options.inference_precision:
+            config["INFERENCE_PRECISION_HINT"] = options.inference_precision
+        if options.num_streams:
+            config["NUM_STREAMS"] = str(options.num_streams)
+        if options.threads:
+            config["INFERENCE_NUM_THREADS"] = str(options.threads)
+        compiled = core.compile_model(model, options.device, config)
+        n_inputs = len(compiled.inputs)
+
+        def run(arrays: list) -> list:
+            if len(arrays) != n_inputs:
+                raise RuntimeError(f"the IR in {folder} has {n_inputs} inputs, the call {len(arrays)}")
+            return list(compiled(arrays).to_tuple())
+
+        return run, observed(compiled, options, shapes)
+
+
+def observed(compiled, options, shapes) -> dict:
+    """What the compiled model really uses: its devices, inference precision, streams and threads."""
+    facts = {"devices": list(compiled.get_property("EXECUTION_DEVICES"))}
+    try:  # AUTO answers for the device it picked; a property some plugin lacks is left out
+        facts["inference_precision"] = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        facts["num_streams"] = int(compiled.get_property("NUM_STREAMS"))
+        facts["threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+    except RuntimeError:
+        pass
+    facts["static_shapes"] = shapes
+    facts["weight_compression"] = options.weight_compression
+    return facts
+
+
+class OpenVINOBackend:
+    """The engine of the ``openvino`` backend (declared in ``t2ibench.backends.openvino``)."""
+
+    name = "openvino"
+
+    def load(self, model: str, knobs: Knobs, device: str, *, trust_remote_code: bool = False):
+        from t2ibench.backends.exported import engine_options
+
+        options = engine_options(knobs)
+        why = missing_packages(_needed(options), EXTRA)
+        if why:
+            raise SkipConfig(f"backend 'openvino' {why}")
+        return load_exported(OpenVINOExport(), model, knobs, device, trust_remote_code=trust_remote_code)
+
+
+def _needed(options) -> dict[str, str]:
+    return PACKAGES if options.weight_compression else {"openvino": "openvino"}
+
+
+def _check_device(core, device: str) -> None:
+    available = core.available_devices
+    if device != "AUTO" and not any(d == device or d.startswith(device + ".") for d in available):
+        raise SkipConfig(f"openvino device {device} is not available here (available: {', '.join(available)})")
