@@ -25,11 +25,15 @@ fake_backend.register()
 
 # --- backends ------------------------------------------------------------------------------------
 
-MODELS = {"torch": "random:tiny-sd", "fake": "fake:model"}
+MODELS = {"torch": "random:tiny-sd", "fake": "fake:model", "openvino": "random:tiny-sd", "onnxruntime": "random:tiny-sd"}
 BASE = dict(steps=2, width=32, height=32, guidance_scale=5.0)
+_EXPORT_PACKAGES = {"openvino": ("openvino",), "onnxruntime": ("onnx", "onnxscript", "onnxruntime")}
+BACKEND_NAMES = ["torch", "fake", *(pytest.param(name, marks=pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in modules), reason=f"backend {name}'s package is not installed"))
+    for name, modules in _EXPORT_PACKAGES.items())]
 
 
-@pytest.fixture(scope="module", params=["torch", "fake"])
+@pytest.fixture(scope="module", params=BACKEND_NAMES)
 def loaded(request):
     spec = BACKENDS.get(request.param)
     knobs = Knobs(backend=request.param, **BASE)

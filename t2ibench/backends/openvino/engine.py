@@ -32,12 +32,20 @@ class OpenVINOExport:
     packages = PACKAGES
 
     def export(self, module, examples: tuple, folder: Path, options) -> None:
-        import openvino as ov
+        import warnings
 
-        model = ov.convert_model(module, example_input=examples)
+        import openvino as ov
+        import torch
+
+        with warnings.catch_warnings():  # TorchScript's notes on shape checks it records as constants
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            model = ov.convert_model(module, example_input=examples)
         if options.weight_compression:
+            import logging
+
             import nncf
 
+            nncf.set_log_level(logging.WARNING)  # not its table of bit widths on every export
             mode = {"int8": nncf.CompressWeightsMode.INT8_ASYM, "int4": nncf.CompressWeightsMode.INT4_SYM}
             model = nncf.compress_weights(model, mode=mode[options.weight_compression])
         ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
