@@ -24,6 +24,7 @@ is a :class:`~t2ibench.backends.torch.engine.TorchModel` whose networks are swap
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -137,29 +138,29 @@ class ExportEngine(Protocol):
         ``shapes``: static input shapes to compile for, or None."""
 
 
-class _Flat:
-    """The network as a function of its tensor inputs alone, returning a tuple of tensors (what is exported)."""
+def flat_module(target, method: str, inputs: dict):
+    """``target``'s ``method`` as a function of the call's tensors alone, returning a tuple of tensors: what is
+    exported (the call's other arguments are constants of the graph)."""
+    import torch
 
-    @staticmethod
-    def module(target, method: str, inputs: dict):
-        import torch
+    class Flat(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.target = target
 
-        class Flat(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.target = target
+        def forward(self, *tensors):
+            args, kwargs = unflatten(inputs, list(tensors))
+            fn = self.target if method == "forward" else getattr(self.target, method)
+            leaves: list = []
+            flatten(fn(*args, **kwargs), leaves)
+            return tuple(leaves)
 
-            def forward(self, *tensors):
-                args, kwargs = unflatten(inputs, list(tensors))
-                fn = self.target if method == "forward" else getattr(self.target, method)
-                leaves: list = []
-                flatten(fn(*args, **kwargs), leaves)
-                return tuple(leaves)
-
-        return Flat().eval()
+    return Flat().eval()
 
 
-def _swapped_base():
+@functools.cache
+def swapped_module_class() -> type:
+    """The class of the stand-ins (defined on first use: torch is imported only when a run needs it)."""
     import torch
 
     class SwappedModule(torch.nn.Module):
@@ -313,7 +314,7 @@ def export_pipeline(pipe, knobs: Knobs, engine: ExportEngine, options, folder: P
             continue  # not called when generating (an image encoder, a safety checker): stays as it is
         inputs, examples, output = _example(name, found[name])
         method = "decode" if name == "vae" else "forward"
-        flat = _Flat.module(module, method, inputs)
+        flat = flat_module(module, method, inputs)
         (tmp / name).mkdir()
         with torch.no_grad():
             engine.export(flat, tuple(examples), tmp / name, options)
@@ -431,7 +432,7 @@ def load_exported(engine: ExportEngine, model: str, knobs: Knobs, device: str, *
         exports = export_pipeline(pipe, knobs, engine, options, folder)
         export_ms = (time.perf_counter() - t0) * 1000.0
     swapped = {}
-    SwappedModule = _swapped_base()
+    SwappedModule = swapped_module_class()
     for export in exports:
         swapped[export.name] = SwappedModule(export, getattr(pipe, export.name), torch.float32)
         setattr(pipe, export.name, swapped[export.name])

@@ -64,11 +64,11 @@ class OnnxExport:
         if used[0] != provider:  # onnxruntime falls back to the CPU when a provider fails to start
             raise SkipConfig(f"onnxruntime provider {options.provider} did not start here (the session runs on "
                              f"{', '.join(used)})")
-        names = [i.name for i in session.get_inputs()]
-        wanted = {f"input_{i}": i for i in range(len(names) + 64)}  # input_<k>: the call's k-th tensor
+        # input_<k> is the call's k-th tensor (the exporter may drop an input the graph does not use)
+        inputs = {i.name: int(i.name.removeprefix("input_")) for i in session.get_inputs()}
 
         def run(arrays: list) -> list:
-            feed = {n: arrays[wanted[n]] for n in names}
+            feed = {name: arrays[k] for name, k in inputs.items()}
             if not options.io_binding:
                 return session.run(None, feed)
             binding = session.io_binding()

@@ -46,8 +46,13 @@ class OpenVINOExport:
             import nncf
 
             nncf.set_log_level(logging.WARNING)  # not its table of bit widths on every export
-            mode = {"int8": nncf.CompressWeightsMode.INT8_ASYM, "int4": nncf.CompressWeightsMode.INT4_SYM}
-            model = nncf.compress_weights(model, mode=mode[options.weight_compression])
+            if options.weight_compression == "int8":
+                model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+            else:  # group-wise (128): a layer whose channels 128 does not divide gets the largest group that does
+                from nncf.quantization.advanced_parameters import AdvancedCompressionParameters
+
+                adjust = AdvancedCompressionParameters(group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST)
+                model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM, advanced_parameters=adjust)
         ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
 
     def compile(self, folder: Path, options, shapes: list | None):
