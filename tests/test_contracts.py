@@ -25,7 +25,8 @@ fake_backend.register()
 
 # --- backends ------------------------------------------------------------------------------------
 
-MODELS = {"torch": "random:tiny-sd", "fake": "fake:model", "openvino": "random:tiny-sd", "onnxruntime": "random:tiny-sd"}
+MODELS = {"torch": "random:tiny-sd", "fake": "fake:model", "openvino": "random:tiny-sd",
+          "onnxruntime": "random:tiny-sd"}
 BASE = dict(steps=2, width=32, height=32, guidance_scale=5.0)
 _EXPORT_PACKAGES = {"openvino": ("openvino",), "onnxruntime": ("onnx", "onnxscript", "onnxruntime")}
 BACKEND_NAMES = ["torch", "fake", *(pytest.param(name, marks=pytest.mark.skipif(

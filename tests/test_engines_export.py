@@ -31,7 +31,10 @@ CONFIGS = [
     {"name": "ort-tensorrt", "backend": "onnxruntime", "provider": "tensorrt"},
     {"name": "ort-io-binding-cpu", "backend": "onnxruntime", "io_binding": True},
     {"name": "ov-gpu", "backend": "openvino", "device": "GPU"},
+    {"name": "torch-ddim", "scheduler": "ddim"},  # integer timesteps (the export was traced with euler's floats)
+    {"name": "ort-ddim", "backend": "onnxruntime", "scheduler": "ddim"},
 ]
+CACHED = ("ov-f32", "ov-int8", "ort")  # the second run
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +43,10 @@ def runs(tmp_path_factory, write_suite_module):
     cache = tmp_path_factory.mktemp("export-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("T2IBENCH_CACHE", str(cache))
-        path = write_suite_module()
-        cold = t2ibench.run(path, out=tmp_path_factory.mktemp("cold"), device="cpu", metrics=False)
-        hot = t2ibench.run(path, out=tmp_path_factory.mktemp("hot"), device="cpu", metrics=False)
+        cold = t2ibench.run(write_suite_module(CONFIGS), out=tmp_path_factory.mktemp("cold"), device="cpu",
+                            metrics=False)
+        again = [c for c in CONFIGS if c["name"] in CACHED]
+        hot = t2ibench.run(write_suite_module(again), out=tmp_path_factory.mktemp("hot"), device="cpu", metrics=False)
     return cold, hot, cache
 
 
@@ -52,10 +56,10 @@ def write_suite_module(tmp_path_factory):
 
     from conftest import suite_dict
 
-    def write():
+    def write(configs: list[dict]):
         path = tmp_path_factory.mktemp("suite") / "engines.yaml"
         data = suite_dict(name="engines", prompts=["a red cube on a table", "a lighthouse at dusk"], seeds=[0],
-                          include=CONFIGS, timing={"warmup": 0, "repeats": 1})
+                          include=configs, timing={"warmup": 0, "repeats": 1})
         data["defaults"]["steps"] = STEPS
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
@@ -81,15 +85,17 @@ def _diff(run, a: str, b: str) -> tuple[float, float]:
     return float(d.mean()), float(d.max())
 
 
-@pytest.mark.parametrize("config", ["ov-f32", "ov-f32-static", "ort"])
-def test_fp32_images_are_close_to_the_torch_backend(runs, config):
+@pytest.mark.parametrize("config,torch_config", [("ov-f32", "torch"), ("ov-f32-static", "torch"), ("ort", "torch"),
+                                                 ("ort-ddim", "torch-ddim")])
+def test_fp32_images_are_close_to_the_torch_backend(runs, config, torch_config):
     """Same prompts and seeds, fp32 everywhere: the exported pipelines reproduce torch's pixels (0..255).
 
-    Measured on the 2-core CI box (64x64, 3 steps, 2 images): ov-f32 and ov-f32-static mean 0.0 max 0,
-    ort mean 0.0001 max 1. The bound leaves room for another CPU's kernels."""
+    Measured on the 2-core dev box (64x64, 3 steps, 2 images, 24576 values): ov-f32 mean 0.00004 max 1 (one value
+    off by one), ov-f32-static 0 and 0, ort mean 0.00004 max 1, ort-ddim 0 and 0. The bound leaves room for
+    another CPU's kernels; OpenVINO's default bf16 on this CPU gives mean 0.9 max 8."""
     cold, _, _ = runs
-    mean, max_ = _diff(cold, "torch", config)
-    print(f"{config}: mean {mean:.4f} max {max_:.0f}")
+    mean, max_ = _diff(cold, torch_config, config)
+    print(f"{config}: mean {mean:.6f} max {max_:.0f}")
     assert mean < 0.05 and max_ <= 3
 
 
@@ -104,8 +110,8 @@ def test_int8_weights_change_the_images_a_little_and_shrink_the_ir(runs):
         sizes[name] = (cache / "exports" / "openvino" / key / "unet" / "model.bin").stat().st_size
     assert sizes["ov-int8"] < 0.5 * sizes["ov-f32"]
     mean, _ = _diff(cold, "torch", "ov-int8")
-    print(f"ov-int8: mean {mean:.4f}")
-    assert mean < 5  # measured 0.3 (random weights); an unrelated image differs by about 60
+    print(f"ov-int8: mean {mean:.4f} max {_diff(cold, 'torch', 'ov-int8')[1]:.0f}")
+    assert mean < 5  # measured mean 0.61 max 5 (random weights)
 
 
 @pytest.mark.parametrize("config", ["ov-f32", "ov-f32-static", "ov-int8", "ort"])
@@ -137,12 +143,12 @@ def test_what_the_engine_ran_is_recorded(runs):
 
 def test_second_run_finds_the_exports_in_the_cache(runs):
     cold, hot, _ = runs
-    for config in ("ov-f32", "ov-int8", "ort"):
+    for config in CACHED:
         first, second = _results(cold).loc[config], _results(hot).loc[config]
         assert not json.loads(first["applied"])["export"]["cache_hit"]
         assert json.loads(second["applied"])["export"]["cache_hit"]
         print(f"{config}: export_ms cold {first['export_ms']:.0f}, cached {second['export_ms']:.2f}")
-        assert second["export_ms"] < 100 < first["export_ms"]
+        assert second["export_ms"] < 100 < first["export_ms"]  # measured: 7-19 s cold, 0.3 ms cached
         assert second["load_ms"] < first["load_ms"]
     # the cache hit gives the same pixels
     assert _images(cold, "ort").keys() == _images(hot, "ort").keys()
