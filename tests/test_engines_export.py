@@ -193,3 +193,38 @@ def test_other_precisions_are_skipped():
     with pytest.raises(SkipConfig, match="exports the fp32 model"):
         BACKENDS.get("onnxruntime").make_engine().load("random:tiny-sd", Knobs(backend="onnxruntime",
                                                                                precision="fp16"), "cpu")
+
+
+@pytest.mark.parametrize("backend,extra", [("openvino", {"inference_precision": "f32"}), ("onnxruntime", {})])
+def test_profile_traces_one_call_with_the_engine_profiler(runs, backend, extra, tmp_path, monkeypatch):
+    """onnxruntime's session profiling and OpenVINO's per-layer counters: the trace parses, every network's
+    operators are there, the UNet's convolutions ran a multiple of the steps, and the calls after are unchanged."""
+    import gzip
+    import time
+
+    from t2ibench.backends import BACKENDS
+    from t2ibench.suites.knobs import Knobs
+
+    monkeypatch.setenv("T2IBENCH_CACHE", str(runs[2]))  # the module's exports
+    knobs = Knobs(backend=backend, steps=STEPS, width=64, height=64, guidance_scale=5.0, **extra)
+    model = BACKENDS.get(backend).make_engine().load("random:tiny-sd", knobs, "cpu")
+    try:
+        assert model.export_info.cache_hit
+        model.configure(knobs)
+        before = model.generate(["a red cube"], [0], knobs).images[0].pixels
+        t0 = time.perf_counter()
+        ops = model.profile(["a red cube"], [0], knobs, tmp_path / "trace.json.gz")
+        wall_ms = (time.perf_counter() - t0) * 1000.0
+        after = model.generate(["a red cube"], [0], knobs).images[0].pixels
+    finally:
+        model.close()
+    with gzip.open(tmp_path / "trace.json.gz", "rt") as f:
+        events = json.load(f)["traceEvents"]
+    assert any(e.get("ph") == "X" for e in events)
+    assert ops == sorted(ops, key=lambda o: (-o.self_ms, o.name)) and all(o.self_ms >= 0 for o in ops)
+    assert {o.name.split(":")[0] for o in ops} == {"text_encoder", "unet", "vae"}
+    unet = [o for o in ops if o.name.startswith("unet:")]
+    convolutions = [o for o in unet if "Conv" in o.name]  # (OpenVINO runs shape nodes only when shapes change)
+    assert convolutions and all(o.calls % STEPS == 0 for o in convolutions)
+    assert sum(o.self_ms for o in ops) < wall_ms  # the operators ran inside the profiled call
+    assert np.array_equal(before, after)

@@ -28,6 +28,21 @@ class CallOutcome:
     cache_hit_rate: float | None = None  # denoiser blocks a step cache skipped / blocks the call would run
 
 
+@dataclass(frozen=True)
+class ProfiledOp:
+    """One operator of a profiled call, summed over its calls; times in ms on ``device`` (cpu | cuda | …).
+
+    ``self_ms`` excludes the operators it called, ``total_ms`` includes them. ``shapes``: the input shapes
+    of its costliest shape group, as text (empty when the profiler does not record them)."""
+
+    name: str
+    self_ms: float
+    total_ms: float
+    calls: int
+    shapes: str = ""
+    device: str = "cpu"
+
+
 class LoadedModel(Protocol):
     """A model loaded for one load key; runtime knobs are applied per config and undone for the next."""
 

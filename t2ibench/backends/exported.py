@@ -137,6 +137,10 @@ class ExportEngine(Protocol):
         """A runner for the exported network in ``folder`` and what was observed of it (``applied``).
         ``shapes``: static input shapes to compile for, or None."""
 
+    def profiled(self, folder: Path, options, shapes: list | None, tmp: Path) -> tuple[Runner, Callable]:
+        """A runner with the engine's profiler on, and a function that, after the calls, returns the trace
+        events (Chrome trace format) and ``(operator, self ms)`` per executed operator."""
+
 
 def flat_module(target, method: str, inputs: dict):
     """``target``'s ``method`` as a function of the call's tensors alone, returning a tuple of tensors: what is
@@ -345,6 +349,7 @@ class ExportedModel(TorchModel):
         self.export_ms = info.export_ms
         self.swapped = swapped  # pipeline attribute → SwappedModule
         self._runners: dict[tuple, tuple[Runner, dict]] = {}
+        self._shapes: dict = {}  # the config's static input shapes per network (static_shapes), else empty
         super().__init__(pipe, spec, "cpu", "fp32")
 
     def _reset(self) -> None:
@@ -365,6 +370,7 @@ class ExportedModel(TorchModel):
         if knobs.cache_text_embeddings:
             self._cache_encode_prompt()
         shapes = self._static_shapes(knobs, options) if getattr(options, "static_shapes", False) else {}
+        self._shapes = shapes
         compiled = {}
         for name, module in self.swapped.items():
             module.runner, compiled[name] = self._runner(name, options, shapes.get(name))
@@ -380,6 +386,43 @@ class ExportedModel(TorchModel):
             runner, facts = self.engine.compile(self.export_info.folder / name, options, shapes)
             self._runners[key] = runner, dict(facts, compile_ms=round((time.perf_counter() - t0) * 1000.0, 3))
         return self._runners[key]
+
+    def profile(self, prompts: list[str], seeds: list[int], knobs: Knobs, path: Path) -> list:
+        """One more call, untimed, with the engine's own profiler on (onnxruntime's session profiling, OpenVINO's
+        per-layer performance counters): the trace events of every network as a gzipped Chrome trace at
+        ``path``, and the operators (``network:operator type``) by self time, the costliest first."""
+        import gzip
+        import tempfile
+
+        from t2ibench.backends.engine import ProfiledOp
+
+        options = engine_options(knobs)
+        device = str(getattr(options, "device", None) or getattr(options, "provider", "cpu")).lower()
+        saved = {name: module.runner for name, module in self.swapped.items()}
+        events: list[dict] = []
+        totals: dict[str, list] = {}
+        with tempfile.TemporaryDirectory(prefix="t2ibench-profile-") as tmp:
+            collect = {}
+            for name, module in self.swapped.items():
+                module.runner, collect[name] = self.engine.profiled(self.export_info.folder / name, options,
+                                                                    self._shapes.get(name), Path(tmp))
+            try:
+                self._runnable_call(prompts, seeds, knobs)
+            finally:
+                for name, module in self.swapped.items():
+                    module.runner = saved[name]
+            for pid, (name, done) in enumerate(collect.items()):
+                trace, ops = done()
+                events += [dict(e, pid=pid) for e in trace]
+                events.append({"name": "process_name", "ph": "M", "pid": pid, "args": {"name": name}})
+                for op, ms in ops:
+                    total = totals.setdefault(f"{name}:{op}", [0.0, 0])
+                    total[0] += ms
+                    total[1] += 1
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            json.dump({"traceEvents": events}, f)
+        ops = [ProfiledOp(name=k, self_ms=v[0], total_ms=v[0], calls=v[1], device=device) for k, v in totals.items()]
+        return sorted(ops, key=lambda op: (-op.self_ms, op.name))
 
     def _static_shapes(self, knobs: Knobs, options) -> dict:
         """The input shapes of each network in a call of this config, seen in one untimed one-step call of the

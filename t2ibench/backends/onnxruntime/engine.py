@@ -46,7 +46,7 @@ class OnnxExport:
 
             onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(path))
 
-    def compile(self, folder: Path, options, shapes: list | None):
+    def compile(self, folder: Path, options, shapes: list | None, profile_prefix: str | None = None):
         import onnxruntime as ort
 
         provider = PROVIDERS[options.provider]
@@ -59,6 +59,9 @@ class OnnxExport:
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[options.graph_optimization])
         if options.intra_op_threads:
             so.intra_op_num_threads = options.intra_op_threads
+        if profile_prefix:
+            so.enable_profiling = True
+            so.profile_file_prefix = profile_prefix
         session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=[provider])
         used = session.get_providers()
         if used[0] != provider:  # onnxruntime falls back to the CPU when a provider fails to start
@@ -79,9 +82,25 @@ class OnnxExport:
             session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()
 
+        if profile_prefix:
+            return run, session
         return run, {"providers": used, "graph_optimization": options.graph_optimization,
                      "intra_op_threads": so.intra_op_num_threads, "io_binding": options.io_binding,
                      "fp16": options.fp16}
+
+    def profiled(self, folder: Path, options, shapes: list | None, tmp: Path):
+        """onnxruntime's session profiling: its own Chrome trace, and each node's kernel time by operator type."""
+        run, session = self.compile(folder, options, shapes, profile_prefix=str(tmp / f"ort-{folder.name}"))
+
+        def collect():
+            import json
+
+            events = json.loads(Path(session.end_profiling()).read_text())
+            ops = [(e["args"]["op_name"], e["dur"] / 1000.0) for e in events
+                   if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and "op_name" in e["args"]]
+            return events, ops
+
+        return run, collect
 
 
 class OnnxRuntimeBackend:

@@ -55,7 +55,7 @@ class OpenVINOExport:
                 model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM, advanced_parameters=adjust)
         ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
 
-    def compile(self, folder: Path, options, shapes: list | None):
+    def compile(self, folder: Path, options, shapes: list | None, profile: bool = False):
         import openvino as ov
 
         core = ov.Core()
@@ -70,15 +70,41 @@ class OpenVINOExport:
             config["NUM_STREAMS"] = str(options.num_streams)
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = str(options.threads)
+        if profile:
+            config["PERF_COUNT"] = True
         compiled = core.compile_model(model, options.device, config)
         n_inputs = len(compiled.inputs)
+        request = compiled.create_infer_request()
+        counters: list = []  # with profile: each inference's per-layer counters
 
         def run(arrays: list) -> list:
             if len(arrays) != n_inputs:
                 raise RuntimeError(f"the IR in {folder} has {n_inputs} inputs, the call {len(arrays)}")
-            return list(compiled(arrays).to_tuple())
+            outputs = [o.copy() for o in request.infer(arrays).to_tuple()]
+            if profile:
+                counters.append(request.get_profiling_info())
+            return outputs
 
-        return run, observed(compiled, options, shapes)
+        return run, (counters if profile else observed(compiled, options, shapes))
+
+    def profiled(self, folder: Path, options, shapes: list | None, tmp: Path):
+        """Per-layer performance counters: one trace event per executed layer, laid end to end per inference."""
+        run, counters = self.compile(folder, options, shapes, profile=True)
+
+        def collect():
+            events, ops, t = [], [], 0.0
+            for infer in counters:
+                for layer in infer:
+                    ms = layer.real_time.total_seconds() * 1000.0
+                    if str(layer.status).endswith("NOT_RUN"):
+                        continue
+                    events.append({"name": layer.node_name, "cat": layer.node_type, "ph": "X", "ts": t * 1000.0,
+                                   "dur": ms * 1000.0, "tid": 0, "args": {"exec_type": layer.exec_type}})
+                    ops.append((layer.node_type, ms))
+                    t += ms
+            return events, ops
+
+        return run, collect
 
 
 def observed(compiled, options, shapes) -> dict:
