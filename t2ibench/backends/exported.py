@@ -313,17 +313,20 @@ def export_pipeline(pipe, knobs: Knobs, engine: ExportEngine, options, folder: P
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     exports = []
-    for name, module in networks(pipe).items():
-        if name not in found:
-            continue  # not called when generating (an image encoder, a safety checker): stays as it is
-        inputs, examples, output = _example(name, found[name])
-        method = "decode" if name == "vae" else "forward"
-        flat = flat_module(module, method, inputs)
-        (tmp / name).mkdir()
-        with torch.no_grad():
-            engine.export(flat, tuple(examples), tmp / name, options)
-        exports.append(NetworkExport(name, method, inputs, [str(t.numpy().dtype) for t in examples], output))
-    (tmp / "manifest.json").write_text(json.dumps([e.__dict__ for e in exports], indent=1))
+    try:
+        for name, module in networks(pipe).items():
+            if name not in found:
+                continue  # not called when generating (an image encoder, a safety checker): stays as it is
+            inputs, examples, output = _example(name, found[name])
+            method = "decode" if name == "vae" else "forward"
+            (tmp / name).mkdir()
+            with torch.no_grad():
+                engine.export(flat_module(module, method, inputs), tuple(examples), tmp / name, options)
+            exports.append(NetworkExport(name, method, inputs, [str(t.numpy().dtype) for t in examples], output))
+        (tmp / "manifest.json").write_text(json.dumps([e.__dict__ for e in exports], indent=1))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.replace(tmp, folder)
     except OSError:  # another process wrote the same key meanwhile: theirs is as good
@@ -462,8 +465,9 @@ def load_exported(engine: ExportEngine, model: str, knobs: Knobs, device: str, *
     if knobs.precision != "fp32":
         raise SkipConfig(f"backend '{engine.name}' exports the fp32 model; precision '{knobs.precision}' is the "
                          "engine's own option there")
-    # built on the run's device (random: weights are drawn per device, as the torch backend's), run from the CPU
-    pipe = load_pipeline(model, precision="fp32", vae=knobs.vae, device=device, trust_remote_code=trust_remote_code)
+    # a random: pipeline is built on the run's device (its weights are drawn per device, as the torch backend's)
+    build_on = device if ModelSpec.parse(model).is_random else "cpu"
+    pipe = load_pipeline(model, precision="fp32", vae=knobs.vae, device=build_on, trust_remote_code=trust_remote_code)
     pipe.to("cpu")
     folder = cache_root() / "exports" / engine.name / fingerprint(pipe, engine, options)[:24]
     t0 = time.perf_counter()  # export_ms: the cache lookup, and on a miss the traced call and the exports
