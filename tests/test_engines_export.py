@@ -186,13 +186,16 @@ def test_a_missing_package_is_a_skip_that_names_the_extra(backend, module, extra
     assert finding.level == "skip" and f"t2ibench[{extra}]" in finding.message
 
 
-def test_other_precisions_are_skipped():
+def test_other_precisions_and_vae_slicing_are_skipped_by_the_preflight_and_the_engine():
     from t2ibench.backends import BACKENDS
     from t2ibench.suites.knobs import Knobs
 
-    with pytest.raises(SkipConfig, match="exports the fp32 model"):
-        BACKENDS.get("onnxruntime").make_engine().load("random:tiny-sd", Knobs(backend="onnxruntime",
-                                                                               precision="fp16"), "cpu")
+    for backend in ("openvino", "onnxruntime"):
+        knobs = Knobs(backend=backend, precision="fp16", vae_tiling=True)
+        findings = BACKENDS.get(backend).check_config("random:tiny-sd", knobs, "cpu")
+        assert [(f.level, f.knob) for f in findings] == [("skip", "precision"), ("skip", "vae_tiling")]
+        with pytest.raises(SkipConfig, match="exports the fp32 model"):
+            BACKENDS.get(backend).make_engine().load("random:tiny-sd", knobs, "cpu")
 
 
 @pytest.mark.parametrize("backend,extra", [("openvino", {"inference_precision": "f32"}), ("onnxruntime", {})])

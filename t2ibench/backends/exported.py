@@ -68,6 +68,28 @@ def missing_packages(packages: dict[str, str], extra: str) -> str | None:
     return f"needs {', '.join(missing)}: pip install 't2ibench[{extra}]'"
 
 
+def unsupported_knobs(backend: str, knobs: Knobs) -> list[tuple[str, str]]:
+    """(knob, why) for the common knobs an export engine cannot honour: the preflight and the engine say the same."""
+    found = []
+    if knobs.precision != "fp32":
+        found.append(("precision", f"backend '{backend}' exports the fp32 model; precision '{knobs.precision}' is "
+                                   "the engine's own option there"))
+    for knob in ("vae_slicing", "vae_tiling"):
+        if getattr(knobs, knob):
+            found.append((knob, f"{knob} is a feature of the torch VAE; backend '{backend}' runs the exported "
+                                "decoder whole"))
+    return found
+
+
+def preflight_findings(backend: str, knobs: Knobs, packages: dict[str, str], extra: str) -> list:
+    """The skips a config of an export engine always meets here: a missing package, an unsupported knob."""
+    from t2ibench.backends import Finding
+
+    why = missing_packages(packages, extra)
+    found = [Finding("skip", "backend", f"backend '{backend}' {why}")] if why else []
+    return found + [Finding("skip", knob, message) for knob, message in unsupported_knobs(backend, knobs)]
+
+
 # -- call structure: the tensors of a call, and everything else as JSON constants ------------------------
 def flatten(value: Any, leaves: list) -> Any:
     """The structure of ``value`` as JSON, with its tensors appended to ``leaves`` (in order)."""
@@ -363,10 +385,8 @@ class ExportedModel(TorchModel):
         from t2ibench.backends.torch.schedulers import build_scheduler
 
         self._reset()
-        for knob in ("vae_slicing", "vae_tiling"):
-            if getattr(knobs, knob):
-                raise SkipConfig(f"{knob} is a feature of the torch VAE; backend '{self.engine.name}' runs the "
-                                 "exported decoder whole")
+        for _, why in unsupported_knobs(self.engine.name, knobs):
+            raise SkipConfig(why)
         options = engine_options(knobs)
         if knobs.scheduler:
             self.pipe.scheduler = build_scheduler(knobs.scheduler, self._original_scheduler)
@@ -462,9 +482,8 @@ def load_exported(engine: ExportEngine, model: str, knobs: Knobs, device: str, *
     from t2ibench.backends.torch.loading import ModelSpec, load_pipeline
 
     options = engine_options(knobs)
-    if knobs.precision != "fp32":
-        raise SkipConfig(f"backend '{engine.name}' exports the fp32 model; precision '{knobs.precision}' is the "
-                         "engine's own option there")
+    if knobs.precision != "fp32":  # a load-time knob: the whole load group
+        raise SkipConfig(unsupported_knobs(engine.name, knobs)[0][1])
     # a random: pipeline is built on the run's device (its weights are drawn per device, as the torch backend's)
     build_on = device if ModelSpec.parse(model).is_random else "cpu"
     pipe = load_pipeline(model, precision="fp32", vae=knobs.vae, device=build_on, trust_remote_code=trust_remote_code)

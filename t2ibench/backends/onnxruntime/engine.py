@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from t2ibench.backends import Finding
-from t2ibench.backends.exported import load_exported, missing_packages
+from t2ibench.backends.exported import load_exported, missing_packages, preflight_findings
 from t2ibench.backends.onnxruntime import GRAPH_OPTIMIZATION, PACKAGES, PROVIDERS
 from t2ibench.errors import SkipConfig
 
@@ -20,8 +20,7 @@ _LEVELS = dict(zip(GRAPH_OPTIMIZATION, ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "
 
 
 def preflight(model: str, knobs: Knobs, device: str | None) -> list[Finding]:
-    why = missing_packages(PACKAGES, EXTRA)
-    return [Finding("skip", "backend", f"backend 'onnxruntime' {why}")] if why else []
+    return preflight_findings("onnxruntime", knobs, PACKAGES, EXTRA)
 
 
 class OnnxExport:

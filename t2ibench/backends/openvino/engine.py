@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from t2ibench.backends import Finding
-from t2ibench.backends.exported import load_exported, missing_packages
+from t2ibench.backends.exported import engine_options, load_exported, missing_packages, preflight_findings
 from t2ibench.backends.openvino import PACKAGES
 from t2ibench.errors import SkipConfig
 
@@ -18,10 +18,7 @@ EXTRA = "openvino"
 
 
 def preflight(model: str, knobs: Knobs, device: str | None) -> list[Finding]:
-    from t2ibench.backends.exported import engine_options
-
-    why = missing_packages(_needed(engine_options(knobs)), EXTRA)
-    return [Finding("skip", "backend", f"backend 'openvino' {why}")] if why else []
+    return preflight_findings("openvino", knobs, _needed(engine_options(knobs)), EXTRA)
 
 
 class OpenVINOExport:
@@ -127,8 +124,6 @@ class OpenVINOBackend:
     name = "openvino"
 
     def load(self, model: str, knobs: Knobs, device: str, *, trust_remote_code: bool = False):
-        from t2ibench.backends.exported import engine_options
-
         options = engine_options(knobs)
         why = missing_packages(_needed(options), EXTRA)
         if why:
