@@ -17,6 +17,15 @@ os.environ.setdefault("T2IBENCH_OFFLINE", "1")
 TINY_PROMPTS = ["a red cube on a table", "a lighthouse at dusk", "a cat in sunglasses"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _export_cache(tmp_path_factory):
+    """The export engines' cache (OpenVINO IR, ONNX files) lives in a temporary folder for the session: each
+    tiny pipeline is exported once per session, and nothing is written to the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("T2IBENCH_CACHE", str(tmp_path_factory.mktemp("t2ibench-cache")))
+        yield
+
+
 def suite_dict(**overrides) -> dict:
     suite = {
         "name": "t",

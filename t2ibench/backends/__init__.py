@@ -102,7 +102,8 @@ def _resolve(path: str):
 
 BACKENDS: Registry[BackendSpec] = Registry("backend")
 
-_BUILTIN = ("t2ibench.backends.torch",)  # each module registers its spec on import
+# each module registers its spec on import
+_BUILTIN = ("t2ibench.backends.torch", "t2ibench.backends.openvino", "t2ibench.backends.onnxruntime")
 
 for _module in _BUILTIN:
     importlib.import_module(_module)

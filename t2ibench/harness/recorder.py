@@ -105,6 +105,7 @@ class StoreRecorder:
         self.store.update_config(
             config.config_id, status=status, reason=reason,
             load_ms=facts.get("load_ms"), warmup_ms=facts.get("warmup_ms"), compile_ms=facts.get("compile_ms"),
+            export_ms=facts.get("export_ms"),
             recompiles=facts.get("recompiles", 0),
             **({"applied": json.dumps(facts["applied"], sort_keys=True)} if facts.get("applied") else {}),
         )

@@ -107,7 +107,9 @@ class Worker:
         try:
             for task in group.configs:
                 try:
-                    self.run_config(model, spec, task, sink, {"load_ms": load_ms})
+                    # export_ms: the part of the load an export engine spent exporting (near 0 from its cache)
+                    self.run_config(model, spec, task, sink,
+                                    {"load_ms": load_ms, "export_ms": getattr(model, "export_ms", None)})
                 except UserError as e:  # that config is recorded as failed; the group's others still run
                     problems.extend(e.problems)
         finally:

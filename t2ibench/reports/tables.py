@@ -19,9 +19,9 @@ CELL_CSV_COLUMNS = [
 RESULT_FIGURES = ["n_ok", "n_failed", "latency_ms_p50", "latency_ms_p95", "latency_ms_mean", "images_per_s",
                   "peak_vram_mb", "peak_rss_mb"]
 RESULT_EXTRAS = ["pareto_note", "n_nan", "n_skipped", "status", "reason", "is_reference", "encode_ms_mean", "denoise_ms_mean",
-                 "decode_ms_mean", "step_ms_mean", "load_ms", "warmup_ms", "compile_ms", "recompiles", "random_weights",
-                 "cache_hit_rate", "applied", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high", "latency_cv",
-                 "latency_unstable", "upscale_ms_mean"]
+                 "decode_ms_mean", "step_ms_mean", "load_ms", "warmup_ms", "compile_ms", "export_ms", "recompiles",
+                 "random_weights", "cache_hit_rate", "applied", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high",
+                 "latency_cv", "latency_unstable", "upscale_ms_mean"]
 
 
 def against_reference_columns() -> set[str]:
@@ -78,6 +78,7 @@ def result_records(store: RunStore, objectives: dict | None = None) -> list[dict
             **latency.phase_means(my_calls),
             load_ms=cfg["load_ms"], warmup_ms=cfg["warmup_ms"], recompiles=cfg["recompiles"],
             compile_ms=cfg.get("compile_ms"),  # absent from a store written before the column, opened read-only
+            export_ms=cfg.get("export_ms"),
             random_weights=",".join(random_metrics),
             cache_hit_rate=_mean([c.get("cache_hit_rate") for c in my_calls if c["status"] == "ok"]),
             applied=json.dumps(cfg["applied"], sort_keys=True) if cfg.get("applied") else "",

@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS configs (
     config_id TEXT PRIMARY KEY, position INTEGER NOT NULL, name TEXT NOT NULL, model TEXT NOT NULL,
     knobs TEXT NOT NULL, is_reference INTEGER NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
     reason TEXT NOT NULL DEFAULT '', load_ms REAL, warmup_ms REAL, recompiles INTEGER NOT NULL DEFAULT 0,
-    compile_ms REAL, applied TEXT
+    compile_ms REAL, applied TEXT, export_ms REAL
 );
 CREATE TABLE IF NOT EXISTS cells (
     config_id TEXT NOT NULL, prompt_id TEXT NOT NULL, seed INTEGER NOT NULL, prompt TEXT NOT NULL,
@@ -71,8 +71,9 @@ CREATE TABLE IF NOT EXISTS metrics (
 # Columns added within schema version 1: a store written before them gets them (empty) when reopened.
 # ``applied``: what the engine observed of the config's knobs (JSON); ``cache_hit_rate``: the denoiser
 # blocks a step cache skipped in that call, as a fraction of the blocks the call would have run;
-# ``upscale_ms``: the call's upscale stage (part of its latency), empty without ``upscale:``.
-_ADDED_COLUMNS = {"configs": {"compile_ms": "REAL", "applied": "TEXT"},
+# ``upscale_ms``: the call's upscale stage (part of its latency), empty without ``upscale:``; ``export_ms``:
+# the part of load_ms an export engine (openvino, onnxruntime) spent exporting the model's networks.
+_ADDED_COLUMNS = {"configs": {"compile_ms": "REAL", "applied": "TEXT", "export_ms": "REAL"},
                   "calls": {"cache_hit_rate": "REAL", "upscale_ms": "REAL"}, "cells": {"upscale_ms": "REAL"}}
 
 
