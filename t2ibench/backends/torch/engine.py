@@ -383,7 +383,7 @@ class TorchModel:
             raise
         except Exception as e:
             if isinstance(e, RuntimeError) and "No available kernel" in str(e):
-                attention = knobs.options.attention
+                attention = getattr(knobs.options, "attention", "sdpa")
                 raise SkipConfig(f"attention '{attention}' has no kernel for this device/dtype/shape") from e
             if compiled is not None and compiled.backend != "inductor":
                 from t2ibench.backends.torch.compile_backends import compile_failure

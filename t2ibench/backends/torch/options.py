@@ -237,8 +237,8 @@ class TorchOptions(Frozen):
         return True if v == CompileOptions() else v
 
 
-def compile_options(options: TorchOptions) -> Optional[CompileOptions]:
-    """The config's compile settings, or None when it does not compile."""
-    if options.compile is True:
-        return CompileOptions()
-    return options.compile or None
+def compile_options(options) -> Optional[CompileOptions]:
+    """The config's compile settings, or None when it does not compile (or its backend has no ``compile``:
+    the export engines reuse the torch engine's call)."""
+    compile_ = getattr(options, "compile", False)
+    return CompileOptions() if compile_ is True else compile_ or None
