@@ -73,6 +73,21 @@ def _weights() -> Iterator[str]:
             os.environ["T2IBENCH_OFFLINE"] = saved
 
 
+def _openvino_devices() -> str:
+    import openvino as ov
+
+    return f"OpenVINO {ov.__version__}, devices: {', '.join(ov.Core().available_devices) or 'none'}"
+
+
+def _onnxruntime_providers() -> str:
+    import onnxruntime as ort
+
+    return f"onnxruntime {ort.__version__}, providers: {', '.join(ort.get_available_providers())}"
+
+
+_ENGINE_TARGETS = {"openvino": _openvino_devices, "onnxruntime": _onnxruntime_providers}
+
+
 def cuda_line(available: bool, built_with) -> str:
     """What doctor says of CUDA: whether a device is usable, and the CUDA version torch was built with."""
     build = f"torch built with CUDA {built_with}" if built_with else "a CPU-only torch build"
@@ -109,6 +124,8 @@ def report() -> Iterator[str]:
         missing = spec.missing()
         state = f"missing {', '.join(missing)} ({spec.install_hint()})" if missing else "available"
         yield f"  {name:14} {state}" + (f"  — {spec.description}" if spec.description and not missing else "")
+        if not missing and name in _ENGINE_TARGETS:
+            yield f"  {'':14} {_ENGINE_TARGETS[name]()}"
     from t2ibench.backends.torch.compile_backends import backend_problem
     from t2ibench.backends.torch.options import COMPILE_BACKENDS
 

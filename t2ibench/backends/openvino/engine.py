@@ -34,8 +34,9 @@ class OpenVINOExport:
         import openvino as ov
         import torch
 
-        with warnings.catch_warnings():  # TorchScript's notes on shape checks it records as constants
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        with warnings.catch_warnings():  # TorchScript's notes on shape checks it records as constants, and
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # torch's deprecation of the tracing that
+            warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")  # openvino calls
             model = ov.convert_model(module, example_input=examples)
         if options.weight_compression:
             import logging
