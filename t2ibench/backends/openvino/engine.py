@@ -39,18 +39,26 @@ class OpenVINOExport:
             warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")  # openvino calls
             model = ov.convert_model(module, example_input=examples)
         if options.weight_compression:
+            import contextlib
+            import io
             import logging
 
             import nncf
 
             nncf.set_log_level(logging.WARNING)  # not its table of bit widths on every export
-            if options.weight_compression == "int8":
-                model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-            else:  # group-wise (128): a layer whose channels 128 does not divide gets the largest group that does
-                from nncf.quantization.advanced_parameters import AdvancedCompressionParameters
+            quiet = contextlib.ExitStack()  # nor its progress bar: the run's console shows the run's own
+            quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            with quiet:
+                if options.weight_compression == "int8":
+                    model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+                else:  # group-wise (128): a layer whose channels 128 does not divide gets the largest group that does
+                    from nncf.quantization.advanced_parameters import AdvancedCompressionParameters
 
-                adjust = AdvancedCompressionParameters(group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST)
-                model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM, advanced_parameters=adjust)
+                    adjust = AdvancedCompressionParameters(
+                        group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST)
+                    model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM,
+                                                  advanced_parameters=adjust)
         ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
 
     def compile(self, folder: Path, options, shapes: list | None, profile: bool = False):
