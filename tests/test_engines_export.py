@@ -231,3 +231,20 @@ def test_profile_traces_one_call_with_the_engine_profiler(runs, backend, extra, 
     assert convolutions and all(o.calls % STEPS == 0 for o in convolutions)
     assert sum(o.self_ms for o in ops) < wall_ms  # the operators ran inside the profiled call
     assert np.array_equal(before, after)
+
+
+def test_scoring_after_an_export_engine_ran_decodes_without_forking(runs, tmp_path):
+    """After the openvino and onnxruntime engines ran in this process, a loader worker forked from it would
+    segfault (their thread pools do not survive a fork; it once crashed the whole test session): scoring with
+    workers asked for decodes in this process instead, with the same features."""
+    from t2ibench.metrics import networks
+    from t2ibench.metrics.features import extract, fork_unsafe_engines
+
+    assert set(fork_unsafe_engines()) == {"openvino", "onnxruntime"}
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(paths[-1])
+    ext = networks.load_features("random:inception")
+    with_workers = extract(paths, ext, num_workers=2, batch_size=2)
+    assert np.array_equal(with_workers, extract(paths, ext, num_workers=0, batch_size=2))

@@ -65,9 +65,21 @@ def batches(paths: list[Path], preprocess: Callable, batch_size: int, num_worker
     A file that cannot be decoded does not stop the loader: it is left out of ``images`` and its
     one-line problem is in ``problems`` (see :func:`extract`).
     """
+    if num_workers and fork_unsafe_engines():
+        num_workers = 0  # decode here: a worker forked from this process would crash
     return DataLoader(_Files(paths, preprocess), batch_size=batch_size, shuffle=False,
                       num_workers=num_workers, persistent_workers=False, collate_fn=_collate,
                       prefetch_factor=4 if num_workers else None, pin_memory=torch.cuda.is_available())
+
+
+def fork_unsafe_engines() -> list[str]:
+    """The inference runtimes loaded in this process whose thread pools do not survive a fork (OpenVINO's, and
+    onnxruntime's): after a run of the ``openvino`` or ``onnxruntime`` backend, a forked loader worker segfaults.
+    Forking stays the default otherwise (a fork server or spawn would need every caller's script guarded by
+    ``if __name__ == "__main__"``)."""
+    import sys
+
+    return [m for m in ("openvino", "onnxruntime") if m in sys.modules]
 
 
 def extract(paths: list[Path], extractor: Extractor, cache: FeatureCache | None = None, *,
