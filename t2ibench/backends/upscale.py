@@ -27,7 +27,7 @@ from typing import Any, Callable, Literal, Optional, Protocol, get_args
 from pydantic import Field, model_serializer, model_validator
 
 from t2ibench.base import Frozen
-from t2ibench.errors import UserError
+from t2ibench.errors import SkipConfig, UserError
 
 MethodName = Literal["lanczos", "bicubic"]
 METHODS: tuple[str, ...] = get_args(MethodName)  # PIL resampling filters
@@ -124,8 +124,13 @@ class SpandrelUpscaler:
     """A super-resolution checkpoint read with spandrel (architecture and scale detected from the weights)."""
 
     def __init__(self, options: UpscaleOptions, device: str, precision: str):
-        import spandrel
+        import importlib.util
+
         import torch
+
+        if importlib.util.find_spec("spandrel") is None:
+            raise SkipConfig("upscale with a checkpoint file needs the spandrel package (pip install 't2ibench[upscale]')")
+        import spandrel
 
         path = options.model
         try:

@@ -111,11 +111,16 @@ def _is_tag(model: type[BaseModel], part: Any) -> bool:
                for f in model.model_fields.values())
 
 
+_VALIDATED_TAG = re.compile(r"^function-(?:after|before|wrap|plain)\[.*, (\w+)\]$")
+
+
 def keys_at(model: type[BaseModel], loc: Loc) -> Optional[list[str]]:
     """The keys allowed at a raw pydantic ``loc`` inside ``model`` (its union tags choose the member), or None
     when the loc does not lead to exactly one model."""
     current: list = [model]
     for part in loc:
+        if isinstance(part, str) and (wrapped := _VALIDATED_TAG.match(part)):
+            part = wrapped.group(1)  # a union member with a model validator: pydantic tags it by its function
         found: list = []
         for tp in current:
             for member in _members(tp):
