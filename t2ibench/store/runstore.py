@@ -57,12 +57,28 @@ CREATE TABLE IF NOT EXISTS profile_ops (
     total_ms REAL NOT NULL, calls INTEGER NOT NULL, shapes TEXT NOT NULL DEFAULT '', device TEXT NOT NULL,
     PRIMARY KEY (config_id, rank)
 );
+CREATE TABLE IF NOT EXISTS levels (
+    config_id TEXT NOT NULL, level INTEGER NOT NULL, kind TEXT NOT NULL, offered_rate REAL, concurrency INTEGER,
+    started_at REAL NOT NULL, duration_s REAL NOT NULL, n_scheduled INTEGER NOT NULL, capped INTEGER NOT NULL DEFAULT 0,
+    final INTEGER NOT NULL DEFAULT 1, note TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (config_id, level)
+);
+CREATE TABLE IF NOT EXISTS requests (
+    config_id TEXT NOT NULL, level INTEGER NOT NULL, request_index INTEGER NOT NULL, prompt_id TEXT, seed INTEGER,
+    scheduled_s REAL NOT NULL, sent_s REAL, first_byte_s REAL, done_s REAL NOT NULL, latency_ms REAL NOT NULL,
+    status INTEGER, error_kind TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '', bytes INTEGER,
+    queue_ms REAL, compute_ms REAL, batch INTEGER, slo_ms REAL, capped INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (config_id, level, request_index)
+);
 CREATE TABLE IF NOT EXISTS metrics (
     config_id TEXT NOT NULL, metric TEXT NOT NULL, value REAL, lo REAL, hi REAL,
     random_weights INTEGER NOT NULL, n INTEGER NOT NULL, extra TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (config_id, metric)
 );
 """
+
+# ``levels`` and ``requests`` (load scenarios: one row per level, and per scheduled request) came within schema
+# version 2 the same way.
 
 # ``profile_ops`` (the top operators of a config's profiled call) came within schema version 2: a new table
 # that older readers ignore. A store written before it gets it when opened for writing; reading one that
@@ -186,6 +202,72 @@ class CellRow:
 
     def values(self) -> tuple:
         return tuple(_encode(getattr(self, c)) for c in CELL_COLUMNS)
+
+
+LEVEL_COLUMNS = ("config_id", "level", "kind", "offered_rate", "concurrency", "started_at", "duration_s",
+                 "n_scheduled", "capped", "final", "note")
+REQUEST_COLUMNS = (
+    "config_id", "level", "request_index", "prompt_id", "seed", "scheduled_s", "sent_s", "first_byte_s", "done_s",
+    "latency_ms", "status", "error_kind", "error", "bytes", "queue_ms", "compute_ms", "batch", "slo_ms", "capped",
+)
+ERROR_KINDS: tuple[str, ...] = ("timeout", "rejected", "http_5xx", "http_4xx", "connection")
+"""How a request that got no image ended: no answer in time, a 503 (queue full), another 5xx, a 4xx, no
+connection. ``''`` is a response with its image."""
+
+
+@dataclass(frozen=True)
+class LevelRow:
+    """One load level of a config (a rate, a concurrency, a search probe): when it ran and what it offered.
+
+    Times are epoch seconds (``started_at``) and seconds (``duration_s``: first scheduled send to last
+    completion). ``capped``: requests that waited for the client's in-flight cap (their latency still counts
+    from their scheduled time). ``final``: the level the config's row reports (a search's best passing probe)."""
+
+    config_id: str
+    level: int
+    kind: str
+    started_at: float
+    duration_s: float
+    n_scheduled: int
+    offered_rate: float | None = None
+    concurrency: int | None = None
+    capped: int = 0
+    final: bool = True
+    note: str = ""
+
+    def values(self) -> tuple:
+        return tuple(int(v) if isinstance(v, bool) else v for v in (getattr(self, c) for c in LEVEL_COLUMNS))
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """One scheduled request of a level. Times are seconds from the level's start; ``latency_ms`` runs from
+    the *scheduled* send (``done_s - scheduled_s``), so that a late send never hides a wait. ``error_kind`` is
+    one of :data:`ERROR_KINDS`, or '' for an answer with its image. ``queue_ms``, ``compute_ms``, ``batch``:
+    the server's Server-Timing, when it sent one."""
+
+    config_id: str
+    level: int
+    request_index: int
+    scheduled_s: float
+    done_s: float
+    latency_ms: float
+    prompt_id: str | None = None
+    seed: int | None = None
+    sent_s: float | None = None
+    first_byte_s: float | None = None
+    status: int | None = None
+    error_kind: str = ""
+    error: str = ""
+    bytes: int | None = None
+    queue_ms: float | None = None
+    compute_ms: float | None = None
+    batch: int | None = None
+    slo_ms: float | None = None
+    capped: bool = False
+
+    def values(self) -> tuple:
+        return tuple(int(v) if isinstance(v, bool) else v for v in (getattr(self, c) for c in REQUEST_COLUMNS))
 
 
 def image_relpath(config_id: str, prompt_id: str, seed: int) -> str:
@@ -419,6 +501,43 @@ class RunStore:
         for r in rows:
             out.setdefault(r["config_id"], []).append(dict(r))
         return out
+
+    # -- load levels and their requests ---------------------------------------------------------------
+    def put_level(self, level: LevelRow, requests: Iterable[RequestRow]) -> None:
+        """Commit one level and its requests in one transaction, replacing an earlier try of that level
+        (a level is atomic: a killed run reruns it whole)."""
+        with self._mutex, self._conn:
+            self._conn.execute("DELETE FROM requests WHERE config_id=? AND level=?", (level.config_id, level.level))
+            self._conn.execute(f"INSERT OR REPLACE INTO levels ({','.join(LEVEL_COLUMNS)}) "
+                               f"VALUES ({','.join('?' * len(LEVEL_COLUMNS))})", level.values())
+            self._conn.executemany(f"INSERT INTO requests ({','.join(REQUEST_COLUMNS)}) "
+                                   f"VALUES ({','.join('?' * len(REQUEST_COLUMNS))})", [r.values() for r in requests])
+
+    def clear_levels(self, config_id: str) -> None:
+        """Forget a config's levels and requests (its load is about to be measured again, from scratch)."""
+        with self._mutex, self._conn:
+            self._conn.execute("DELETE FROM requests WHERE config_id=?", (config_id,))
+            self._conn.execute("DELETE FROM levels WHERE config_id=?", (config_id,))
+
+    def levels(self) -> list[dict]:
+        """Every recorded level (none in a store written before load scenarios), by config position and level."""
+        try:
+            rows = self._conn.execute("SELECT levels.* FROM levels JOIN configs USING (config_id) "
+                                      "ORDER BY configs.position, level").fetchall()
+        except sqlite3.OperationalError:  # an older store opened read-only
+            return []
+        return [dict(r) | {"final": bool(r["final"])} for r in rows]
+
+    def requests(self, config_id: str | None = None) -> list[dict]:
+        """The recorded requests (of one config, or all), by config position, level and index."""
+        where, args = ("WHERE requests.config_id=?", (config_id,)) if config_id else ("", ())
+        try:
+            rows = self._conn.execute(
+                f"SELECT requests.* FROM requests JOIN configs USING (config_id) {where} "
+                "ORDER BY configs.position, level, request_index", args).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [dict(r) | {"capped": bool(r["capped"])} for r in rows]
 
     # -- metrics -----------------------------------------------------------------------------------
     def put_metrics(self, results: Iterable[Any]) -> None:

@@ -36,6 +36,12 @@ _KNOB_FIELDS = ("defaults", "matrix", "exclude", "include", "reference", "model"
 
 def knob_value_problems(key: str, value: Any, loc: tuple) -> list[Problem]:
     """Problems of one knob value, at ``loc`` (the loc of the value itself)."""
+    if key == "scenario":  # lists of rates, concurrencies or SLOs: each level is checked
+        from t2ibench.suites.scenario import expand_levels
+
+        levels = expand_levels({"scenario": value})
+        if len(levels) > 1:
+            return list(dict.fromkeys(p for level, _ in levels for p in knob_value_problems(key, level[key], loc)))
     owner = knob_owner(key)  # an engine knob is checked by its backend's options model
     model = Knobs if owner is None else BACKENDS.get(owner).options
     try:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from t2ibench.suites.knobs import Knobs
 from t2ibench.suites.problems import Problem, from_validation_error, keypath
+from t2ibench.suites.scenario import expand_levels, label
 from t2ibench.suites.schema import Config
 
 MAX_COMBINATIONS = 10_000
@@ -34,6 +35,8 @@ def format_value(value: Any) -> str:
         return "none"
     if isinstance(value, bool):
         return json.dumps(value)
+    if isinstance(value, dict) and "kind" in value:  # a scenario: server rate=2
+        return label(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     return str(value)
@@ -123,20 +126,23 @@ def expand(data: dict) -> tuple[list[Config], list[Problem]]:
 
     bad_combinations = 0
     for combo in itertools.product(*(matrix[k] for k in keys)):
-        values = dict(zip(keys, combo))
-        try:
-            knobs = resolve_knobs(model, {**defaults, **values})
-        except ValidationError as e:
-            bad_combinations += 1
-            if bad_combinations <= 3:
-                what = " ".join(f"{k}={format_value(v)}" for k, v in values.items())
-                detail = "; ".join(p.render() for p in from_validation_error(e, {**defaults, **values}))
-                problems.append(Problem(("matrix",), f"invalid combination {what}: {detail}"))
-            continue
-        if any(_matches(ek, ekeys, knobs) for ek, ekeys in excludes):
-            continue
-        name = " ".join(f"{k}={format_value(v)}" for k, v in values.items()) or "default"
-        add(Config(name=name, model=knobs.model, knobs=knobs), None)
+        for merged, level in expand_levels({**defaults, **dict(zip(keys, combo))}):  # one config per load level
+            values = {k: merged[k] for k in keys}
+            try:
+                knobs = resolve_knobs(model, merged)
+            except ValidationError as e:
+                bad_combinations += 1
+                if bad_combinations <= 3:
+                    what = " ".join(f"{k}={format_value(v)}" for k, v in values.items())
+                    detail = "; ".join(p.render() for p in from_validation_error(e, merged))
+                    problems.append(Problem(("matrix",), f"invalid combination {what}: {detail}"))
+                continue
+            if any(_matches(ek, ekeys, knobs) for ek, ekeys in excludes):
+                continue
+            name = " ".join(f"{k}={format_value(v)}" for k, v in values.items()) or "default"
+            if level and "scenario" not in values:  # the level comes from the defaults
+                name = level if name == "default" else f"{name} {level}"
+            add(Config(name=name, model=knobs.model, knobs=knobs), None)
     if not configs and keys and not problems:
         if not data.get("include"):
             problems.append(Problem(("exclude",), "excludes every matrix combination; nothing to run"))
@@ -148,20 +154,27 @@ def expand(data: dict) -> tuple[list[Config], list[Problem]]:
         loc = ("include", i)
         if i not in named:
             continue
-        name = entry["name"]
-        names[name] = loc + ("name",)
         values = {k: v for k, v in entry.items() if k != "name"}
-        try:
-            knobs = resolve_knobs(model, {**defaults, **values})
-        except ValidationError as e:
-            problems += from_validation_error(e, values, prefix=loc)
-            continue
-        add(Config(name=name, model=knobs.model, knobs=knobs), loc)
+        for merged, level in expand_levels({**defaults, **values}):
+            name = f"{entry['name']} {level}" if level else entry["name"]
+            names[name] = loc + ("name",)
+            try:
+                knobs = resolve_knobs(model, merged)
+            except ValidationError as e:
+                problems += from_validation_error(e, values, prefix=loc)
+                break
+            add(Config(name=name, model=knobs.model, knobs=knobs), loc)
 
     reference = data.get("reference")
     if reference is not None:
+        merged = {**defaults, **reference}
+        levels = expand_levels(merged)
+        if len(levels) > 1:
+            problems.append(Problem(("reference",), "the reference is one config: give its scenario one level "
+                                                    "(one rate, concurrency and slo_ms)"))
+            merged = levels[0][0]
         try:
-            knobs = resolve_knobs(model, {**defaults, **reference})
+            knobs = resolve_knobs(model, merged)
             add(Config(name="reference", model=knobs.model, knobs=knobs, is_reference=True), ("reference",))
         except ValidationError as e:
             problems += from_validation_error(e, reference, prefix=("reference",))

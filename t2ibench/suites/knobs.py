@@ -14,7 +14,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SerializeAsAny, field_validator, model_serializer, \
+    model_validator
 from pydantic.fields import FieldInfo
 
 from t2ibench.backends import BACKENDS, NoOptions
@@ -22,6 +23,7 @@ from t2ibench.backends.common import PRECISIONS, SCHEDULERS, PrecisionName, Sche
 from t2ibench.backends.upscale import UpscaleOptions
 from t2ibench.base import Frozen, Off
 from t2ibench.registry import did_you_mean
+from t2ibench.suites.scenario import Scenario, SingleStream, scenario_input
 
 # The knobs of the first store format, in their column order. A knob added later enters config_id
 # only when it is set, so that every config written before it keeps its id (and its stored results).
@@ -57,6 +59,8 @@ class CommonKnobs(Frozen):
     # after generation, for every backend: {method: lanczos|bicubic, scale: 2} or {model: SPEC}; none is off
     upscale: Annotated[Optional[UpscaleOptions], Off] = None
     profile: bool = False  # one more, untimed call traced by the engine's profiler (not part of config_id)
+    # how requests arrive: single_stream (in process), or offline | server | concurrency | trace over HTTP
+    scenario: Annotated[Scenario, BeforeValidator(scenario_input)] = SingleStream()
 
     @field_validator("width", "height")
     @classmethod
