@@ -4,7 +4,7 @@ Modules of one layer (the foundation's, the entry points') may import each other
 
 Every import is read from the source (function-level imports too; ``if TYPE_CHECKING:`` blocks
 are annotations, not imports). Layers, bottom to top:
-foundation (base, errors, registry) < backends < executors < suites < store < harness < metrics
+foundation (base, errors, registry) < backends < executors < suites < store < harness < serving < metrics
 < reports < orchestration < the entry points (cli, doctor, pytest plugin, progress, runlog, package root).
 """
 
@@ -24,6 +24,7 @@ LAYERS = [
     {"t2ibench.suites"},
     {"t2ibench.store"},
     {"t2ibench.harness"},
+    {"t2ibench.serving"},
     {"t2ibench.metrics"},
     {"t2ibench.reports"},
     {"t2ibench.orchestration"},
