@@ -142,6 +142,17 @@ def _done_count(run_dir: Path) -> int:
         return 0
 
 
+def _done(store: RunStore, config, prompts, seeds) -> set:
+    """The cells of a config that need no work. A load-scenario config is all or nothing: done once its final
+    level is recorded (a level is atomic: timing under load cannot be spliced), else measured again whole."""
+    from t2ibench.suites.scenario import is_load
+
+    if not is_load(config.knobs.scenario):
+        return store.done_cells(config.config_id)
+    finished = any(lv["final"] for lv in store.levels() if lv["config_id"] == config.config_id)
+    return {(p.prompt_id, s) for p in prompts for s in seeds} if finished else set()
+
+
 def sweep_seconds(groups: list[GroupReport]) -> float:
     """Wall time during which some group was generating: the union of the groups' generation spans.
 
@@ -256,9 +267,9 @@ def execute(suite: Suite, *, out: str | Path | None = None, device: str = "auto"
             store.add_config(position, config)
         for partial in run_dir.glob("images/*/.*.tmp"):  # left by a killed run; never recorded
             partial.unlink(missing_ok=True)
-        done = {c.config_id: store.done_cells(c.config_id) for c in configs}
+        done = {c.config_id: _done(store, c, prompts, seeds) for c in configs}
         plan = make_plan(configs, prompts, seeds, done, suite.timing, (device,),
-                         trust_remote_code=suite.trust_remote_code)
+                         trust_remote_code=suite.trust_remote_code, base_dir=suite.base_dir())
         log(f"{'resuming' if why == 'resume' else 'writing'} {run_dir}: {plural(plan.n_cells, 'cell')} to generate"
             + (f", {plan.skipped_done} already done" if plan.skipped_done else ""))
         planned = {t.config.config_id for g in plan.groups for t in g.configs} | set(store.profile_ops())

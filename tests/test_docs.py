@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = ("README.md", "suite.md", "backends.md", "metrics.md", "run-directory.md", "cli.md", "ci.md")
+PAGES = ("README.md", "suite.md", "backends.md", "metrics.md", "run-directory.md", "cli.md", "ci.md", "serving.md")
 
 _FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 _SPAN = re.compile(r"`([^`\n]+)`")

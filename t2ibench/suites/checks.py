@@ -52,6 +52,11 @@ def knob_value_problems(key: str, value: Any, loc: tuple) -> list[Problem]:
         problems = from_validation_error(e, {key: value}, model=model)
         if key == "compile":  # a mapping: report the CompileOptions errors, not "not a boolean"
             problems = [p for p in problems if len(p.loc) > 1] or problems
+        if key == "scenario":  # the discriminated union's tag (``server``) is not a key the user wrote
+            from t2ibench.suites.scenario import KINDS
+
+            problems = [Problem(p.loc[:1] + p.loc[2:] if p.loc[1:2] and p.loc[1] in KINDS else p.loc, p.msg)
+                        for p in problems]
         return [Problem(loc + p.loc[1:], p.msg) for p in problems]
     return []
 

@@ -5,6 +5,7 @@ Shared by ``t2ibench validate`` and the start of ``t2ibench run`` (before any mo
 - each config's backend preflight (:meth:`~t2ibench.backends.BackendSpec.check_config`): LoRA files,
   ``base:``, missing packages, and the combinations that the engine always skips, with its reason;
 - each config's ``upscale`` model file or folder (every backend);
+- each load scenario's needs: the ``[serve]`` extra, a trace file that exists;
 - each metric's networks (an open_clip architecture, FID features, an LPIPS net: did-you-mean) and,
   when ``find_weights``, their weights; its ``against`` folder or ``.npz``;
 - too few images per config for a metric (its ``min_images``).
@@ -105,6 +106,30 @@ def _upscale_findings(suite: Suite, data: Any, render, out: Preflight) -> None:
             out.errors.append(render(loc + ("model",) if loc else loc, problem))
 
 
+def _scenario_findings(suite: Suite, data: Any, render, out: Preflight) -> None:
+    """A load scenario needs the [serve] extra (once), and a trace scenario its file."""
+    import importlib.util
+
+    from t2ibench.suites.scenario import Trace, is_load
+
+    seen: set[tuple] = set()
+    for config in suite.configs():
+        scenario = config.knobs.scenario
+        if not is_load(scenario):
+            continue
+        loc = knob_loc(data, config, "scenario")
+        missing = [m for m in ("fastapi", "uvicorn", "aiohttp", "prometheus_client") if importlib.util.find_spec(m) is None]
+        problems = [f"load scenarios need {', '.join(missing)}: pip install 't2ibench[serve]'"] if missing else []
+        if isinstance(scenario, Trace) and not suite.resolve_path(scenario.path).is_file():
+            problems.append(f"trace file '{_shown(suite.resolve_path(scenario.path))}' does not exist (a relative "
+                            "path resolves against the suite's folder)")
+        for problem in problems:
+            key = (loc, problem) if "trace" in problem else ((), problem)
+            if key not in seen:
+                seen.add(key)
+                out.errors.append(render(loc, problem))
+
+
 def _metric_loc(data: Any, name: str, option: str = "") -> tuple:
     metrics = data.get("metrics") if isinstance(data, dict) else None
     if isinstance(metrics, list):
@@ -170,6 +195,7 @@ def preflight(suite: Suite, *, device: Optional[str] = None, metrics: bool = Tru
     out = Preflight()
     _backend_findings(suite, data, render, device, out)
     _upscale_findings(suite, data, render, out)
+    _scenario_findings(suite, data, render, out)
     if metrics and suite.metrics:
         _metric_findings(suite, data, render, find_weights, out)
     return out

@@ -1,0 +1,166 @@
+"""Load scenarios end to end: a suite with served configs runs on one machine with no setup (``endpoint: self``),
+its served images equal the offline ones, every scheduled request is recorded, a level is atomic on resume, and
+no server process outlives its run (Ctrl-C, or the driver killed). Real uvicorn servers on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import suite_dict
+
+pytest.importorskip("fastapi")
+pytest.importorskip("aiohttp")
+
+import t2ibench  # noqa: E402
+from t2ibench.store import RunStore  # noqa: E402
+from t2ibench.suites import Suite  # noqa: E402
+
+SERVED = {"kind": "concurrency", "concurrency": 2, "slo_ms": 60000, "warmup_requests": 1}
+
+
+def served_suite(**over) -> dict:
+    return suite_dict(name="served", prompts=["a red cube on a table", "a lighthouse at dusk"], seeds=[0, 1],
+                      defaults={"steps": 2, "width": 64, "height": 64, "guidance_scale": 5.0},
+                      **over)
+
+
+def server_processes(parent: int | None = None) -> list[int]:
+    """Pids of live ``python -m t2ibench.serving`` processes (started for ``parent`` when given)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().split(") ")[-1].split()[0]
+        except OSError:
+            continue
+        if b"t2ibench.serving" in cmd and state != "Z" and (
+                parent is None or str(parent).encode() in cmd[cmd.index(b"--parent-pid") + 1:][:1]):
+            pids.append(int(entry.name))
+    return pids
+
+
+def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+@pytest.fixture(scope="module")
+def offline_and_served(tmp_path_factory):
+    """One run: the offline config and the same config served at concurrency 2 (endpoint: self)."""
+    out = tmp_path_factory.mktemp("served")
+    suite = served_suite(matrix={"scenario": ["single_stream", SERVED,
+                                              {"kind": "offline", "max_batch_size": 4, "max_wait_ms": 200}]})
+    run = t2ibench.run(Suite.model_validate(suite), out=out, device="cpu", metrics=False)
+    return out, run
+
+
+def test_served_images_equal_offline(offline_and_served):
+    out, run = offline_and_served
+    cells = run.cells()
+    assert set(cells["status"]) == {"ok"}
+    by_config = {name: frame.sort_values(["prompt_id", "seed"]) for name, frame in cells.groupby("config")}
+    offline = by_config["scenario=single_stream"]
+    for name in ("scenario=concurrency concurrency=2 slo_ms=60000", "scenario=offline max_batch_size=4"):
+        served = by_config[name]
+        assert len(served) == len(offline) == 4
+        for (_, a), (_, b) in zip(offline.iterrows(), served.iterrows()):
+            assert (a["prompt_id"], a["seed"]) == (b["prompt_id"], b["seed"])
+            assert (out / a["image_path"]).read_bytes() == (out / b["image_path"]).read_bytes(), name
+
+
+def test_every_request_recorded(offline_and_served):
+    out, run = offline_and_served
+    with RunStore.open(out) as store:
+        configs = {c["name"]: c["config_id"] for c in store.configs()}
+        levels = store.levels()
+        requests = store.requests()
+    served_ids = {configs["scenario=concurrency concurrency=2 slo_ms=60000"],
+                  configs["scenario=offline max_batch_size=4"]}
+    assert {lv["config_id"] for lv in levels} == served_ids
+    for level in levels:
+        mine = [r for r in requests if r["config_id"] == level["config_id"]]
+        assert len(mine) == level["n_scheduled"] == 4  # one per cell, warm-up excluded
+        assert all(r["error_kind"] == "" and r["status"] == 200 for r in mine)
+        for r in mine:  # latency runs from the scheduled send, and the server's split is inside it
+            assert r["latency_ms"] == pytest.approx((r["done_s"] - r["scheduled_s"]) * 1000)
+            assert r["sent_s"] >= r["scheduled_s"] - 1e-6
+            assert r["queue_ms"] is not None and r["compute_ms"] is not None
+            assert r["queue_ms"] + r["compute_ms"] <= r["latency_ms"] + 1.0
+    batches = [r["batch"] for r in requests if r["config_id"] == configs["scenario=offline max_batch_size=4"]]
+    assert max(batches) > 1  # offline submits everything at once: the server batched them
+    assert not server_processes()  # the run stopped its servers
+
+
+def test_results_rows_for_levels(offline_and_served):
+    _, run = offline_and_served
+    results = run.results().set_index("config")
+    served = results.loc["scenario=concurrency concurrency=2 slo_ms=60000"]
+    assert served["slo_attainment"] == 1.0 and served["error_rate"] == 0.0
+    assert served["achieved_rate"] > 0 and served["latency_ms_p99"] >= served["latency_ms_p50"] > 0
+    assert served["goodput"] == pytest.approx(served["achieved_rate"])  # every request within its SLO
+    offline = results.loc["scenario=single_stream"]
+    assert offline["slo_attainment"] != offline["slo_attainment"]  # NaN: not a load row
+
+
+def test_resume_redoes_an_unfinished_level_whole(tmp_path):
+    """A finished level stays; a level without its final row (the run was killed in it) is measured again."""
+    suite = Suite.model_validate(served_suite(seeds=[0], matrix={"scenario": [SERVED]}))
+    run = t2ibench.run(suite, out=tmp_path, device="cpu", metrics=False)
+    with RunStore.open(tmp_path) as store:
+        (level,) = store.levels()
+        first = [r["sent_s"] for r in store.requests()]
+    again = t2ibench.run(suite, out=tmp_path, device="cpu", metrics=False)  # complete: nothing is redone
+    with RunStore.open(tmp_path) as store:
+        assert store.levels() == [level] and [r["sent_s"] for r in store.requests()] == first
+    with RunStore.open(tmp_path, write=True) as store:  # as if killed before the level was written
+        store.clear_levels(level["config_id"])
+    t2ibench.run(suite, out=tmp_path, device="cpu", metrics=False)
+    with RunStore.open(tmp_path) as store:
+        (redone,) = store.levels()
+        assert redone["started_at"] > level["started_at"]
+        assert len(store.requests()) == 2
+    assert len(run.cells()) == len(again.cells()) == 2
+
+
+def _driver(tmp_path: Path) -> subprocess.Popen:
+    path = tmp_path / "suite.yaml"
+    slow = {"kind": "server", "rate": 0.2, "requests": 50, "slo_ms": 60000, "warmup_requests": 0}
+    path.write_text(yaml.safe_dump(served_suite(seeds=[0], matrix={"scenario": [slow]})))
+    return subprocess.Popen([sys.executable, "-m", "t2ibench", "run", str(path), "--out", str(tmp_path / "run"),
+                             "--device", "cpu", "--no-metrics"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
+def test_no_server_left_behind(tmp_path, how):
+    driver = _driver(tmp_path)
+    try:
+        assert wait_until(lambda: server_processes(driver.pid), 120), "the driver never started its server"
+        served = server_processes(driver.pid)
+        time.sleep(1.0)
+        if how == "ctrl-c":
+            driver.send_signal(signal.SIGINT)
+            driver.wait(120)
+        else:
+            driver.kill()
+            driver.wait(10)
+        assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() and p in server_processes() for p in served),
+                          60), f"server {served} outlived its driver ({how})"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for pid in server_processes(driver.pid):
+            os.kill(pid, signal.SIGKILL)
