@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from t2ibench.reports.serving import level_figures, max_rate_within_slo, quantile_ci
+from t2ibench.store import RunStore
 from tests.serving_store import build_store, put_level, requests_of, serving_suite
 
 # 200 requests: latencies 10, 20, …, 2000 ms; 6 of them errors (2 rejected, 3 timeouts, 1 connection)
@@ -157,3 +158,57 @@ def test_constraints_on_serving_columns_and_at_a_given_rate(sweep):
     assert at_1.config == names[0]
     assert any("offered_rate" in why for why in at_1.ruled_out[names[1]])
     assert "at 1 req/s" in at_1.message
+
+
+def test_the_reports_show_a_serving_section_with_its_plots(sweep):
+    from PIL import Image
+
+    from t2ibench.metrics.evaluate import MetricResult
+    from t2ibench.reports import write_reports
+
+    store, ids = sweep
+    store.put_metrics([MetricResult(cid, "clip_score", 30.0 + i, 29.0 + i, 31.0 + i, False, 2)
+                       for i, cid in enumerate(ids.values())])
+    out = write_reports(store, ("html", "md", "csv"))
+    plots = store.run_dir / "plots"
+    for stem in ("serving_latency", "serving_attainment", "clip_score_vs_goodput"):
+        with Image.open(plots / f"{stem}.png") as image:
+            assert image.size[0] > 300 and image.size[1] > 200
+        assert (plots / f"{stem}.svg").stat().st_size > 1000
+    html = out["html"].read_text()
+    assert '<h2 id="serving">Serving</h2>' in html and "max rate in SLO" in html
+    assert "rate=1 slo_ms=500" in html
+    serving_part = html.split('<h2 id="serving">')[1]
+    assert "latency against throughput" in serving_part and "SLO attainment against offered rate" in serving_part
+    assert "latency against throughput" not in html.split('<h2 id="serving">')[0]  # not among the other plots
+    md = out["md"].read_text()
+    assert "## Serving" in md and "2 req/s within the SLO 500 ms (≥ 99% of requests)" in md
+    import pandas as pd
+
+    csv = pd.read_csv(store.run_dir / "results.csv")
+    assert list(csv["slo_max_rate"].iloc[:3]) == [2.0, 2.0, 2.0] and pd.isna(csv["slo_max_rate"].iloc[3])
+
+
+def test_a_run_without_load_levels_has_no_serving_section(tmp_path):
+    from t2ibench.reports import write_reports
+
+    for name, scenarios in (("single", ["single_stream"]), ("unmeasured", ["single_stream", "offline"])):
+        store, ids = build_store(tmp_path / name, serving_suite(scenarios))
+        with store:  # the offline config has no level recorded (it failed, say): nothing to show either
+            out = write_reports(store, ("html", "md"))
+            assert '<h2 id="serving">' not in out["html"].read_text() and "## Serving" not in out["md"].read_text()
+            assert not (store.run_dir / "plots" / "serving_latency.png").exists()
+    with RunStore.open(tmp_path / "unmeasured", write=True) as store:  # once its level is in, it shows
+        cid = ids[list(ids)[1]]
+        put_level(store, cid, requests_of(cid, [100.0, 200.0]), duration_s=1.0, offered_rate=None)
+        out = write_reports(store, ("html", "md"))
+        assert '<h2 id="serving">' in out["html"].read_text() and "## Serving" in out["md"].read_text()
+
+
+def test_the_cli_summary_says_the_highest_rate_within_the_slo(sweep):
+    from t2ibench.reports.serving import slo_lines
+    from t2ibench.reports.tables import result_records
+
+    store, ids = sweep
+    lines = slo_lines(result_records(store))
+    assert lines == ["scenario=server slo_ms=500: 2 req/s within the SLO 500 ms (≥ 99% of requests)"]

@@ -207,3 +207,47 @@ def is_serving(row: Mapping) -> bool:
 
     kind = str(row.get("scenario") or "").split(" ")[0]
     return kind in LOAD_KINDS or _finite(row.get("achieved_rate"))
+
+
+def families(rows: list[Mapping]) -> list[list[Mapping]]:
+    """The serving rows grouped by ``family_key`` (a search config alone), in first-seen order."""
+    groups: dict[tuple, list[Mapping]] = {}
+    for row in rows:
+        if is_serving(row):
+            key = ("search", row["config_id"]) if _search_target(row) is not None else family_key(row)
+            groups.setdefault(key, []).append(row)
+    return list(groups.values())
+
+
+def family_name(group: list[Mapping]) -> str:
+    """A family's name: its first config's name without the ``rate=`` word (the level)."""
+    words = [w for w in str(group[0].get("config", "")).split() if not w.startswith("rate=")]
+    return " ".join(words) or " ".join(w for w in str(group[0].get("scenario", "")).split()
+                                       if not w.startswith("rate="))
+
+
+def slo_lines(rows: list[Mapping], attainment: float = ATTAINMENT) -> list[str]:
+    """One sentence per config family with an SLO: the highest offered rate at which it held, from the sweep
+    (``slo_max_rate``), e.g. ``steps=2 scenario=server slo_ms=500: 2 req/s within the SLO (500 ms, ≥ 99% of
+    requests)``."""
+    out = []
+    for group in families(rows):
+        judged = [r for r in group if _finite(r.get("slo_attainment"))]
+        if not judged:
+            continue
+        slo = next((r["slo_ms"] for r in judged if _finite(r.get("slo_ms"))), None)
+        target = _search_target(group[0]) or attainment
+        rate = group[0].get("slo_max_rate")
+        where = f"SLO {slo:g} ms" if slo is not None else "SLO"
+        tried = ", ".join(f"{r['offered_rate']:g}" for r in judged if _finite(r.get("offered_rate")))
+        if _finite(rate):
+            out.append(f"{family_name(group)}: {rate:g} req/s within the {where} (≥ {target:.0%} of requests)")
+        else:
+            out.append(f"{family_name(group)}: no rate within the {where} (≥ {target:.0%} of requests; tried "
+                       f"{tried or 'none'} req/s)")
+    return out
+
+
+def has_levels(rows: list[Mapping]) -> bool:
+    """Whether some row reports a measured load level (the reports' Serving section shows only then)."""
+    return any(is_serving(r) and _finite(r.get("error_rate")) for r in rows)
