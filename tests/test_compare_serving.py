@@ -55,6 +55,9 @@ def test_equal_runs_pass_and_the_serving_figures_are_compared(runs):
     latencies = np.random.default_rng(0).lognormal(np.log(300.0), 0.4, N)
     assert base.n_within == int((latencies <= 600).sum()) and base.n_judged == N
     assert rows["goodput"].base == pytest.approx(base.n_within / (N / 2.0))
+    out = subprocess.run([sys.executable, "-m", "t2ibench", "compare", str(runs["base"]), str(runs["same"])],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "no regression" in out.stdout, out.stderr
 
 
 def test_a_slower_candidate_regresses_on_p99_goodput_and_attainment(runs, tmp_path):

@@ -205,10 +205,36 @@ def test_a_run_without_load_levels_has_no_serving_section(tmp_path):
         assert '<h2 id="serving">' in out["html"].read_text() and "## Serving" in out["md"].read_text()
 
 
-def test_the_cli_summary_says_the_highest_rate_within_the_slo(sweep):
-    from t2ibench.reports.serving import slo_lines
-    from t2ibench.reports.tables import result_records
+def test_the_cli_summary_says_the_highest_rate_within_the_slo(sweep, monkeypatch):
+    import io
+    import types
+
+    from rich.console import Console
+
+    from t2ibench import cli
+    from t2ibench.reports.recommend import Recommendation
+    from t2ibench.reports.tables import result_records, results_frame
 
     store, ids = sweep
-    lines = slo_lines(result_records(store))
-    assert lines == ["scenario=server slo_ms=500: 2 req/s within the SLO 500 ms (≥ 99% of requests)"]
+    frame = results_frame(store, rows=result_records(store))
+    run = types.SimpleNamespace(results=lambda: frame, run_dir=store.run_dir, report_path=store.run_dir / "r.html",
+                                executor=lambda: {"name": "local", "actors": []},
+                                recommendation=lambda: Recommendation(None, None, "No objectives set."),
+                                suite={"name": "sv", "configs": []})
+    console = Console(width=200, file=io.StringIO(), color_system=None, highlight=False)
+    monkeypatch.setattr(cli, "_console", lambda stderr=False: console)
+    cli._print_summary(run)
+    assert "serving: scenario=server slo_ms=500: 2 req/s within the SLO 500 ms (≥ 99% of requests)" \
+        in console.file.getvalue()
+
+
+def test_a_constraint_at_a_rate_is_checked_with_the_suite(write_suite):
+    from t2ibench.errors import UserError
+    from t2ibench.suites.loader import load_suite
+
+    scenario = {"kind": "server", "rate": [1, 2], "slo_ms": 500}
+    suite = load_suite(write_suite(matrix={"scenario": [scenario]}, objectives={"goodput": "max"},
+                                   constraints={"latency_ms_p99": {"max": 5000, "rate": 2}}))
+    assert suite.constraints["latency_ms_p99"].rate == 2
+    with pytest.raises(UserError, match=r"suite.yaml:\d+: constraints.latency_ms_p99.rate"):
+        load_suite(write_suite(matrix={"scenario": [scenario]}, constraints={"latency_ms_p99": {"max": 1, "rate": 0}}))

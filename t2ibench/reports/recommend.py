@@ -36,7 +36,8 @@ def _fmt(v: float) -> str:
 
 
 # objective → its 95% CI columns in the results rows
-CI_COLUMNS = {"latency_ms_p50": ("latency_ms_p50_ci_low", "latency_ms_p50_ci_high")}
+CI_COLUMNS = {"latency_ms_p50": ("latency_ms_p50_ci_low", "latency_ms_p50_ci_high"),
+              "latency_ms_p99": ("latency_ms_p99_ci_low", "latency_ms_p99_ci_high")}  # served levels
 
 
 def _ci(row: Mapping, column: str) -> tuple[float, float] | None:
