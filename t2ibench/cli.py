@@ -236,6 +236,10 @@ def _print_summary(run) -> None:
     unstable = stability_note(results.to_dict("records"))
     if unstable:
         console.print(f"[yellow]{escape(unstable)}[/yellow]")
+    from t2ibench.reports.serving import slo_lines
+
+    for line in slo_lines(results.to_dict("records")):  # load levels: the highest rate within each family's SLO
+        console.print(f"serving: {escape(line)}")
     random_cols = sorted({m for v in results.get("random_weights", []) for m in str(v).split(",") if m})
     if random_cols:
         console.print(f"[yellow]{', '.join(random_cols)}: random weights, values not meaningful[/yellow]")

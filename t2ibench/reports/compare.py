@@ -10,7 +10,12 @@ A figure is flagged only when its change is both beyond its gate and statistical
 - set metrics (fid, kid, cmmd, lpips_diversity; or any metric without per-image values): their
   stored 95% CIs (over prompts) must not overlap, a conservative test, since the features are not
   kept in a results file;
-- peak memory: a single deterministic reading per config, so the gate alone decides.
+- peak memory: a single deterministic reading per config, so the gate alone decides;
+- serving rows (load scenarios), only between levels of the same offered rate: p50, p95, mean and p99
+  latency of the ok requests as above (p99 needs at least 100 a side); ``slo_attainment``: a 95% Newcombe
+  score CI of the difference of the two shares; ``goodput``: a 95% Katz CI of the ratio of the two shares
+  within the SLO, times the ratio of requests scheduled per second. A serving row is never compared with a
+  single-stream one (a user error).
 An improvement is never a failure.
 
 A comparison that compares nothing (no config in common, or none with results on both sides) is a
@@ -32,13 +37,14 @@ import numpy as np
 from t2ibench.base import plural
 from t2ibench.errors import UserError
 from t2ibench.metrics.bootstrap import mean_ci
-from t2ibench.reports.export import MEMORY_FIGURES, ConfigSummary, MetricSummary, RunSummary
+from t2ibench.reports.export import MEMORY_FIGURES, ConfigSummary, MetricSummary, RunSummary, ServingSummary
 from t2ibench.reports.latency import LATENCY_FIGURES, STATISTIC, instability, scale, unstable_note
 
 N_RESAMPLES = 2000
 LEVEL = 0.95
 LATENCY_LEVEL = 0.99  # timings on shared machines come in bursts; a stricter test keeps CI from crying wolf
 MIN_SAMPLES_P95 = 20  # per side, to test a change in p95 latency
+MIN_SAMPLES_P99 = 100  # per side, to test a change in p99 latency
 # environment keys whose difference makes timings not comparable (the machine and how it was used)
 SETUP_KEYS = ("executor", "actors", "share_gpus", "torch_threads", "device", "gpu", "cpu", "cpu_count")
 # versions: a difference may be what is being tested, and may explain a change in timings
@@ -49,13 +55,17 @@ FIGURE_GATES: dict[str, float | str] = {
     "latency_ms_p50": "5%", "latency_ms_p95": "10%", "latency_ms_mean": "5%", "images_per_s": "5%",
     "peak_vram_mb": "5%", "peak_rss_mb": "10%",
 }
+SERVING_GATES: dict[str, float | str] = {"latency_ms_p99": "10%", "goodput": "5%", "slo_attainment": 0.01}
+SERVING_LATENCY = ("latency_ms_p50", "latency_ms_p95", "latency_ms_mean")  # images/s: goodput says it
+P99: Callable[..., np.ndarray] = lambda x, axis=None: np.percentile(x, 99, axis=axis)  # noqa: E731
+RATE_TOLERANCE = 1e-6  # relative: two levels offered the same rate
 
 
 def default_gates() -> dict[str, float | str]:
     """The figures' gates, then each registered metric column's own."""
     from t2ibench.metrics.registry import columns
 
-    return {**FIGURE_GATES, **{name: c.gate for name, c in columns().items()}}
+    return {**FIGURE_GATES, **SERVING_GATES, **{name: c.gate for name, c in columns().items()}}
 
 
 def _higher_is_better(name: str) -> bool:
@@ -94,7 +104,7 @@ class Gate:
 def gate_names() -> list[str]:
     from t2ibench.metrics.registry import columns
 
-    return [*LATENCY_FIGURES, *MEMORY_FIGURES, *columns()]
+    return [*LATENCY_FIGURES, *MEMORY_FIGURES, *SERVING_GATES, *columns()]
 
 
 def parse_gate_options(specs: list[str]) -> dict[str, Gate]:
@@ -229,16 +239,17 @@ def _ratio_ci(a: np.ndarray, b: np.ndarray, stat: Callable, seed: int) -> tuple[
 def latency_row(config: str, config_id: str, figure: str, base: ConfigSummary, cand: ConfigSummary, gate: Gate,
                 seed: int = 0) -> Row | None:
     """Point estimates and ratio CI from the latency samples (equal to results.csv when repeats = 1)."""
-    stat = STATISTIC[figure]
+    stat = P99 if figure == "latency_ms_p99" else STATISTIC[figure]
     a, b = np.asarray(base.latency_samples, float), np.asarray(cand.latency_samples, float)
     if not len(a) or not len(b):
         return None
     scale_a, scale_b = scale(figure, base.batch_size), scale(figure, cand.batch_size)
     test = f"bootstrap ratio ({len(a)} vs {len(b)} samples)"
-    if figure == "latency_ms_p95" and min(len(a), len(b)) < MIN_SAMPLES_P95:
+    tail = {"latency_ms_p95": ("p95", MIN_SAMPLES_P95), "latency_ms_p99": ("p99", MIN_SAMPLES_P99)}.get(figure)
+    if tail and min(len(a), len(b)) < tail[1]:
         # a 95th percentile of fewer than 20 samples is its largest value or so: its bootstrap CI is
-        # far too narrow, and one scheduling hiccup would read as a regression
-        ci, test = None, f"too few samples for a p95 test ({min(len(a), len(b))} < {MIN_SAMPLES_P95})"
+        # far too narrow, and one scheduling hiccup would read as a regression (a 99th: 100)
+        ci, test = None, f"too few samples for a {tail[0]} test ({min(len(a), len(b))} < {tail[1]})"
     else:
         ci = _ratio_ci(a, b, stat, seed)
     if ci is not None:
@@ -278,6 +289,92 @@ def memory_row(config: str, config_id: str, figure: str, base: ConfigSummary, ca
     return Row(config, config_id, figure, va, vb, False, gate, "single reading", None, True)
 
 
+def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
+    """Wilson's score interval of a proportion ``k / n``."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def attainment_row(config: str, config_id: str, base: ServingSummary, cand: ServingSummary,
+                   gate: Gate) -> Row | None:
+    """The change in SLO attainment, with Newcombe's hybrid score CI (95%) of the difference of the shares."""
+    from scipy.stats import norm
+
+    if not base.n_judged or not cand.n_judged:
+        return None
+    z = float(norm.ppf(1 - (1 - LEVEL) / 2))
+    p1, p2 = base.n_within / base.n_judged, cand.n_within / cand.n_judged
+    l1, u1 = _wilson(base.n_within, base.n_judged, z)
+    l2, u2 = _wilson(cand.n_within, cand.n_judged, z)
+    d = p2 - p1
+    ci = (d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2))
+    test = f"Newcombe score CI of the difference ({base.n_judged} vs {cand.n_judged} requests)"
+    return Row(config, config_id, "slo_attainment", p1, p2, True, gate, test, ci, ci[0] > 0 or ci[1] < 0)
+
+
+def goodput_row(config: str, config_id: str, base: ServingSummary, cand: ServingSummary, gate: Gate) -> Row | None:
+    """The change in goodput (requests/s within the SLO): a 95% Katz CI of the ratio of the shares within the
+    SLO (0.5 added to each count when one is 0), times the ratio of requests judged per second."""
+    from scipy.stats import norm
+
+    if not base.n_judged or not cand.n_judged or base.duration_s <= 0 or cand.duration_s <= 0:
+        return None
+    g1, g2 = base.n_within / base.duration_s, cand.n_within / cand.duration_s
+    x1, n1, x2, n2 = base.n_within, base.n_judged, cand.n_within, cand.n_judged
+    if x1 == 0 or x2 == 0:
+        x1, n1, x2, n2 = x1 + 0.5, n1 + 0.5, x2 + 0.5, n2 + 0.5
+    z = float(norm.ppf(1 - (1 - LEVEL) / 2))
+    log_ratio = math.log((x2 / n2) / (x1 / n1))
+    se = math.sqrt(max(1 / x1 - 1 / n1 + 1 / x2 - 1 / n2, 0.0))
+    factor = (cand.n_judged / cand.duration_s) / (base.n_judged / base.duration_s)
+    ci = (math.exp(log_ratio - z * se) * factor, math.exp(log_ratio + z * se) * factor)
+    test = f"ratio of shares within the SLO, Katz CI ({base.n_judged} vs {cand.n_judged} requests)"
+    return Row(config, config_id, "goodput", g1, g2, True, gate, test, ci, ci[0] > 1 or ci[1] < 1)
+
+
+def _num(v: float | None) -> str:
+    return "–" if v is None else f"{v:g}"
+
+
+def _served_rate(summary: ConfigSummary) -> float | None:
+    return summary.serving.offered_rate if summary.serving is not None else None
+
+
+def serving_rows(b: ConfigSummary, c: ConfigSummary, gates: dict[str, Gate], seed: int,
+                 notes: list[str]) -> list[Row | None]:
+    """A serving pair's latency, p99, attainment and goodput rows, when both levels offered the same rate."""
+    if b.serving is None or c.serving is None:
+        side = "base" if b.serving is None else "candidate"
+        notes.append(f"config '{c.name}': no measured load level in the {side}; its serving figures are not compared")
+        return []
+    rate_b, rate_c = _served_rate(b), _served_rate(c)
+    if (rate_b is None) != (rate_c is None) or (rate_b is not None and not math.isclose(
+            rate_b, rate_c, rel_tol=RATE_TOLERANCE)):
+        notes.append(f"config '{c.name}': offered rate {_num(rate_b)} → {_num(rate_c)} req/s; its latency, "
+                     "goodput and attainment are compared only at a fixed rate")
+        return []
+    args = (c.name, c.config_id)
+    rows = [latency_row(*args, f, b, c, gates[f], seed) for f in SERVING_LATENCY]
+    rows.append(latency_row(*args, "latency_ms_p99", b, c, gates["latency_ms_p99"], seed))
+    rows.append(goodput_row(*args, b.serving, c.serving, gates["goodput"]))
+    rows.append(attainment_row(*args, b.serving, c.serving, gates["slo_attainment"]))
+    return rows
+
+
+def _refuse_mixed(pairs: list[tuple[ConfigSummary, ConfigSummary]]) -> None:
+    """A serving row against a single-stream one measures two different things: a user error."""
+    from t2ibench.reports.serving import scenario_label
+
+    for b, c in pairs:
+        if b.is_serving != c.is_serving:
+            raise UserError(f"config '{c.name}': base is {scenario_label(b.knobs.get('scenario'))}, candidate is "
+                            f"{scenario_label(c.knobs.get('scenario'))}: a serving row cannot be compared with a "
+                            "non-serving one (latency under load is not a single call's); compare runs of the same "
+                            "scenario")
+
+
 def match_configs(base: RunSummary, cand: RunSummary, notes: list[str]) -> list[tuple[ConfigSummary, ConfigSummary]]:
     """Pairs by config_id, then by name (with a note naming the knobs that differ)."""
     by_id = {c.config_id: c for c in cand.configs}
@@ -312,9 +409,13 @@ def compare(base: RunSummary, cand: RunSummary, gates: dict[str, Gate] | None = 
     result = Comparison(base, cand)
     random_metrics: set[str] = set()
     pairs = match_configs(base, cand, result.notes)
+    _refuse_mixed(pairs)
     for b, c in pairs:
         args = (c.name, c.config_id)
-        rows = [latency_row(*args, f, b, c, merged[f], seed) for f in LATENCY_FIGURES]
+        if b.is_serving:
+            rows = serving_rows(b, c, merged, seed, result.notes)
+        else:
+            rows = [latency_row(*args, f, b, c, merged[f], seed) for f in LATENCY_FIGURES]
         rows += [memory_row(*args, f, b, c, merged[f]) for f in MEMORY_FIGURES]
         for name in [m for m in b.metrics if m in c.metrics]:
             gate = merged.get(name, Gate(0.05, relative=True))
@@ -325,16 +426,17 @@ def compare(base: RunSummary, cand: RunSummary, gates: dict[str, Gate] | None = 
     if random_metrics:
         result.notes.append(f"{', '.join(sorted(random_metrics))}: random weights, values not meaningful")
     if not result.rows:
-        raise UserError(_nothing_compared(base, cand, pairs))
+        why = [n for n in result.notes if "compared only at a fixed rate" in n or "no measured load level" in n]
+        raise UserError(_nothing_compared(base, cand, pairs) + "".join(f"; {n}" for n in why))
     for b, c in pairs:
         for side, config in (("base", b), ("candidate", c)):
-            if not config.latency_samples and (b.latency_samples or c.latency_samples):
+            if not config.latency_samples and (b.latency_samples or c.latency_samples) and not config.is_serving:
                 result.notes.append(f"config '{config.name}': no timed call in the {side} (status {config.status}); "
                                     "its latency is not compared")
     for side, summary in (("base", base), ("candidate", cand)):
         shared = {b.config_id if side == "base" else c.config_id for b, c in pairs}
         result.unstable[side] = {c.name: why for c in summary.configs if c.config_id in shared
-                                 and (why := instability(c.latency_samples))}
+                                 and not c.is_serving and (why := instability(c.latency_samples))}
     env_b, env_c = base.environment or {}, cand.environment or {}
     result.environment = {k: (env_b.get(k), env_c.get(k)) for k in ENVIRONMENT_KEYS if env_b.get(k) != env_c.get(k)
                           and (k not in _EXECUTOR_FACTS or ("executor" in env_b and "executor" in env_c))}

@@ -75,7 +75,9 @@ def check_baseline(baseline: RunSummary, run_dir: Path) -> int:
 
 
 FIGURE_LABEL = {"latency_ms_p50": "p50 ms", "latency_ms_p95": "p95 ms", "latency_ms_mean": "mean ms",
-                "images_per_s": "img/s", "peak_vram_mb": "VRAM MB", "peak_rss_mb": "RSS MB"}
+                "images_per_s": "img/s", "peak_vram_mb": "VRAM MB", "peak_rss_mb": "RSS MB",
+                "latency_ms_p99": "p99 ms", "goodput": "goodput/s", "slo_attainment": "in SLO"}
+ABSOLUTE_FIGURES = {"slo_attainment"}  # a share: its change and gate are in points, not percent of itself
 VERDICT_TEXT = {"not significant": "within noise"}  # beyond the gate, but its CI includes no change
 HEADERS = ["config: figure", "base", "cand", "change", "CI", "verdict"]  # the default table, grouped by config
 FIGURE_WIDTH = 28  # the config/figure column's width when names are longer (they fold, never truncate)
@@ -91,9 +93,14 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.0f}%" if abs(x) >= 0.1 else f"{x * 100:+.1f}%"
 
 
+def _ratio(r: Row) -> bool:
+    """Whether the row's CI is of the ratio candidate ÷ base (latency, goodput)."""
+    return r.test.startswith(("bootstrap ratio", "ratio of shares"))
+
+
 def _change(r: Row) -> str:
     """The change, relative for timings and memory, absolute for metrics (the units of their gates and CIs)."""
-    if r.test.startswith("bootstrap ratio") or (r.figure in FIGURE_LABEL and not math.isnan(r.relative)):
+    if _ratio(r) or (r.figure in FIGURE_LABEL and r.figure not in ABSOLUTE_FIGURES and not math.isnan(r.relative)):
         return "±0%" if r.delta == 0 else _pct(r.relative)
     return f"{r.delta:+.3g}"
 
@@ -102,14 +109,14 @@ def _ci(r: Row) -> str:
     """A ratio CI as percentages (latency), a difference CI in the metric's units; '' without one."""
     if r.ci is None:
         return ""
-    lo, hi = ((_pct(r.ci[0] - 1)[:-1], _pct(r.ci[1] - 1)[:-1]) if r.test.startswith("bootstrap ratio")
+    lo, hi = ((_pct(r.ci[0] - 1)[:-1], _pct(r.ci[1] - 1)[:-1]) if _ratio(r)
               else (f"{r.ci[0]:+.2g}", f"{r.ci[1]:+.2g}"))
     return f"[{lo}, {hi}]"
 
 
 def _cells(r: Row) -> list[str]:
     """Every column of the --wide table and of --markdown."""
-    ci = "–" if r.ci is None else (f"×[{r.ci[0]:.3f}, {r.ci[1]:.3f}]" if r.test.startswith("bootstrap ratio")
+    ci = "–" if r.ci is None else (f"×[{r.ci[0]:.3f}, {r.ci[1]:.3f}]" if _ratio(r)
                                    else f"[{r.ci[0]:+.3g}, {r.ci[1]:+.3g}]")
     change = f"{r.delta:+.4g}" + ("" if math.isnan(r.relative) else f" ({r.relative:+.1%})")
     return [r.config, r.figure, "↑" if r.higher_is_better else "↓", _num(r.base), _num(r.cand), change, ci, r.test,

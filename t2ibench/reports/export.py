@@ -5,6 +5,8 @@ repository: the environment (with the executor facts of ``run_environment``), th
 gates, and per config its knobs, the
 results.csv figures, every measured latency sample (warm-up excluded, all repeats) and each
 metric with its CI and, where the metric has them, per-image values keyed ``"prompt_id:seed"``.
+A load-scenario config's samples are the latencies of its final level's ok requests, and its
+``serving`` holds that level's offered rate, duration and SLO counts (``ServingSummary``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ class MetricSummary:
 
 
 @dataclass(frozen=True)
+class ServingSummary:
+    """A load level's figures for ``compare``: what it offered, how long it ran, and its SLO counts (requests
+    with an SLO, and those answered ok within it)."""
+
+    offered_rate: float | None
+    duration_s: float
+    slo_ms: float | None
+    n_scheduled: int
+    n_judged: int
+    n_within: int
+
+
+@dataclass(frozen=True)
 class ConfigSummary:
     config_id: str
     name: str
@@ -43,10 +58,18 @@ class ConfigSummary:
     figures: dict[str, float | None]  # results.csv figures; None where undefined
     latency_samples: list[float]      # ms, one per measured call and repeat
     metrics: dict[str, MetricSummary]
+    serving: ServingSummary | None = None  # a load-scenario config's final level (None for any other)
 
     @property
     def batch_size(self) -> int:
         return int(self.knobs.get("batch_size") or 1)
+
+    @property
+    def is_serving(self) -> bool:
+        """Whether the config is a load scenario (its requests went over HTTP)."""
+        from t2ibench.suites.scenario import LOAD_KINDS
+
+        return self.serving is not None or (self.knobs.get("scenario") or {}).get("kind") in LOAD_KINDS
 
 
 @dataclass(frozen=True)
@@ -85,7 +108,7 @@ def run_environment(environment: dict, executor: dict | None, actors: list[dict]
 
 def summarize(run_dir: str | Path) -> RunSummary:
     """The summary of a run directory, read from its store."""
-    from t2ibench.reports import latency
+    from t2ibench.reports import latency, serving
     from t2ibench.reports.tables import result_records
     from t2ibench.store import RunStore, call_records, current_suite
 
@@ -97,6 +120,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
         environment = run_environment(store.get_meta("environment", {}) or {}, store.get_meta("executor"),
                                       store.get_meta("actors"))
         knobs = {c["config_id"]: (c["model"], c["knobs"]) for c in store.configs()}
+        served = serving.config_figures(store)
     configs = []
     for r in results:
         cid = r["config_id"]
@@ -106,12 +130,19 @@ def summarize(run_dir: str | Path) -> RunSummary:
             for m in metric_rows if m["config_id"] == cid
         }
         model, config_knobs = knobs[cid]
+        level = served.get(cid)
+        figures = ("n_ok", *LATENCY_FIGURES, *MEMORY_FIGURES) + (tuple(serving.SERVING_COLUMNS) if level else ())
         configs.append(ConfigSummary(
-            cid, r["config"], model, config_knobs, r["status"],
-            {f: _finite(r[f]) for f in ("n_ok", *LATENCY_FIGURES, *MEMORY_FIGURES)},
-            latency.samples([c for c in calls if c["config_id"] == cid]), metrics,
+            cid, r["config"], model, config_knobs, r["status"], {f: _finite(r[f]) for f in figures},
+            level["latency_samples"] if level else latency.samples([c for c in calls if c["config_id"] == cid]),
+            metrics, _serving_summary(level) if level else None,
         ))
     return RunSummary(str(run_dir), suite.get("name", "?"), dict(suite.get("gates") or {}), environment, configs)
+
+
+def _serving_summary(level: dict) -> ServingSummary:
+    return ServingSummary(_finite(level["offered_rate"]), float(level["duration_s"]), _finite(level["slo_ms"]),
+                          len(level["requests"]), level["n_judged"], level["n_within"])
 
 
 def to_json(summary: RunSummary) -> dict:
@@ -127,7 +158,8 @@ def from_json(data: dict, source: str) -> RunSummary:
         raise UserError(f"'{source}' has results schema_version {data.get('schema_version')}; this t2ibench reads "
                         f"{RESULTS_SCHEMA_VERSION}; re-export it with `t2ibench export RUN_DIR -o FILE`")
     try:
-        configs = [ConfigSummary(**{**c, "metrics": {k: MetricSummary(**m) for k, m in c["metrics"].items()}})
+        configs = [ConfigSummary(**{**c, "metrics": {k: MetricSummary(**m) for k, m in c["metrics"].items()},
+                                    "serving": ServingSummary(**c["serving"]) if c.get("serving") else None})
                    for c in data["configs"]]
         return RunSummary(source, data["suite"], data["gates"], data["environment"], configs)
     except (KeyError, TypeError) as e:

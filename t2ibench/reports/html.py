@@ -241,6 +241,49 @@ def _plots(plots: list[Plot], rows: list[dict]) -> str:
     return f'<div class="plots">{"".join(figs)}</div>' if figs else "<p>No plots (nothing measured).</p>"
 
 
+SERVING_TABLE = [("offered_rate", "offered req/s"), ("achieved_rate", "achieved img/s"), ("latency_ms_p50", "p50 ms"),
+                 ("latency_ms_p90", "p90 ms"), ("latency_ms_p99", "p99 ms"), ("latency_ms_max", "max ms"),
+                 ("queue_ms_mean", "queue ms"), ("compute_ms_mean", "compute ms"), ("slo_ms", "SLO ms"),
+                 ("slo_attainment", "in SLO"), ("goodput", "goodput/s"), ("error_rate", "errors"),
+                 ("rejected", "503s"), ("mean_batch", "batch"), ("capped", "capped"),
+                 ("slo_max_rate", "max rate in SLO")]
+
+
+def _serving(rows: list[dict], plots: list[Plot]) -> str:
+    """The Serving section (only for a run with load levels): the highest rate within the SLO per family, a
+    table of each level's figures (p50 and p99 with their 95% CIs), and the serving plots."""
+    from t2ibench.reports.serving import has_levels, is_serving, slo_lines
+
+    if not has_levels(rows):
+        return ""
+    served = [(r, cid) for r, cid in zip(rows, short_ids(rows)) if is_serving(r)]
+    lines = "".join(f"<li>{escape(line)}</li>" for line in slo_lines(rows))
+    head = "".join(f'<th data-type="num" title="{escape(c)}">{escape(t)}</th>' for c, t in SERVING_TABLE)
+    body = []
+    for r, cid in served:
+        tds = []
+        for column, _ in SERVING_TABLE:
+            ci = ""
+            lo, hi = r.get(f"{column}_ci_low"), r.get(f"{column}_ci_high")
+            if isinstance(lo, float) and not math.isnan(lo):
+                ci = f' <span class="ci">[{_num(lo)}, {_num(hi)}]</span>'
+            tds.append(f'<td data-value="{_data_value(r.get(column))}">{_num(r.get(column))}{ci}</td>')
+        errors = r.get("errors_by_kind") or ""
+        body.append(f'<tr><td class="t"><span class="cid">{cid}</span></td><td class="t">{escape(str(r["config"]))}'
+                    f'</td><td class="t">{escape(str(r.get("scenario") or ""))}</td>{"".join(tds)}'
+                    f'<td class="t">{escape(errors if errors != "{}" else "")}</td></tr>')
+    table = ('<div class="scroll tablebox"><table class="serving"><thead><tr><th class="t">id</th>'
+             f'<th class="t">config</th><th class="t">scenario</th>{head}<th class="t">errors by kind</th></tr>'
+             f'</thead><tbody>{"".join(body)}</tbody></table></div>')
+    figs = "".join(f'<figure class="scatter"><img alt="{escape(p.title, quote=True)}" src="data:image/png;base64,'
+                   f'{base64.b64encode(p.png.read_bytes()).decode()}"><figcaption>{escape(p.title)} · '
+                   f'<a href="plots/{escape(p.svg.name)}">SVG</a></figcaption></figure>' for p in plots)
+    return (f'<h2 id="serving">Serving</h2>{"<ul>" + lines + "</ul>" if lines else ""}'
+            '<p class="hint">Latency runs from each request\'s scheduled send (no coordinated omission); '
+            "percentiles are over the requests answered ok, SLO attainment over every scheduled request (an "
+            f"error is a miss).</p>{table}" + (f'<div class="plots">{figs}</div>' if figs else ""))
+
+
 def _size_attrs(row: dict) -> str:
     """The image's pixel size as width/height attributes: the browser reserves the true aspect ratio
     before the (lazy) image loads; CSS scales the width and keeps that ratio."""
@@ -343,7 +386,8 @@ def render_html(*, suite: dict, rows: list[dict], cells: list[dict], metrics: li
 {"".join(banners)}
 <div class="{rec_class}" id="recommendation">{escape(recommendation.message)}</div>
 <h2>Results</h2>{_results_table(rows, metrics, objectives)}{_estimands(metrics)}
-<h2>Plots</h2>{_plots(plots, rows)}
+<h2>Plots</h2>{_plots([p for p in plots if p.section != "serving"], rows)}
+{_serving(rows, [p for p in plots if p.section == "serving"])}
 <h2>Images</h2>{_grid(rows, cells, seeds, [p.get("prompt_id") for p in suite.get("prompts") or []])}
 {render_profiles_html(rows, profiles or {})}
 <h2>Environment</h2><table class="env">{env_rows}</table>

@@ -21,6 +21,29 @@ def _fmt(v) -> str:
     return " ".join(text.splitlines())
 
 
+SERVING_SHOWN = ["offered_rate", "achieved_rate", "latency_ms_p50", "latency_ms_p99", "slo_ms", "slo_attainment",
+                 "goodput", "error_rate", "rejected", "mean_batch", "slo_max_rate"]
+
+
+def _serving(rows: list[dict]) -> list[str]:
+    """The serving table (load levels only; p99 with its 95% CI) and the highest rate within each family's SLO."""
+    from t2ibench.reports.serving import has_levels, is_serving, slo_lines
+
+    if not has_levels(rows):
+        return []
+    served = [r for r in rows if is_serving(r)]
+    lines = ["", "## Serving", ""] + [f"- {_fmt(line)}" for line in slo_lines(rows)]
+    lines += ["", "| config | scenario | " + " | ".join(SERVING_SHOWN) + " |", "|" + "---|" * (len(SERVING_SHOWN) + 2)]
+    for r in served:
+        cells = [_fmt(r["config"]), _fmt(r.get("scenario"))]
+        for c in SERVING_SHOWN:
+            lo, hi = r.get(f"{c}_ci_low"), r.get(f"{c}_ci_high")
+            ci = f" [{_fmt(lo)}, {_fmt(hi)}]" if isinstance(lo, float) and not math.isnan(lo) else ""
+            cells.append(_fmt(r.get(c)) + ci)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(ctx: ReportContext) -> str:
     from t2ibench.metrics.registry import column
 
@@ -56,6 +79,7 @@ def render_markdown(ctx: ReportContext) -> str:
     if notes:
         lines += ["", "Each metric and its 95% CI (over prompts) estimate:", ""]
         lines += [f"- **{name}**: {_fmt(text)}" for name, text in notes]
+    lines += _serving(rows)
     excluded = [r for r in rows if r["pareto_note"] and ctx.objectives]
     if excluded:
         lines += ["", "Not on the Pareto frontier by rule: " + "; ".join(

@@ -1,5 +1,7 @@
 """Report plots (matplotlib, PNG and SVG): quality vs latency with the frontier, per-knob effects,
-peak memory per config, and the per-step time profile.
+peak memory per config, and the per-step time profile; for load levels (the Serving section), latency p50
+and p99 against achieved throughput with the SLO, SLO attainment against offered rate, and quality against
+goodput with its frontier.
 
 Every plot names configs the same way: a short id (C1, C2…, keyed to a table in the report) and the knobs
 that differ between the configs (``labels.distinguishing_knobs``); each config keeps one colour and marker
@@ -29,6 +31,7 @@ class Plot:
     svg: Path
     wide: bool = False  # shown on a row of its own, at its natural size
     series: tuple[tuple[str, tuple[str, ...], str], ...] = ()  # what was drawn: (label, config_ids, colour) each
+    section: str = ""  # "serving": shown in the report's Serving section
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _save(fig, out_dir: Path, stem: str, title: str, wide: bool = False, series=()) -> Plot:
+def _save(fig, out_dir: Path, stem: str, title: str, wide: bool = False, series=(), section: str = "") -> Plot:
     out_dir.mkdir(parents=True, exist_ok=True)
     png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
     fig.savefig(png, dpi=110, bbox_inches="tight")
@@ -87,7 +90,7 @@ def _save(fig, out_dir: Path, stem: str, title: str, wide: bool = False, series=
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    return Plot(title, png, svg, wide, tuple(series))
+    return Plot(title, png, svg, wide, tuple(series), section)
 
 
 def _legend_below(fig, handles, labels, fontsize: float = 7.5) -> None:
@@ -352,6 +355,123 @@ def _step_profile(rows: list[dict], cells: list[dict], out_dir: Path, names: Nam
     return _save(fig, out_dir, "step_profile", "per-step time profile", series=series)
 
 
+def _served_families(rows: list[dict]) -> list[tuple[str, list[dict], str]]:
+    """(name, rows, colour) of each family of load levels with serving figures."""
+    from t2ibench.reports.serving import families, family_name
+
+    groups = [g for g in families(rows) if any(_finite(r.get("achieved_rate")) for r in g)]
+    return [(family_name(g), g, c) for g, c in zip(groups, config_colours(len(groups)))]
+
+
+def _slo_lines(ax, rows: list[dict]) -> None:
+    for slo in sorted({r["slo_ms"] for r in rows if _finite(r.get("slo_ms"))}):
+        ax.axhline(slo, color="tab:red", lw=1, ls=":", zorder=1)
+        ax.annotate(f"SLO {slo:g} ms", (1.0, slo), xycoords=("axes fraction", "data"), ha="right", va="bottom",
+                    fontsize=7.5, color="tab:red")
+
+
+def _serving_latency(rows: list[dict], out_dir: Path) -> Plot | None:
+    """Latency p50 (dashed) and p99 (solid) against achieved throughput, one line per config family, with the
+    SLO: the chart every serving team draws."""
+    import matplotlib.pyplot as plt
+
+    fams = _served_families(rows)
+    if not fams:
+        return None
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    series = []
+    for i, (name, group, colour) in enumerate(fams):
+        pts = sorted((r for r in group if _finite(r.get("achieved_rate"))), key=lambda r: r["achieved_rate"])
+        for column, style in (("latency_ms_p50", "--"), ("latency_ms_p99", "-")):
+            xy = [(r["achieved_rate"], r[column]) for r in pts if _finite(r.get(column))]
+            if xy:
+                ax.plot(*zip(*xy), ls=style, marker=marker(i * 10), color=colour, markersize=5,
+                        label=f"{name} ({column[-3:]})")
+        series.append((name, tuple(r["config_id"] for r in group), colour))
+    _slo_lines(ax, [r for _, g, _ in fams for r in g])
+    ax.set_xlabel("achieved throughput (ok images/s)")
+    ax.set_ylabel("latency from scheduled send (ms)")
+    title = "latency against throughput (p50 dashed, p99 solid)"
+    ax.set_title(title, fontsize=10, loc="left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _legend_below(fig, *ax.get_legend_handles_labels())
+    return _save(fig, out_dir, "serving_latency", title, series=series, section="serving")
+
+
+def _serving_attainment(rows: list[dict], out_dir: Path) -> Plot | None:
+    """SLO attainment against offered rate, one line per family, with the 99% target."""
+    import matplotlib.pyplot as plt
+
+    from t2ibench.reports.serving import ATTAINMENT
+
+    fams = [(n, [r for r in g if _finite(r.get("slo_attainment")) and _finite(r.get("offered_rate"))], c)
+            for n, g, c in _served_families(rows)]
+    fams = [f for f in fams if f[1]]
+    if not fams:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (name, group, colour) in enumerate(fams):
+        pts = sorted((r["offered_rate"], r["slo_attainment"]) for r in group)
+        ax.plot(*zip(*pts), marker=marker(i * 10), color=colour, markersize=5, label=name)
+    ax.axhline(ATTAINMENT, color="tab:red", lw=1, ls=":")
+    ax.annotate(f"target {ATTAINMENT:.0%}", (0.0, ATTAINMENT), xycoords=("axes fraction", "data"), ha="left",
+                va="bottom", fontsize=7.5, color="tab:red")
+    ax.set_ylim(-0.03, 1.05)
+    ax.set_xlabel("offered rate (requests/s)")
+    ax.set_ylabel("SLO attainment (share of scheduled requests)")
+    title = "SLO attainment against offered rate"
+    ax.set_title(title, fontsize=10, loc="left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _legend_below(fig, *ax.get_legend_handles_labels())
+    series = [(n, tuple(r["config_id"] for r in g), c) for n, g, c in fams]
+    return _save(fig, out_dir, "serving_attainment", title, series=series, section="serving")
+
+
+def _goodput_vs_quality(rows: list[dict], metric: str, out_dir: Path, random_weights: bool,
+                        names: Names) -> Plot | None:
+    """Goodput against a quality metric, with the Pareto frontier of the two (goodput: higher is better)."""
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if _finite(r.get("goodput")) and _finite(r.get(metric))]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    series = []
+    for r in pts:
+        cid = r["config_id"]
+        line, = ax.plot([r["goodput"]], [r[metric]], linestyle="none", marker=names.markers[cid],
+                        color=names.colours[cid], markersize=6, markeredgecolor="white", markeredgewidth=0.5,
+                        zorder=3)
+        series.append((names.ids[cid], (cid,), line.get_color()))
+    direction = "max" if higher_is_better(metric) else "min"
+    front = [p for p, on in zip(pts, pareto_front([[r["goodput"], r[metric]] for r in pts], ["max", direction]))
+             if on]
+    front.sort(key=lambda r: -r["goodput"])
+    if len(front) > 1:
+        ax.step([r["goodput"] for r in front], [r[metric] for r in front], where="post", color="tab:red", lw=1,
+                alpha=0.7, zorder=2, label="Pareto frontier")
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, borderaxespad=0.2)
+    ax.margins(0.1)
+    ax.set_xlabel("goodput (requests/s within the SLO, higher is better)")
+    ax.set_ylabel(f"{label(metric)} ({'higher' if direction == 'max' else 'lower'} is better)")
+    title = f"{label(metric)} vs goodput" + (" — random weights, not meaningful" if random_weights else "")
+    ax.set_title(title, fontsize=10, loc="left", pad=18 if len(front) > 1 else 6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _place_ids(ax, [r["goodput"] for r in pts], [r[metric] for r in pts], [names.ids[r["config_id"]] for r in pts],
+               [names.colours[r["config_id"]] for r in pts])
+    return _save(fig, out_dir, f"{metric}_vs_goodput", title, series=series, section="serving")
+
+
+def serving_plots(rows: list[dict], metrics: list[str], random_metrics: set[str], out_dir: Path,
+                  names: Names) -> list[Plot | None]:
+    """The Serving section's plots (none for a run without load levels)."""
+    plots = [_serving_latency(rows, out_dir), _serving_attainment(rows, out_dir)]
+    return plots + [_goodput_vs_quality(rows, m, out_dir, m in random_metrics, names) for m in metrics]
+
+
 def make_plots(rows: list[dict], cells: list[dict], metrics: list[str], random_metrics: set[str],
                out_dir: Path) -> list[Plot]:
     """Every plot of the report. Text is drawn literally (mathtext off): a config named ``a $\\frac$ b``
@@ -364,4 +484,5 @@ def make_plots(rows: list[dict], cells: list[dict], metrics: list[str], random_m
         plots = [_quality_vs_latency(rows, m, out_dir, m in random_metrics, names) for m in metrics]
         plots += _knob_effects(rows, metrics, out_dir)
         plots += [_memory(rows, out_dir, names), _step_profile(rows, cells, out_dir, names)]
+        plots += serving_plots(rows, metrics, random_metrics, out_dir, names)
     return [p for p in plots if p is not None]

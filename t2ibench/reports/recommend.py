@@ -36,7 +36,8 @@ def _fmt(v: float) -> str:
 
 
 # objective → its 95% CI columns in the results rows
-CI_COLUMNS = {"latency_ms_p50": ("latency_ms_p50_ci_low", "latency_ms_p50_ci_high")}
+CI_COLUMNS = {"latency_ms_p50": ("latency_ms_p50_ci_low", "latency_ms_p50_ci_high"),
+              "latency_ms_p99": ("latency_ms_p99_ci_low", "latency_ms_p99_ci_high")}  # served levels
 
 
 def _ci(row: Mapping, column: str) -> tuple[float, float] | None:
@@ -77,13 +78,21 @@ def _choose(candidates: list[Mapping], objectives: Mapping[str, str]) -> tuple[M
     return best, noise
 
 
+RATE_TOLERANCE = 1e-6  # relative: a level's offered rate is the rate its scenario asked for
+
+
 def violations(row: Mapping, constraints: Mapping[str, Mapping]) -> list[str]:
-    """Each constraint the row breaks, e.g. 'peak_vram_mb 13100 > max 12000'; an unmeasured column breaks it."""
+    """Each constraint the row breaks, e.g. 'peak_vram_mb 13100 > max 12000'; an unmeasured column breaks it.
+    A bound with ``rate`` holds at that offered rate: a row served at another rate, or not served, breaks it."""
     out = []
     for column, bound in constraints.items():
         v = _value(row, column)
-        lo, hi = bound.get("min"), bound.get("max")
-        if math.isnan(v):
+        lo, hi, rate = bound.get("min"), bound.get("max"), bound.get("rate")
+        offered = _value(row, "offered_rate")
+        if rate is not None and not math.isclose(offered, rate, rel_tol=RATE_TOLERANCE):
+            out.append(f"{column} is constrained at {_fmt(rate)} req/s, "
+                       + ("not served" if math.isnan(offered) else f"offered_rate {_fmt(offered)}"))
+        elif math.isnan(v):
             out.append(f"{column} not measured")
         elif hi is not None and v > hi:
             out.append(f"{column} {_fmt(v)} > max {_fmt(hi)}")
@@ -122,7 +131,9 @@ def recommend(rows: list[Mapping], objectives: Mapping[str, str], constraints: M
     word = {"min": "lowest", "max": "highest"}
     bounds = ", ".join(f"{c} {'≤ ' + _fmt(b['max']) if b.get('max') is not None else ''}"
                        f"{' and ' if b.get('max') is not None and b.get('min') is not None else ''}"
-                       f"{'≥ ' + _fmt(b['min']) if b.get('min') is not None else ''}" for c, b in constraints.items())
+                       f"{'≥ ' + _fmt(b['min']) if b.get('min') is not None else ''}"
+                       f"{' at ' + _fmt(b['rate']) + ' req/s' if b.get('rate') is not None else ''}"
+                       for c, b in constraints.items())
     among = f"among {len(candidates)} of {plural(len(rows), 'config')}" + (f" meeting {bounds}" if constraints else "")
     ties = dict(noise)
     if primary in ties:  # the primary objective could not tell the leaders apart

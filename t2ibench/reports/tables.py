@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from t2ibench.reports import latency
+from t2ibench.reports import latency, serving
 from t2ibench.reports.pareto import frontier_mask
 from t2ibench.store import RunStore, call_records, cell_records, current_suite, scope
 from t2ibench.suites.knobs import KNOB_NAMES, knob_default
@@ -21,7 +21,8 @@ RESULT_FIGURES = ["n_ok", "n_failed", "latency_ms_p50", "latency_ms_p95", "laten
 RESULT_EXTRAS = ["pareto_note", "n_nan", "n_skipped", "status", "reason", "is_reference", "encode_ms_mean", "denoise_ms_mean",
                  "decode_ms_mean", "step_ms_mean", "load_ms", "warmup_ms", "compile_ms", "export_ms", "recompiles",
                  "random_weights", "cache_hit_rate", "applied", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high",
-                 "latency_cv", "latency_unstable", "upscale_ms_mean"]
+                 "latency_cv", "latency_unstable", "upscale_ms_mean", *serving.SERVING_COLUMNS,
+                 *serving.SERVING_EXTRAS]
 
 
 def against_reference_columns() -> set[str]:
@@ -48,6 +49,7 @@ def result_records(store: RunStore, objectives: dict | None = None) -> list[dict
     metric_rows = store.metrics()
     metric_names = list(dict.fromkeys(m["metric"] for m in metric_rows))
     suite = current_suite(store)
+    served = serving.config_figures(store)
     rows = []
     for cfg in configs:
         mine = [c for c in cells if c["config_id"] == cfg["config_id"]]
@@ -85,13 +87,43 @@ def result_records(store: RunStore, objectives: dict | None = None) -> list[dict
             **latency.stability(my_samples),  # p50's 95% CI, the samples' spread, why they look unstable
             upscale_ms_mean=_mean([c.get("upscale_ms") for c in my_calls if c["status"] == "ok"]),
         )
+        _serving_columns(row, cfg, served.get(cfg["config_id"]))
         rows.append(row)
+    limits = serving.max_rate_within_slo([{"config_id": cfg["config_id"], "model": cfg["model"],
+                                          "knobs": cfg["knobs"], **_level_of(row)}
+                                         for cfg, row in zip(configs, rows) if serving.is_serving(row)])
+    for row in rows:
+        row["slo_max_rate"] = limits.get(row["config_id"], math.nan)
     objectives = objectives if objectives is not None else (suite.get("objectives") or {})
     notes = [_exclusion(r, objectives) for r in rows]
     for row, note, on_front in zip(rows, notes, frontier_mask(rows, objectives, [n == "" for n in notes])):
         row["pareto"] = on_front
         row["pareto_note"] = note
     return rows
+
+
+def _serving_columns(row: dict, cfg: dict, figures: dict | None) -> None:
+    """A load-scenario row's serving columns, from its final level's requests; its latency figures (p50, p95,
+    mean, p50's CI) and images/s are the requests' too. Other rows leave them NaN."""
+    if "scenario" in row:
+        row["scenario"] = serving.scenario_label(cfg["knobs"].get("scenario"))
+    empty = {c: math.nan for c in serving.SERVING_COLUMNS + serving.SERVING_EXTRAS}
+    row.update(empty, errors_by_kind="")
+    if figures is None:
+        if serving.is_serving(row):  # a load config with no level measured: no call figures either
+            row.update({f: math.nan for f in latency.LATENCY_FIGURES})
+        return
+    row.update({c: figures[c] for c in serving.SERVING_COLUMNS + serving.SERVING_EXTRAS if c in figures})
+    row.update({f: figures[f] for f in ("latency_ms_p50", "latency_ms_p95", "latency_ms_mean",
+                                        "latency_ms_p50_ci_low", "latency_ms_p50_ci_high")})
+    row["images_per_s"] = figures["achieved_rate"]
+    x = np.asarray(figures["latency_samples"], np.float64)
+    row["latency_cv"] = float(np.std(x, ddof=1) / np.mean(x)) if len(x) >= 2 and np.mean(x) > 0 else math.nan
+    row["latency_unstable"] = ""  # a tail under load is what is measured, not noise
+
+
+def _level_of(row: dict) -> dict:
+    return {"offered_rate": row.get("offered_rate"), "slo_attainment": row.get("slo_attainment")}
 
 
 def _mean(values: list) -> float:

@@ -27,6 +27,9 @@ from t2ibench.suites.problems import Problem, from_validation_error
 MEASURES: tuple[str, ...] = (
     "latency_ms_p50", "latency_ms_p95", "latency_ms_mean", "images_per_s",
     "peak_vram_mb", "peak_rss_mb", "n_ok", "n_failed",
+    # load scenarios (a single-stream row leaves them unmeasured)
+    "offered_rate", "achieved_rate", "latency_ms_p90", "latency_ms_p99", "latency_ms_max", "queue_ms_mean",
+    "compute_ms_mean", "slo_attainment", "goodput", "error_rate", "rejected", "mean_batch", "slo_max_rate",
 )
 """Results columns that objectives, constraints and gates may name besides metrics."""
 

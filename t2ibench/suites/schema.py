@@ -60,10 +60,12 @@ class Timing(Frozen):
 
 
 class Bound(Frozen):
-    """A constraint on one results column: ``{max: 12000}``, ``{min: 30}`` or both."""
+    """A constraint on one results column: ``{max: 12000}``, ``{min: 30}`` or both; ``rate: 2`` holds it at an
+    offered rate (requests/s): only configs served at that rate can meet it."""
 
     min: Optional[float] = None
     max: Optional[float] = None
+    rate: Optional[float] = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> "Bound":
