@@ -50,7 +50,8 @@ def _requests(level: int, latencies: list[float]) -> tuple[RequestRow, ...]:
 def _final_level(latencies: list[float], values: tuple[int, int]) -> LevelDone:
     level = LevelRow(LOAD.config_id, 1, "server", started_at=1000.0, duration_s=2.0, n_scheduled=3, offered_rate=2.0,
                      capped=1)
-    served = (ServedCell(CELLS[0], 0, "ok", "", _pixels(values[0])), ServedCell(CELLS[1], 1, "ok", "", _pixels(values[1])),
+    served = (ServedCell(CELLS[0], 0, "ok", "", _pixels(values[0])),
+              ServedCell(CELLS[1], 1, "ok", "", _pixels(values[1])),
               ServedCell(CELLS[2], 2, "failed", "timeout: no answer in 0.6 s", None))
     return LevelDone(LOAD, level, _requests(1, latencies), served)
 

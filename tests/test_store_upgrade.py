@@ -173,7 +173,8 @@ V2_CELLS = [
 ]
 V2_CALLS = [  # config_id, call_index, status, error, batch_size, n_images, samples, latency, encode, denoise,
     # decode, step_ms, vram, rss, recompiles, created_at, cache_hit_rate, upscale_ms
-    ("a", 0, "ok", "", 2, 2, "[41.0, 40.0, 39.0]", 40.0, 5.0, 30.0, 5.0, "[15.0, 15.0]", None, 900.0, 1, 1.5, 0.25, 3.0),
+    ("a", 0, "ok", "", 2, 2, "[41.0, 40.0, 39.0]", 40.0, 5.0, 30.0, 5.0, "[15.0, 15.0]", None, 900.0, 1, 1.5, 0.25,
+     3.0),
     ("a", 1, "nan", "", 2, 1, "[20.0]", 20.0, 2.0, 16.0, 2.0, "[8.0, 8.0]", None, 910.0, 0, 1.5, None, None),
     ("a", 2, "failed", "RuntimeError: out of memory", 2, 1, "[]", None, None, None, None, None, 70000.0, 920.0, 0, 1.5,
      None, None),
