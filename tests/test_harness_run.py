@@ -26,7 +26,7 @@ def test_run_writes_contract_files(write_suite, tmp_path):
     run = t2ibench.run(t2ibench.load_suite(path), out=out, device="cpu")
     assert (out / "run.sqlite").is_file() and (out / "report.md").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["schema_version"] == SCHEMA_VERSION == 2 and manifest["status"] == "complete"
+    assert manifest["schema_version"] == SCHEMA_VERSION == 3 and manifest["status"] == "complete"
     assert manifest["environment"]["torch"] == torch.__version__ and manifest["environment"]["diffusers"]
     assert len(manifest["suite"]["configs"]) == 3
 

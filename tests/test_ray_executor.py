@@ -26,10 +26,11 @@ ray = pytest.importorskip("ray", reason="needs Ray: pip install 't2ibench[ray]'"
 
 from t2ibench.cli import main  # noqa: E402
 from t2ibench.harness import ray_executor  # noqa: E402
+from t2ibench.harness.events import CellsDone, ConfigEnded, ConfigFacts  # noqa: E402
 from t2ibench.harness.plan import CellTask, ConfigTask, GroupTask, RunPlan  # noqa: E402
 from t2ibench.orchestration import execute  # noqa: E402
 from t2ibench.store import RunStore  # noqa: E402
-from t2ibench.suites import Timing, load_suite  # noqa: E402
+from t2ibench.suites import Config, Timing, load_suite  # noqa: E402
 
 # three load groups (tiny-sd fp32, tiny-sd bf16, tiny-sdxl), four configs × 3 prompts × 2 seeds
 SUITE = {
@@ -160,6 +161,16 @@ class _Sink:
         return lambda *args: self.events.append((name, *args))
 
 
+def _shipped(sink_method: str, *args) -> tuple:
+    """What an actor's queue sink puts on its queue for that call (pickled by Ray on the way)."""
+    import pickle
+    import queue
+
+    events: queue.Queue = queue.Queue()
+    getattr(ray_executor._QueueSink(events, encode_inline=True), sink_method)(*args)
+    return pickle.loads(pickle.dumps(events.get_nowait()))
+
+
 def test_a_split_config_starts_once_gets_distinct_call_indices_and_ends_once_with_its_worst_status():
     group = _tasks(1, 16)
     halves = ray_executor.split_groups((group,), 2)
@@ -169,22 +180,54 @@ def test_a_split_config_starts_once_gets_distinct_call_indices_and_ends_once_wit
     a, b = (replay.open(h) for h in halves)
     config = group.configs[0].config
     for shard in (a, b):
-        replay.apply(shard, "config_started", (config, 8))
+        replay.apply(shard, *_shipped("config_started", config, 8))
         for i, cell in enumerate(shard.group.configs[0].cells[:4]):
-            replay.apply(shard, "cells_done", (config, [cell], None, "boom", (None, 1.0), i, []))
-    replay.apply(a, "config_ended", (config, "done", "", (), {"recompiles": 1}))
+            replay.apply(shard, *_shipped("cells_done", CellsDone(config, (cell,), None, "boom", (None, 1.0), i)))
+    replay.apply(a, *_shipped("config_ended", ConfigEnded(config, "done", "", (), ConfigFacts(load_ms=5.0,
+                                                                                              recompiles=1))))
     rest = b.group.configs[0].cells[4:]
-    replay.apply(b, "config_ended", (config, "skipped", "too many failures", rest, {"recompiles": 2}))
+    replay.apply(b, *_shipped("config_ended", ConfigEnded(config, "skipped", "too many failures", rest,
+                                                          ConfigFacts(load_ms=7.0, warmup_ms=2.0, recompiles=2))))
     assert [e[0] for e in sink.events].count("config_started") == 1 and sink.events[0][2] == 16
-    indices = [e[6] for e in sink.events if e[0] == "cells_done"]
-    assert sorted(indices) == [0, 1, 2, 3, 8, 9, 10, 11]  # each shard has its own block of call indices
-    ends = [e for e in sink.events if e[0] == "config_ended"]
-    assert len(ends) == 1 and ends[0][2:5] == ("skipped", "too many failures", rest)
-    assert ends[0][5]["recompiles"] == 3
+    done = [e[1] for e in sink.events if e[0] == "cells_done"]
+    assert all(isinstance(e, CellsDone) and e.error == "boom" for e in done)
+    assert sorted(e.call_index for e in done) == [0, 1, 2, 3, 8, 9, 10, 11]  # each shard has its own block
+    ends = [e[1] for e in sink.events if e[0] == "config_ended"]
+    assert len(ends) == 1 and (ends[0].status, ends[0].reason, ends[0].cells) == ("skipped", "too many failures", rest)
+    # the first shard's facts stand, the second fills their gaps, recompiles add up
+    assert ends[0].facts == ConfigFacts(load_ms=5.0, warmup_ms=2.0, recompiles=3)
     # a shard lost with cells left: only the cells the driver did not receive run again
     c = replay.open(halves[0])
-    replay.apply(c, "cells_done", (config, [halves[0].configs[0].cells[0]], None, "x", (None, 1.0), 0, []))
+    replay.apply(c, *_shipped("cells_done", CellsDone(config, (halves[0].configs[0].cells[0],), None, "x",
+                                                      (None, 1.0), 0)))
     assert c.remainder().configs[0].cells == halves[0].configs[0].cells[1:]
+
+
+def test_a_load_config_is_never_split_and_its_levels_reach_the_sink_with_pngs():
+    import numpy as np
+
+    from t2ibench.harness.events import LevelDone, ServedCell
+    from t2ibench.store import LevelRow, RequestRow, encode_png
+
+    group = _tasks(1, 16)
+    task = group.configs[0]
+    knobs = task.config.knobs.replace(scenario={"kind": "server", "rate": 1.0})
+    load_config = Config(name="load", model=task.config.model, knobs=knobs)
+    load = GroupTask(("m",), (ConfigTask(load_config, task.cells),))
+    assert len(ray_executor.split_groups((group,), 2)) == 2 and ray_executor.split_groups((load,), 2) == [load]
+    config = load.configs[0].config
+    sink = _Sink()
+    replay = ray_executor._Replay(sink, RunPlan(groups=(load,), timing=Timing(), devices=("cpu",)))
+    shard = replay.open(load)
+    pixels = np.full((8, 8, 3), 9, np.uint8)
+    cell = load.configs[0].cells[0]
+    event = LevelDone(config, LevelRow(config.config_id, 0, "server", 1.0, 2.0, 1, offered_rate=1.0),
+                      (RequestRow(config.config_id, 0, 0, 0.0, 0.5, 500.0),), (ServedCell(cell, 0, "ok", "", pixels),))
+    replay.apply(shard, *_shipped("level_done", event))
+    ((kind, got),) = sink.events
+    assert kind == "level_done" and got.served[0].pixels == encode_png(pixels)  # PNG bytes, made on the actor
+    assert got.level == event.level and got.requests == event.requests
+    assert shard.remainder().configs[0].cells == load.configs[0].cells[1:]  # the served cell was received
 
 
 def test_a_gpu_actor_encodes_pngs_beside_its_calls_and_sends_no_padding():
@@ -198,10 +241,10 @@ def test_a_gpu_actor_encodes_pngs_beside_its_calls_and_sends_no_padding():
     sink = ray_executor._QueueSink(runner.events, encode_inline=False)
     pixels = np.full((8, 8, 3), 7, np.uint8)
     padded = CallOutcome([ImageOutcome("ok", pixels)] * 2, CallTiming(1.0, 0.2, 0.6, 0.2, [0.6]))
-    sink.cells_done("config", ["one cell"], padded, "", (None, 1.0), 0, [1.0])
-    assert runner.events.queue[0][1][2].images[0].pixels is pixels  # not encoded in the worker's thread
-    ((kind, args),) = runner.next_events()
-    assert kind == "cells_done" and [i.pixels for i in args[2].images] == [encode_png(pixels)]
+    sink.cells_done(CellsDone("config", ("one cell",), padded, "", (None, 1.0), 0, (1.0,)))
+    assert runner.events.queue[0][1][0].outcome.images[0].pixels is pixels  # not encoded in the worker's thread
+    ((kind, (event,)),) = runner.next_events()
+    assert kind == "cells_done" and [i.pixels for i in event.outcome.images] == [encode_png(pixels)]
 
 
 def _ok_cells(run_dir: Path) -> int:

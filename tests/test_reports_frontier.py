@@ -31,9 +31,8 @@ def store(tmp_path):
             s.add_config(pos, cfg)
             s.update_config(cfg.config_id, status="done")
             for seed in (0, 1):
-                s.put_cells([CellRow(cfg.config_id, "p0", seed, "a prompt", None, "ok", latency_ms=latency,
-                                     encode_ms=1.0, denoise_ms=latency - 2, decode_ms=1.0, step_ms=[1.0],
-                                     call_index=seed, image_path=f"images/{cfg.config_id}/p0-{seed}.png")],
+                s.put_cells([CellRow(cfg.config_id, "p0", seed, "a prompt", None, "ok", call_index=seed,
+                                     image_path=f"images/{cfg.config_id}/p0-{seed}.png")],
                             CallRow(cfg.config_id, seed, "ok", 1, 1, samples=[latency], latency_ms=latency,
                                     encode_ms=1.0, denoise_ms=latency - 2, decode_ms=1.0, step_ms=[1.0]))
             s.put_metrics([MetricResult(cfg.config_id, "fid", fid, None, None, False, 2),

@@ -30,11 +30,13 @@ from t2ibench.backends.engine import ImageOutcome
 from t2ibench.base import plural
 from t2ibench.errors import UserError
 from t2ibench.executors import RayOptions
+from t2ibench.harness.events import CellsDone, ConfigEnded, ConfigFacts, LevelDone
 from t2ibench.harness.interrupt import StopRequested, check_stop, request_stop
 from t2ibench.harness.plan import ConfigTask, GroupTask, RunPlan
 from t2ibench.harness.worker import ResultSink, Worker, batches
 from t2ibench.store import encode_png
 from t2ibench.suites import Config, Timing
+from t2ibench.suites.scenario import is_load
 
 BUFFER_EVENTS = 16  # per actor: results waiting for the driver; its worker pauses while the buffer is full
 MAX_ATTEMPTS = 3  # deaths of a shard's actor after which its remaining cells are recorded as failed
@@ -57,19 +59,26 @@ def import_ray():
 
 # --- on the actor ---------------------------------------------------------------------------------
 
-def _encoded(event: tuple) -> tuple:
-    """The event with its images as PNG bytes (the bytes a local run writes)."""
-    kind, args = event
-    if kind != "cells_done" or args[2] is None:
-        return event
-    outcome = args[2]
-    images = [ImageOutcome(i.status, encode_png(i.pixels) if i.pixels is not None and not isinstance(i.pixels, bytes)
-                           else i.pixels, i.error) for i in outcome.images]
-    return kind, (*args[:2], replace(outcome, images=images), *args[3:])
+def _png(pixels):
+    return encode_png(pixels) if pixels is not None and not isinstance(pixels, bytes) else pixels
+
+
+def _encoded(item: tuple) -> tuple:
+    """The queued item (method name, arguments) with its images as PNG bytes (the bytes a local run writes)."""
+    kind, args = item
+    if kind == "cells_done" and args[0].outcome is not None:
+        event: CellsDone = args[0]
+        images = [ImageOutcome(i.status, _png(i.pixels), i.error) for i in event.outcome.images]
+        return kind, (replace(event, outcome=replace(event.outcome, images=images)),)
+    if kind == "level_done" and args[0].served:
+        level: LevelDone = args[0]
+        return kind, (replace(level, served=tuple(replace(s, pixels=_png(s.pixels)) for s in level.served)),)
+    return item
 
 
 class _QueueSink:
-    """The actor's :class:`ResultSink`: each result becomes an event in a bounded queue.
+    """The actor's :class:`ResultSink`: each result becomes an item (method name, arguments) in a bounded queue;
+    the typed events (:mod:`t2ibench.harness.events`) travel as they are.
 
     As the local recorder writes, a CPU actor encodes PNGs between its calls (the calls use every CPU it
     has); a GPU actor leaves them to :meth:`ShardRunner.next_events`, which overlaps the next call.
@@ -82,14 +91,18 @@ class _QueueSink:
     def config_started(self, config: Config, n_cells: int) -> None:
         self.events.put(("config_started", (config, n_cells)))
 
-    def config_ended(self, config, status, reason, cells, facts) -> None:
-        self.events.put(("config_ended", (config, status, reason, cells, facts)))
+    def config_ended(self, event: ConfigEnded) -> None:
+        self.events.put(("config_ended", (event,)))
 
-    def cells_done(self, config, cells, outcome, error, peak, call_index, samples) -> None:
-        if outcome is not None:  # the padding of a last partial batch is not sent
-            outcome = replace(outcome, images=outcome.images[:len(cells)])
-        event = ("cells_done", (config, cells, outcome, error, peak, call_index, samples))
-        self.events.put(_encoded(event) if self.encode_inline else event)
+    def cells_done(self, event: CellsDone) -> None:
+        if event.outcome is not None:  # the padding of a last partial batch is not sent
+            event = replace(event, outcome=replace(event.outcome, images=event.outcome.images[:len(event.cells)]))
+        item = ("cells_done", (event,))
+        self.events.put(_encoded(item) if self.encode_inline else item)
+
+    def level_done(self, event: LevelDone) -> None:
+        item = ("level_done", (event,))
+        self.events.put(_encoded(item) if self.encode_inline else item)
 
     def config_profiled(self, config, trace, ops) -> None:
         self.events.put(("config_profiled", (config, trace, ops)))
@@ -173,7 +186,8 @@ def split_groups(groups: tuple[GroupTask, ...], n: int) -> list[GroupTask]:
 
 def _halve(shard: GroupTask) -> list[GroupTask] | None:
     """Two shards of about half the cells: split between configs, or else a config's cells at a batch
-    boundary (so each call holds the same cells as in a local run), each half at least MIN_SPLIT_CELLS."""
+    boundary (so each call holds the same cells as in a local run), each half at least MIN_SPLIT_CELLS; a
+    load-scenario config's cells are never split."""
     key, configs = shard.load_key, shard.configs
     if len(configs) > 1:
         done = 0
@@ -183,6 +197,8 @@ def _halve(shard: GroupTask) -> list[GroupTask] | None:
                 break
         return [GroupTask(key, configs[:k + 1]), GroupTask(key, configs[k + 1:])]
     task = configs[0]
+    if is_load(task.config.knobs.scenario):  # its levels run whole: timing under load cannot be spliced
+        return None
     size = task.config.knobs.batch_size
     half = len(batches(task.cells, size)) // 2 * size
     if min(half, len(task.cells) - half) < MIN_SPLIT_CELLS:
@@ -224,7 +240,7 @@ class _ConfigLedger:
     started: bool = False
     status: str = "done"
     reason: str = ""
-    facts: dict = field(default_factory=dict)
+    facts: ConfigFacts = field(default_factory=ConfigFacts)
 
 
 class _Replay:
@@ -252,37 +268,42 @@ class _Replay:
                 ledger.started = True
                 self.sink.config_started(config, ledger.n_cells)
         elif kind == "cells_done":
-            config, cells, outcome, error, peak, call_index, samples = args
-            shard.received.update(_key(config, c) for c in cells)
-            self.sink.cells_done(config, cells, outcome, error, peak, shard.call_base[config.config_id] + call_index,
-                                 samples)
+            (event,) = args
+            shard.received.update(_key(event.config, c) for c in event.cells)
+            base = shard.call_base[event.config.config_id]
+            self.sink.cells_done(replace(event, call_index=base + event.call_index))
+        elif kind == "level_done":  # a load config runs whole in one shard (its levels cannot be spliced)
+            (event,) = args
+            shard.received.update(_key(event.config, s.cell) for s in event.served)
+            self.sink.level_done(event)
         elif kind == "config_ended":
-            config, status, reason, cells, facts = args
-            self.end(shard, config, status, reason, cells, facts)
+            (event,) = args
+            self.end(shard, event)
         elif kind == "config_profiled":  # each shard of a split config profiles; the last one's stays
             self.sink.config_profiled(*args)
         elif kind == "group_ended":
             self.sink.group_ended(*args)
 
-    def end(self, shard: _Shard, config: Config, status: str, reason: str, cells: tuple, facts: dict) -> None:
+    def end(self, shard: _Shard, event: ConfigEnded) -> None:
+        config, status, reason, cells = event.config, event.status, event.reason, event.cells
         shard.received.update(_key(config, c) for c in cells)
         shard.ended.add(config.config_id)
         ledger = self.configs[config.config_id]
         ledger.open_shards -= 1
         if _SEVERITY[status] > _SEVERITY[ledger.status]:
             ledger.status, ledger.reason = status, reason
-        ledger.facts = {**facts, **ledger.facts,
-                        "recompiles": ledger.facts.get("recompiles", 0) + facts.get("recompiles", 0)}
+        ledger.facts = ledger.facts.merged(event.facts)
         last = ledger.open_shards == 0
         final = last and (status, reason) == (ledger.status, ledger.reason)
         if cells and not final:  # this shard's cells, with its own status
-            self.sink.config_ended(config, status, reason, cells, ledger.facts)
+            self.sink.config_ended(ConfigEnded(config, status, reason, cells, ledger.facts))
         if last:
-            self.sink.config_ended(config, ledger.status, ledger.reason, cells if final else (), ledger.facts)
+            self.sink.config_ended(ConfigEnded(config, ledger.status, ledger.reason, cells if final else (),
+                                               ledger.facts))
 
     def fail(self, shard: _Shard, rest: GroupTask, reason: str) -> None:
         for task in rest.configs:
-            self.end(shard, task.config, "failed", reason, task.cells, {})
+            self.end(shard, ConfigEnded(task.config, "failed", reason, task.cells))
 
     def close(self, shard: _Shard) -> None:
         """A lost shard: configs it held that no other shard holds end with the status they have."""
@@ -291,7 +312,7 @@ class _Replay:
                 ledger = self.configs[task.config.config_id]
                 ledger.open_shards -= 1
                 if ledger.open_shards == 0:
-                    self.sink.config_ended(task.config, ledger.status, ledger.reason, (), ledger.facts)
+                    self.sink.config_ended(ConfigEnded(task.config, ledger.status, ledger.reason, (), ledger.facts))
 
 
 @dataclass
@@ -465,10 +486,15 @@ class _Sweep:
             else:
                 self.replay.apply(shard, kind, args)
                 if kind == "cells_done":
-                    config, cells, outcome = args[:3]
-                    actor.cells += len(cells)
-                    actor.images += sum(i.status == "ok" for i in outcome.images) if outcome else 0
-                    actor.config_ids.add(config.config_id)
+                    event = args[0]
+                    actor.cells += len(event.cells)
+                    actor.images += sum(i.status == "ok" for i in event.outcome.images) if event.outcome else 0
+                    actor.config_ids.add(event.config.config_id)
+                elif kind == "level_done":
+                    event = args[0]
+                    actor.cells += len(event.served)
+                    actor.images += sum(s.status == "ok" for s in event.served)
+                    actor.config_ids.add(event.config.config_id)
 
     def _dispatch(self) -> None:
         for actor in self.actors:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +18,7 @@ from t2ibench.backends import BACKENDS, BackendSpec
 from t2ibench.errors import SkipConfig, UserError
 from t2ibench.backends.engine import CallOutcome, Engine, LoadedModel, ProfiledOp
 from t2ibench.backends.upscale import Upscalers, UpscaleStage
+from t2ibench.harness.events import CellsDone, ConfigEnded, ConfigFacts, LevelDone
 from t2ibench.harness.interrupt import check_stop
 from t2ibench.harness.plan import CellTask, ConfigTask, GroupTask
 from t2ibench.store import profile_relpath
@@ -42,12 +43,13 @@ class GroupReport:
 class ResultSink(Protocol):
     def config_started(self, config: Config, n_cells: int) -> None: ...
 
-    def config_ended(self, config: Config, status: str, reason: str, cells: tuple[CellTask, ...],
-                     facts: dict) -> None:
-        """status: done | skipped | failed; for skipped/failed, ``cells`` get that status and ``reason``."""
+    def config_ended(self, event: ConfigEnded) -> None:
+        """status: done | skipped | failed; for skipped/failed, ``event.cells`` get that status and reason."""
 
-    def cells_done(self, config: Config, cells: list[CellTask], outcome: CallOutcome | None, error: str,
-                   peak: tuple[float | None, float], call_index: int, samples: list[float]) -> None: ...
+    def cells_done(self, event: CellsDone) -> None: ...
+
+    def level_done(self, event: LevelDone) -> None:
+        """One load level: its requests, and the cells its requests served (none for a search's probe)."""
 
     def config_profiled(self, config: Config, trace: bytes, ops: list[ProfiledOp]) -> None:
         """The config's profiled call: its trace (gzipped JSON) and top operators, the costliest first."""
@@ -92,14 +94,14 @@ class Worker:
         except (SkipConfig, UserError) as e:
             status = "skipped" if isinstance(e, SkipConfig) else "failed"
             for task in group.configs:
-                sink.config_ended(task.config, status, str(e), task.cells, {})
+                sink.config_ended(ConfigEnded(task.config, status, str(e), task.cells))
             if isinstance(e, UserError):
                 raise
             return
         except Exception as e:  # a load failure fails this group only; the sweep goes on
             for task in group.configs:
-                sink.config_ended(task.config, "failed", f"load failed: {short_error(e)}", task.cells,
-                                  {"traceback": traceback.format_exc()})
+                sink.config_ended(ConfigEnded(task.config, "failed", f"load failed: {short_error(e)}", task.cells,
+                                              ConfigFacts(traceback=traceback.format_exc())))
             return
         load_ms = (time.perf_counter() - t0) * 1000.0
         generate_start = time.time()
@@ -109,7 +111,7 @@ class Worker:
                 try:
                     # export_ms: the part of the load an export engine spent exporting (near 0 from its cache)
                     self.run_config(model, spec, task, sink,
-                                    {"load_ms": load_ms, "export_ms": getattr(model, "export_ms", None)})
+                                    ConfigFacts(load_ms=load_ms, export_ms=getattr(model, "export_ms", None)))
                 except UserError as e:  # that config is recorded as failed; the group's others still run
                     problems.extend(e.problems)
         finally:
@@ -123,7 +125,7 @@ class Worker:
             raise UserError(problems[0], problems=problems)
 
     def run_config(self, model: LoadedModel, spec: BackendSpec, task: ConfigTask, sink: ResultSink,
-                   facts: dict) -> None:
+                   facts: ConfigFacts) -> None:
         config, knobs = task.config, task.config.knobs
         check_stop()
         sink.config_started(config, len(task.cells))
@@ -142,11 +144,11 @@ class Worker:
                          + (stage.warmup(len(first), knobs.width, knobs.height) if stage else 0.0)
                          for _ in range(n_warmup)]
         except SkipConfig as e:
-            sink.config_ended(config, "skipped", str(e), task.cells, {})
+            sink.config_ended(ConfigEnded(config, "skipped", str(e), task.cells))
             return
         except UserError as e:  # the user's to fix (a LoRA file that does not exist): recorded, then exit 2
             model.recover()
-            sink.config_ended(config, "failed", str(e), task.cells, {})
+            sink.config_ended(ConfigEnded(config, "failed", str(e), task.cells))
             raise
         except Exception as e:
             setup_error = (f"setup failed: {short_error(e)}", traceback.format_exc())
@@ -154,9 +156,10 @@ class Worker:
             setup_error = None
         if setup_error is not None:
             model.recover()
-            sink.config_ended(config, "failed", setup_error[0], task.cells, {"traceback": setup_error[1]})
+            sink.config_ended(ConfigEnded(config, "failed", setup_error[0], task.cells,
+                                          ConfigFacts(traceback=setup_error[1])))
             return
-        facts = dict(facts, warmup_ms=sum(warmup_ms), applied=applied)
+        facts = replace(facts, warmup_ms=sum(warmup_ms), applied=applied)
         recompiles, timed_ms, failures = 0, [], 0  # failures: consecutive failed calls
         for index, cells in enumerate(groups):
             check_stop()
@@ -165,7 +168,8 @@ class Worker:
             try:
                 outcomes = [_generate(model, stage, prompts, seeds, knobs) for _ in range(self.timing.repeats)]
             except SkipConfig as e:  # found at the first timed call when there is no warm-up
-                sink.config_ended(config, "skipped", str(e), tuple(c for rest in groups[index:] for c in rest), {})
+                sink.config_ended(ConfigEnded(config, "skipped", str(e),
+                                              tuple(c for rest in groups[index:] for c in rest)))
                 return
             except Exception as e:  # CUDA OOM among them: recorded, and the sweep goes on
                 error = short_error(e)
@@ -173,12 +177,13 @@ class Worker:
                 error = ""
             if error:
                 model.recover()  # outside the except block: the failed call's frames, and tensors, are gone
-                sink.cells_done(config, cells, None, error, model.peak_memory(), index, [])
+                sink.cells_done(CellsDone(config, tuple(cells), None, error, model.peak_memory(), index))
                 failures += 1
                 rest = tuple(c for more in groups[index + 1:] for c in more)
                 if failures >= self.timing.max_consecutive_failures and rest:
-                    sink.config_ended(config, "skipped", f"skipped after {failures} consecutive failed calls "
-                                      f"(last: {error})", rest, dict(facts, recompiles=recompiles))
+                    sink.config_ended(ConfigEnded(config, "skipped", f"skipped after {failures} consecutive "
+                                                  f"failed calls (last: {error})", rest,
+                                                  replace(facts, recompiles=recompiles)))
                     return
                 continue
             failures = 0
@@ -186,12 +191,12 @@ class Worker:
             timed_ms += samples
             median = sorted(outcomes, key=lambda o: o.timing.latency_ms)[(len(outcomes) - 1) // 2]
             recompiles += sum(o.recompiles for o in outcomes)
-            sink.cells_done(config, cells, median, "", model.peak_memory(), index, samples)
+            sink.cells_done(CellsDone(config, tuple(cells), median, "", model.peak_memory(), index, tuple(samples)))
         if spec.compiles(knobs) and warmup_ms and timed_ms:
-            facts["compile_ms"] = compile_ms(warmup_ms[0], timed_ms)
+            facts = replace(facts, compile_ms=compile_ms(warmup_ms[0], timed_ms))
         if knobs.profile and timed_ms:  # after the timed calls, so that it never enters their statistics
             applied["profile"] = self.profile_config(model, spec, config, groups[0], sink)
-        sink.config_ended(config, "done", "", (), dict(facts, recompiles=recompiles))
+        sink.config_ended(ConfigEnded(config, "done", "", (), replace(facts, recompiles=recompiles)))
 
     def profile_config(self, model: LoadedModel, spec: BackendSpec, config: Config, cells: list[CellTask],
                        sink: ResultSink) -> str:

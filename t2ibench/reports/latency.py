@@ -55,11 +55,12 @@ def figures(sample_ms: list[float], batch_size: int) -> dict[str, float]:
 
 
 def phase_means(calls: list[dict]) -> dict[str, float]:
-    """Mean encode/denoise/decode time per ok call, and the mean step time."""
+    """Mean encode/denoise/decode time per ok call, and the mean step time (a served call has no phases)."""
     ok = [c for c in calls if c["status"] == "ok" and c["latency_ms"] is not None]
 
-    def mean(values: list[float]) -> float:
-        return float(np.mean(values)) if values else math.nan
+    def mean(values: list[float | None]) -> float:
+        known = [v for v in values if v is not None]
+        return float(np.mean(known)) if known else math.nan
 
     return {
         "encode_ms_mean": mean([c["encode_ms"] for c in ok]),

@@ -7,8 +7,10 @@ leaves no row without its image, and each row keeps its image's sha256. One writ
 directory, enforced by ``flock`` on ``run.lock``, which names its holder's pid and host.
 
 ``calls`` has one row per timed pipeline call (its repeats, latency, phases, per-step times,
-peak memory, recompiles); each cell points to its call by ``(config_id, call_index)``.
-A store of an older schema version is upgraded when it is opened.
+peak memory, recompiles), a failed one included; each cell points to its call by ``(config_id, call_index)``
+and holds no timing of its own (schema 3): :meth:`RunStore.cells` joins them back. A cell that ended without
+a call (skipped, or failed before its call) has no call index. A store of an older schema version is upgraded
+when it is opened.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Iterable
 
 from t2ibench.errors import RunLockedError, UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,11 +39,8 @@ CREATE TABLE IF NOT EXISTS configs (
 );
 CREATE TABLE IF NOT EXISTS cells (
     config_id TEXT NOT NULL, prompt_id TEXT NOT NULL, seed INTEGER NOT NULL, prompt TEXT NOT NULL,
-    category TEXT, status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '',
-    latency_ms REAL, encode_ms REAL, denoise_ms REAL, decode_ms REAL, step_ms TEXT,
-    peak_vram_mb REAL, peak_rss_mb REAL, image_path TEXT, image_sha256 TEXT,
-    call_index INTEGER, batch_size INTEGER, latency_samples TEXT, recompiles INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL, upscale_ms REAL,
+    category TEXT, status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', image_path TEXT, image_sha256 TEXT,
+    call_index INTEGER, created_at REAL NOT NULL,
     PRIMARY KEY (config_id, prompt_id, seed)
 );
 CREATE TABLE IF NOT EXISTS calls (
@@ -84,13 +83,14 @@ CREATE TABLE IF NOT EXISTS metrics (
 # that older readers ignore. A store written before it gets it when opened for writing; reading one that
 # lacks it finds no profiles.
 
-# Columns added within schema version 1: a store written before them gets them (empty) when reopened.
+# Columns added within schema versions 1 and 2: a store written before them gets them (empty) when reopened.
 # ``applied``: what the engine observed of the config's knobs (JSON); ``cache_hit_rate``: the denoiser
 # blocks a step cache skipped in that call, as a fraction of the blocks the call would have run;
 # ``upscale_ms``: the call's upscale stage (part of its latency), empty without ``upscale:``; ``export_ms``:
 # the part of load_ms an export engine (openvino, onnxruntime) spent exporting the model's networks.
+# (The cells of those versions also got ``upscale_ms``; since version 3 a cell reads it from its call.)
 _ADDED_COLUMNS = {"configs": {"compile_ms": "REAL", "applied": "TEXT", "export_ms": "REAL"},
-                  "calls": {"cache_hit_rate": "REAL", "upscale_ms": "REAL"}, "cells": {"upscale_ms": "REAL"}}
+                  "calls": {"cache_hit_rate": "REAL", "upscale_ms": "REAL"}}
 
 
 def _add_columns_of_this_version(conn: sqlite3.Connection) -> None:
@@ -117,24 +117,64 @@ def _calls_from_cells(conn: sqlite3.Connection) -> None:
     )
 
 
-_UPGRADES = {1: _calls_from_cells}  # from version → the step to the next
+def _cells_point_to_calls(conn: sqlite3.Connection) -> None:
+    """Version 2 → 3: the cells lose the timings they copied from their call (which holds them); the table is
+    rebuilt with its identity, status and image columns and the call index. A cell whose call row is missing
+    (none is, unless written by hand) first gets one derived from its figures, as from version 1."""
+    _calls_from_cells(conn)
+    columns = ",".join(CELL_TABLE_COLUMNS)
+    conn.execute("DROP TABLE IF EXISTS cells_v3")
+    conn.execute(_CELLS_TABLE.replace("cells (", "cells_v3 (", 1))
+    conn.execute(f"INSERT INTO cells_v3 ({columns}) SELECT {columns} FROM cells")
+    conn.execute("DROP TABLE cells")
+    conn.execute("ALTER TABLE cells_v3 RENAME TO cells")
+
+
+_UPGRADES = {1: _calls_from_cells, 2: _cells_point_to_calls}  # from version → the step to the next
 
 
 def _upgrade(conn: sqlite3.Connection, version: int) -> None:
-    """Bring a store of an older version to SCHEMA_VERSION, in one transaction."""
+    """Bring a store of an older version to SCHEMA_VERSION, in one transaction (a failed step leaves the store
+    as it was)."""
     with conn:
-        conn.executescript(_SCHEMA)
+        conn.execute("BEGIN")
+        _create_tables(conn)  # the missing ones: a table of an older shape stays as it is for the steps
         _add_columns_of_this_version(conn)
         for step in range(version, SCHEMA_VERSION):
             _UPGRADES[step](conn)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
 
+def _create_tables(conn: sqlite3.Connection) -> None:
+    """The tables of this version that are missing (inside the caller's transaction: no executescript)."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+CELL_TABLE_COLUMNS = (
+    "config_id", "prompt_id", "seed", "prompt", "category", "status", "error", "image_path", "image_sha256",
+    "call_index", "created_at",
+)
+_CELLS_TABLE = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS cells ("):].split(";")[0].replace(
+    "IF NOT EXISTS ", "")
+
+# The keys of a cell as :meth:`RunStore.cells` returns it (and the columns of cells.csv after ``config``): its
+# own columns, and its call's figures (None for a cell without a call; recompiles 0, batch_size its config's).
 CELL_COLUMNS = (
     "config_id", "prompt_id", "seed", "prompt", "category", "status", "error", "latency_ms", "encode_ms",
     "denoise_ms", "decode_ms", "step_ms", "peak_vram_mb", "peak_rss_mb", "image_path", "image_sha256",
     "call_index", "batch_size", "latency_samples", "recompiles", "created_at", "upscale_ms",
 )
+_FROM_CALL = {"latency_ms": "latency_ms", "encode_ms": "encode_ms", "denoise_ms": "denoise_ms",
+              "decode_ms": "decode_ms", "step_ms": "step_ms", "peak_vram_mb": "peak_vram_mb",
+              "peak_rss_mb": "peak_rss_mb", "batch_size": "batch_size", "latency_samples": "samples",
+              "recompiles": "recompiles", "upscale_ms": "upscale_ms"}
+_CELL_SELECT = ", ".join(
+    f"cells.{c}" if c in CELL_TABLE_COLUMNS
+    else "COALESCE(calls.recompiles, 0) AS recompiles" if c == "recompiles"
+    else "COALESCE(calls.batch_size, json_extract(configs.knobs, '$.batch_size')) AS batch_size" if c == "batch_size"
+    else f"calls.{_FROM_CALL[c]} AS {c}" for c in CELL_COLUMNS)
 
 
 CALL_COLUMNS = (
@@ -177,31 +217,23 @@ class CallRow:
 
 @dataclass(frozen=True)
 class CellRow:
+    """One image of a config: its identity, status and image, and the call that made it (its timings are the
+    call's; None when it ended without a call: skipped, or failed before one)."""
+
     config_id: str
     prompt_id: str
     seed: int
     prompt: str
     category: str | None
-    status: str
+    status: str  # ok | nan | failed | skipped
     error: str = ""
-    latency_ms: float | None = None
-    encode_ms: float | None = None
-    denoise_ms: float | None = None
-    decode_ms: float | None = None
-    step_ms: list[float] | None = None
-    peak_vram_mb: float | None = None
-    peak_rss_mb: float | None = None
     image_path: str | None = None
     image_sha256: str | None = None
     call_index: int | None = None
-    batch_size: int | None = None
-    latency_samples: list[float] | None = None
-    recompiles: int = 0
     created_at: float = 0.0
-    upscale_ms: float | None = None
 
     def values(self) -> tuple:
-        return tuple(_encode(getattr(self, c)) for c in CELL_COLUMNS)
+        return tuple(_encode(getattr(self, c)) for c in CELL_TABLE_COLUMNS)
 
 
 LEVEL_COLUMNS = ("config_id", "level", "kind", "offered_rate", "concurrency", "started_at", "duration_s",
@@ -361,6 +393,8 @@ class RunStore:
                 _upgrade(conn, version or SCHEMA_VERSION)
             except sqlite3.OperationalError as e:
                 conn.close()
+                if lock_fd is not None:
+                    os.close(lock_fd)
                 raise UserError(f"'{run_dir}' holds a store of schema_version {version} that cannot be upgraded "
                                 f"in place ({e}); copy it somewhere writable") from None
         return cls(run_dir, conn, lock_fd, lock_note)
@@ -440,24 +474,31 @@ class RunStore:
 
     def next_call_index(self, config_id: str) -> int:
         """The first unused call index of a config, so calls stay distinct across resumed sessions."""
-        row = self._conn.execute("SELECT MAX(call_index) FROM cells WHERE config_id=?", (config_id,)).fetchone()
+        row = self._conn.execute(
+            "SELECT MAX(i) FROM (SELECT MAX(call_index) AS i FROM cells WHERE config_id=? "
+            "UNION ALL SELECT MAX(call_index) FROM calls WHERE config_id=?)", (config_id, config_id)).fetchone()
         return 0 if row[0] is None else int(row[0]) + 1
 
     def put_cells(self, rows: Iterable[CellRow], call: "CallRow | None" = None) -> None:
         """Commit cells, and the call that made them, in one transaction."""
-        marks = ",".join("?" * len(CELL_COLUMNS))
         with self._mutex, self._conn:
-            if call is not None:
-                self._conn.execute(f"INSERT OR REPLACE INTO calls ({','.join(CALL_COLUMNS)}) "
-                                   f"VALUES ({','.join('?' * len(CALL_COLUMNS))})", call.values())
-            self._conn.executemany(
-                f"INSERT OR REPLACE INTO cells ({','.join(CELL_COLUMNS)}) VALUES ({marks})",
-                [r.values() for r in rows],
-            )
+            self._put_cells(rows, call)
+
+    def _put_cells(self, rows: Iterable[CellRow], call: "CallRow | None") -> None:
+        if call is not None:
+            self._conn.execute(f"INSERT OR REPLACE INTO calls ({','.join(CALL_COLUMNS)}) "
+                               f"VALUES ({','.join('?' * len(CALL_COLUMNS))})", call.values())
+        self._conn.executemany(
+            f"INSERT OR REPLACE INTO cells ({','.join(CELL_TABLE_COLUMNS)}) "
+            f"VALUES ({','.join('?' * len(CELL_TABLE_COLUMNS))})", [r.values() for r in rows])
 
     def cells(self) -> list[dict]:
+        """Every cell, with its call's figures (the keys of :data:`CELL_COLUMNS`), by config position, prompt
+        and seed."""
         rows = self._conn.execute(
-            "SELECT cells.* FROM cells JOIN configs USING (config_id) ORDER BY configs.position, prompt_id, seed"
+            f"SELECT {_CELL_SELECT} FROM cells JOIN configs USING (config_id) "
+            "LEFT JOIN calls ON calls.config_id = cells.config_id AND calls.call_index = cells.call_index "
+            "ORDER BY configs.position, cells.prompt_id, cells.seed"
         ).fetchall()
         out = []
         for r in rows:
@@ -503,15 +544,18 @@ class RunStore:
         return out
 
     # -- load levels and their requests ---------------------------------------------------------------
-    def put_level(self, level: LevelRow, requests: Iterable[RequestRow]) -> None:
-        """Commit one level and its requests in one transaction, replacing an earlier try of that level
-        (a level is atomic: a killed run reruns it whole)."""
+    def put_level(self, level: LevelRow, requests: Iterable[RequestRow],
+                  served: Iterable[tuple[CallRow, CellRow]] = ()) -> None:
+        """Commit one level, its requests, and the cells it served each with its call, in one transaction,
+        replacing an earlier try of that level (a level is atomic: a killed run reruns it whole)."""
         with self._mutex, self._conn:
             self._conn.execute("DELETE FROM requests WHERE config_id=? AND level=?", (level.config_id, level.level))
             self._conn.execute(f"INSERT OR REPLACE INTO levels ({','.join(LEVEL_COLUMNS)}) "
                                f"VALUES ({','.join('?' * len(LEVEL_COLUMNS))})", level.values())
             self._conn.executemany(f"INSERT INTO requests ({','.join(REQUEST_COLUMNS)}) "
                                    f"VALUES ({','.join('?' * len(REQUEST_COLUMNS))})", [r.values() for r in requests])
+            for call, cell in served:
+                self._put_cells([cell], call)
 
     def clear_levels(self, config_id: str) -> None:
         """Forget a config's levels and requests (its load is about to be measured again, from scratch)."""
