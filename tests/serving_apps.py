@@ -20,6 +20,7 @@ import time
 from typing import Callable, Optional, Union
 
 import numpy as np
+from PIL import Image  # imported here, not in the first request (it holds the GIL the client shares)
 
 MODEL_ID = "test-images"
 
@@ -32,8 +33,6 @@ def expected_pixels(prompt: str, seed: int, width: int, height: int, steps: Opti
 
 
 def png(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
     return buf.getvalue()
@@ -48,11 +47,13 @@ class ImagesApp:
     ``delay``: seconds of "compute" per request (or ``f(body) -> seconds``). ``stall``: ``(a, d)``: a request
     that arrives or finishes its compute in ``[a, a + d)`` (seconds after ``reset()``) is held until ``a + d``.
     ``capacity``: requests computed at once (None: unbounded); ``queue``: requests waiting beyond it before a
-    503. Observed: ``arrivals`` (seconds after ``reset()``), ``max_concurrency``, ``rejected``, ``completed``."""
+    503. ``api_key``: required as a Bearer token (else 401). A prompt ``status=N…`` is answered with status N.
+    Observed: ``arrivals`` (seconds after ``reset()``), ``max_concurrency``, ``rejected``, ``completed``."""
 
     def __init__(self, delay: Delay = 0.0, *, stall: Optional[tuple[float, float]] = None,
-                 capacity: Optional[int] = None, queue: int = 0):
+                 capacity: Optional[int] = None, queue: int = 0, api_key: Optional[str] = None):
         self.delay, self.stall, self.capacity, self.queue = delay, stall, capacity, queue
+        self.api_key = api_key
         self._sem: Optional[asyncio.Semaphore] = None
         self.reset()
 
@@ -80,6 +81,8 @@ class ImagesApp:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
+        if self.api_key is not None and (b"authorization", f"Bearer {self.api_key}".encode()) not in scope["headers"]:
+            return await _json(send, 401, _error("a valid API key is required", 401))
         if method == "GET" and path == "/health":
             return await _json(send, 200, {"status": "ok"})
         if method == "GET" and path == "/v1/models":
@@ -94,6 +97,9 @@ class ImagesApp:
             return await _json(send, 400, _error(f"bad request: {e}", 400))
         self.arrivals.append(time.perf_counter() - self.t0)
         arrived = time.perf_counter()
+        if prompt.startswith("status="):
+            code = int(prompt[len("status="):].split(",")[0])
+            return await _json(send, code, _error(f"asked for {code}", code), [(b"server-timing", b"queue;dur=0")])
         if self.capacity is not None and self.active + self.waiting >= self.capacity + self.queue:
             self.rejected += 1
             return await _json(send, 503, _error("queue full", 503), [(b"retry-after", b"1")])
