@@ -128,7 +128,8 @@ class ImagesApp:
             if self._sem is not None:
                 self._sem.release()
         self.completed += 1
-        timing = f"queue;dur={(queued - arrived) * 1000:.3f}, compute;dur={(computed - queued) * 1000:.3f}, batch;desc=1"
+        timing = (f"queue;dur={(queued - arrived) * 1000:.3f}, compute;dur={(computed - queued) * 1000:.3f}, "
+                  "batch;desc=1")
         answer = {"created": int(time.time()), "data": [{"b64_json": base64.b64encode(p).decode()} for p in images]}
         await _json(send, 200, answer, [(b"server-timing", timing.encode())])
 

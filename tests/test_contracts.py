@@ -53,7 +53,7 @@ def _load(name: str):
     if spec.missing():
         pytest.skip(f"backend '{name}' needs {', '.join(spec.missing())} ({spec.install_hint()})")
     if name == "http" and name not in EXTRA:
-        pytest.skip("the http backend's contract tests serve a test endpoint with uvicorn: pip install 't2ibench[serve]'")
+        pytest.skip("the http backend's contract tests serve a test endpoint: pip install 't2ibench[serve]'")
     return spec, spec.make_engine().load(spec.test_model, _knobs(name), "cpu")
 
 

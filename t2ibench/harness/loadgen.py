@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
 
-from t2ibench.backends.http.client import ImageRequest, ImageResponse, make_session, post_images
+from t2ibench.backends.http.client import ImageRequest, make_session, post_images
 from t2ibench.errors import UserError
 from t2ibench.harness.interrupt import StopRequested
 
@@ -88,7 +88,8 @@ class LevelResult:
     capped: int
 
 
-def arrival_times(n: int, rate: float, arrival: Literal["poisson", "constant"] = "poisson", seed: int = 0) -> list[float]:
+def arrival_times(n: int, rate: float, arrival: Literal["poisson", "constant"] = "poisson",
+                  seed: int = 0) -> list[float]:
     """``n`` send times (seconds) at ``rate`` requests/s: ``poisson``, the cumulative sums of exponential gaps
     from ``numpy.random.default_rng(seed)`` (the first at the first gap); ``constant``, ``i / rate`` (from 0)."""
     if rate <= 0 or not math.isfinite(rate):
@@ -258,7 +259,8 @@ class _Level:
                         self._unanswered(p, self.origin + at, False, None)
         finally:
             await self.session.close()
-        records = [self.records[p.index] for p in sorted(self.planned, key=lambda p: p.index) if p.index in self.records]
+        order = sorted(self.planned, key=lambda p: p.index)
+        records = [self.records[p.index] for p in order if p.index in self.records]
         first = min((r.scheduled_s for r in records), default=0.0)
         last = max((r.done_s for r in records), default=first)
         return LevelResult(records, started_at, max(0.0, last - first), sum(r.capped for r in records))
@@ -279,10 +281,7 @@ class _Level:
                 return
 
     async def _cancel_all(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self._expire()
         if self.stopped:
             raise StopRequested()
 
@@ -305,7 +304,7 @@ class _Level:
             if remaining <= 0:
                 break
             await asyncio.wait(set(tasks), timeout=remaining)
-        await self._expire(deadline)
+        await self._expire()
 
     async def _closed(self) -> None:
         queue = iter(self.planned)
@@ -321,8 +320,8 @@ class _Level:
         self.tasks.update(workers)
         await asyncio.gather(*workers)
 
-    async def _expire(self, deadline: float) -> None:
-        """Cancel what is still open at the level's deadline (each records itself as a timeout)."""
+    async def _expire(self) -> None:
+        """Cancel what is still open (at the level's deadline, or at a stop): each records itself as a timeout."""
         open_tasks = list(self.tasks)
         for task in open_tasks:
             task.cancel()
