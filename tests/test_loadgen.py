@@ -19,7 +19,7 @@ pytest.importorskip("uvicorn")
 from serving_apps import MODEL_ID, ImagesApp, Served, expected_pixels  # noqa: E402
 from t2ibench.backends.http.client import (ImageRequest, decode_png, make_session, parse_server_timing,  # noqa: E402
                                            post_images)
-from t2ibench.errors import UserError  # noqa: E402
+from t2ibench.errors import SkipConfig, UserError  # noqa: E402
 from t2ibench.harness.interrupt import StopRequested  # noqa: E402
 from t2ibench.harness.loadgen import Planned, arrival_times, run_level, trace_requests  # noqa: E402
 from t2ibench.store import ERROR_KINDS  # noqa: E402
@@ -112,6 +112,23 @@ def test_a_server_stall_shows_in_the_latency_of_every_request_scheduled_during_i
     after = [r for r in result.records if r.scheduled_s >= a + d + 0.5]
     assert after and max(r.latency_ms for r in after) < 1000  # after the stall, back to the server's delay
     assert app.max_concurrency >= len(during)  # all of them were at the server at once
+
+
+def test_latencies_follow_a_known_delay_distribution_exactly():
+    """A quarter of the requests (seed % 4 == 0) take 0.3 s at the server, the rest 0.01 s: with an SLO of 150 ms,
+    exactly those miss it, and the Server-Timing compute of each is its delay."""
+    app = ImagesApp(delay=lambda body: 0.3 if body["seed"] % 4 == 0 else 0.01)
+    planned = [Planned(i, ImageRequest("a cat", SIZE, SIZE, seed=i), "p0", i, at, slo_ms=150.0)
+               for i, at in enumerate(arrival_times(40, 20.0, "poisson", 5))]
+    with Served(app) as url:
+        result = run_level(url, planned, mode="open")
+    accounted(result, planned)
+    within = [r.latency_ms <= r.slo_ms for r in result.records]
+    assert within == [r.seed % 4 != 0 for r in result.records] and sum(within) / len(within) == 0.75
+    for r in result.records:
+        delay_ms = 300 if r.seed % 4 == 0 else 10
+        assert delay_ms <= r.compute_ms < delay_ms + 50
+        assert r.latency_ms >= r.compute_ms
 
 
 # --- overload and errors -----------------------------------------------------------------------------------
@@ -328,6 +345,15 @@ def test_http_backend_preflight_and_load_errors(monkeypatch):
             Knobs(backend="http", endpoint={"url": bad})
     with pytest.raises(ValueError, match="belongs to backend 'http'"):
         Knobs(backend="torch", endpoint={"url": "http://127.0.0.1:8000"})
+    fp16 = Knobs(backend="http", precision="fp16", vae_tiling=True, endpoint={"url": "http://127.0.0.1:1"})
+    assert [(f.level, f.knob) for f in spec.check_config("m", fp16, None)] == [("skip", "precision"),
+                                                                                ("skip", "vae_tiling")]
+    model = spec.make_engine().load("m", fp16, "cpu")
+    try:
+        with pytest.raises(SkipConfig, match="precision is decided by the server"):
+            model.configure(fp16)  # the engine says what the preflight said
+    finally:
+        model.close()
 
 
 # --- traces --------------------------------------------------------------------------------------------------

@@ -51,8 +51,20 @@ class HttpOptions(Frozen):
     endpoint: Optional[EndpointOptions] = None
 
 
+# common knobs an OpenAI images request cannot carry: the server decides them (their defaults mean "the server's")
+SERVER_DECIDES: dict[str, object] = {"precision": "fp32", "scheduler": None, "vae": "default", "vae_slicing": False,
+                                     "vae_tiling": False, "cache_text_embeddings": False}
+
+
+def unsupported_knobs(knobs) -> list[tuple[str, str]]:
+    """(knob, why) for each knob set that an http config cannot send: the preflight and the engine say the same."""
+    return [(k, f"{k} is decided by the server behind backend 'http' (an images request cannot carry it); "
+                "set it on the server's config")
+            for k, default in SERVER_DECIDES.items() if getattr(knobs, k) != default]
+
+
 def preflight(model: str, knobs, device: Optional[str]) -> list[Finding]:
-    """No endpoint, an API-key variable that is not set, aiohttp missing."""
+    """No endpoint, an API-key variable that is not set, aiohttp missing, a knob only the server can set."""
     import importlib.util
 
     found = []
@@ -64,7 +76,7 @@ def preflight(model: str, knobs, device: Optional[str]) -> list[Finding]:
     elif endpoint.api_key_env and not os.environ.get(endpoint.api_key_env):
         found.append(Finding("error", "endpoint", f"the environment variable {endpoint.api_key_env} "
                                                   "(endpoint.api_key_env) is not set", path=("api_key_env",)))
-    return found
+    return found + [Finding("skip", knob, why) for knob, why in unsupported_knobs(knobs)]
 
 
 HTTP = BACKENDS.add("http", BackendSpec(

@@ -10,11 +10,11 @@ import time
 from typing import TYPE_CHECKING, Optional
 
 from t2ibench.backends.engine import CallOutcome, ImageOutcome
-from t2ibench.backends.http import NEEDS_ENDPOINT
+from t2ibench.backends.http import NEEDS_ENDPOINT, unsupported_knobs
 from t2ibench.backends.http.client import EndpointError, ImageRequest, decode_png, make_session, post_images
 from t2ibench.backends.memory import MemoryTracker
 from t2ibench.backends.timing import CallTiming
-from t2ibench.errors import UserError
+from t2ibench.errors import SkipConfig, UserError
 
 if TYPE_CHECKING:
     from t2ibench.backends.common import ConfigKnobs as Knobs
@@ -38,6 +38,8 @@ class HttpModel:
         return make_session(1)
 
     def configure(self, knobs: Knobs) -> dict:
+        for _, why in unsupported_knobs(knobs):
+            raise SkipConfig(why)
         if self.served_model is None:
             self.served_model = self.loop.run_until_complete(self._models()) or ""
         return {"endpoint": self.url, **({"model": self.served_model} if self.served_model else {})}
