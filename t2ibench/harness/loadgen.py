@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 import math
 import threading
 import time
@@ -204,7 +205,8 @@ class _Level:
         self.records: dict[int, RequestRecord] = {}
         self.origin = 0.0
         self.tasks: set[asyncio.Task] = set()
-        self.stopped = False
+        self.waiting: deque[tuple[Planned, float]] = deque()  # open loop: due, waiting for the in-flight cap
+        self.closing = self.stopped = False
 
     # -- one request --------------------------------------------------------------------------------------
     def _unanswered(self, p: Planned, scheduled: float, capped: bool, sent: Optional[float]) -> None:
@@ -216,15 +218,11 @@ class _Level:
             p.index, p.prompt_id, p.seed, scheduled - o, None if sent is None else sent - o, None,
             time.perf_counter() - o, None, "timeout", why, 0, None, None, None, p.slo_ms, capped)
 
-    async def _send(self, p: Planned, scheduled: float) -> None:
-        """Send ``p`` (scheduled at the perf_counter reading ``scheduled``) once a slot is free, and record it."""
-        capped = self.slots.locked()
-        sent = None
+    async def _one(self, p: Planned, scheduled: float, capped: bool) -> None:
+        """Send ``p`` now (it was scheduled at the perf_counter reading ``scheduled``) and record how it ended."""
+        sent = time.perf_counter()
         try:
-            async with self.slots:
-                sent = time.perf_counter()
-                r = await post_images(self.session, self.url, p.request, api_key=self.api_key,
-                                      timeout_s=self.timeout_s)
+            r = await post_images(self.session, self.url, p.request, api_key=self.api_key, timeout_s=self.timeout_s)
         except asyncio.CancelledError:  # the level's deadline (or a stop)
             self._unanswered(p, scheduled, capped, sent)
             raise
@@ -234,10 +232,22 @@ class _Level:
             r.done - o, r.status, r.error_kind, r.error, r.bytes, r.queue_ms, r.compute_ms, r.batch, p.slo_ms, capped,
             r.images)
 
+    def _start(self, p: Planned, scheduled: float, capped: bool) -> None:
+        """Open loop: send ``p`` in a task of its own; when it ends, the oldest waiting request takes its slot."""
+        task = self.loop.create_task(self._one(p, scheduled, capped))
+        self.tasks.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if self.waiting and not self.closing:
+            p, scheduled = self.waiting.popleft()
+            self._start(p, scheduled, True)
+
     # -- the level ------------------------------------------------------------------------------------------
     async def run(self) -> LevelResult:
+        self.loop = asyncio.get_running_loop()
         self.session = make_session(self.max_in_flight)
-        self.slots = asyncio.Semaphore(self.max_in_flight)
         try:
             for p in self.warmup:
                 self._check_stop()
@@ -253,10 +263,11 @@ class _Level:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
                 await self._cancel_all()
-            if self.mode == "open":  # a task cancelled before it ran never recorded itself
+            if self.mode == "open":  # the waiting requests, and a task cancelled before it ran
+                waited = {p.index for p, _ in self.waiting}
                 for at, p in self.due:
                     if p.index not in self.records:
-                        self._unanswered(p, self.origin + at, False, None)
+                        self._unanswered(p, self.origin + at, p.index in waited, None)
         finally:
             await self.session.close()
         order = sorted(self.planned, key=lambda p: p.index)
@@ -286,42 +297,44 @@ class _Level:
             raise StopRequested()
 
     async def _open(self) -> None:
-        loop = asyncio.get_running_loop()
-        origin = self.origin
+        origin, cap = self.origin, self.max_in_flight
         last = self.due[-1][0] if self.due else 0.0
         deadline = origin + last + self.timeout_s + GRACE_S
-        tasks = self.tasks
         for at, p in self.due:
             target = origin + at
             delay = target - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = loop.create_task(self._send(p, target))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        while tasks:
+            if len(self.tasks) < cap:
+                self._start(p, target, False)
+            else:
+                self.waiting.append((p, target))
+        while self.tasks:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
-            await asyncio.wait(set(tasks), timeout=remaining)
-        await self._expire()
+            await asyncio.wait(set(self.tasks), timeout=remaining)
 
     async def _closed(self) -> None:
         queue = iter(self.planned)
         end = None if self.duration_s is None else self.origin + self.duration_s
+        slots = asyncio.Semaphore(self.max_in_flight)
 
         async def worker() -> None:
             for p in queue:
                 handed = time.perf_counter()
                 if end is not None and handed > end:
                     return
-                await self._send(p, handed)
+                capped = slots.locked()
+                async with slots:
+                    await self._one(p, handed, capped)
         workers = [asyncio.ensure_future(worker()) for _ in range(self.concurrency)]
         self.tasks.update(workers)
         await asyncio.gather(*workers)
 
     async def _expire(self) -> None:
         """Cancel what is still open (at the level's deadline, or at a stop): each records itself as a timeout."""
+        self.closing = True  # no waiting request starts now
         open_tasks = list(self.tasks)
         for task in open_tasks:
             task.cancel()
