@@ -28,13 +28,33 @@ fake_backend.register()
 BASE = dict(steps=2, width=32, height=32, guidance_scale=5.0)
 # every backend that declares an offline test model on its spec (the product's and the tests' fake one)
 TESTED = [name for name, spec in BACKENDS.items() if spec.test_model]
+# backends timed from outside the pipeline (an HTTP endpoint): a call is one phase, without step marks
+REMOTE = {"http"}
+# knobs a backend's test configs need beyond BASE: the http backend's endpoint is a test server (below)
+EXTRA: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def images_endpoint():
+    """The http backend's endpoint: tests/serving_apps.py's images app under a real uvicorn."""
+    if "http" not in TESTED or importlib.util.find_spec("uvicorn") is None:
+        yield
+        return
+    from serving_apps import ImagesApp, Served
+
+    with Served(ImagesApp()) as url:
+        EXTRA["http"] = {"endpoint": {"url": url}}
+        yield
+        EXTRA.pop("http", None)
 
 
 def _load(name: str):
     spec = BACKENDS.get(name)
     if spec.missing():
         pytest.skip(f"backend '{name}' needs {', '.join(spec.missing())} ({spec.install_hint()})")
-    return spec, spec.make_engine().load(spec.test_model, Knobs(backend=name, **BASE), "cpu")
+    if name == "http" and name not in EXTRA:
+        pytest.skip("the http backend's contract tests serve a test endpoint: pip install 't2ibench[serve]'")
+    return spec, spec.make_engine().load(spec.test_model, _knobs(name), "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +77,7 @@ def loaded(request, loaded_by_name):
 
 
 def _knobs(backend: str, **over) -> Knobs:
-    return Knobs(backend=backend, **{**BASE, **over})
+    return Knobs(backend=backend, **{**BASE, **EXTRA.get(backend, {}), **over})
 
 
 def _pixels(outcome) -> list[bytes]:
@@ -78,8 +98,11 @@ def test_backend_phases_partition_each_call(loaded):
     knobs = _knobs(name, steps=3)
     model.configure(knobs)
     t = model.generate(["a red cube"], [0], knobs).timing
-    assert len(t.step_ms) == 3 and all(s > 0 for s in t.step_ms)
     assert t.encode_ms + t.denoise_ms + t.decode_ms == pytest.approx(t.latency_ms, rel=1e-9)
+    if name in REMOTE:  # the whole request is the one phase it can see
+        assert t.step_ms == [] and t.denoise_ms == t.latency_ms > 0
+        return
+    assert len(t.step_ms) == 3 and all(s > 0 for s in t.step_ms)
     assert sum(t.step_ms) == pytest.approx(t.denoise_ms, rel=1e-9)
 
 
@@ -123,7 +146,10 @@ def test_backend_spec_load_key_and_warmup_policy(loaded):
     name, spec, model = loaded
     a, b = _knobs(name), _knobs(name, steps=5)
     assert spec.load_key("m", a) == spec.load_key("m", b)  # runtime knobs share the load
-    assert spec.load_key("m", a) != spec.load_key("m", _knobs(name, precision="bf16"))
+    if name in REMOTE:  # the server decides the precision; another endpoint is another load
+        assert spec.load_key("m", a) != spec.load_key("m", _knobs(name, endpoint={"url": "http://127.0.0.1:1"}))
+    else:
+        assert spec.load_key("m", a) != spec.load_key("m", _knobs(name, precision="bf16"))
     assert spec.load_key("m", a)[-1] == name  # two backends never share a loaded model
     assert spec.warmup_calls(a, 0) == (1 if spec.compiles(a) else 0)
     if name == "torch":

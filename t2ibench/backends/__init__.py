@@ -103,7 +103,8 @@ def _resolve(path: str):
 BACKENDS: Registry[BackendSpec] = Registry("backend")
 
 # each module registers its spec on import
-_BUILTIN = ("t2ibench.backends.torch", "t2ibench.backends.openvino", "t2ibench.backends.onnxruntime")
+_BUILTIN = ("t2ibench.backends.torch", "t2ibench.backends.openvino", "t2ibench.backends.onnxruntime",
+            "t2ibench.backends.http")
 
 for _module in _BUILTIN:
     importlib.import_module(_module)
