@@ -62,8 +62,7 @@ def build_store(run_dir: Path, suite: Suite | list[Config], offline_ms: float = 
         store.add_config(pos, cfg)
         store.update_config(cfg.config_id, status="done")
         for i, prompt in enumerate(PROMPTS):
-            store.put_cells([CellRow(cfg.config_id, f"p{i}", 0, prompt, None, "ok", latency_ms=offline_ms,
-                                     encode_ms=1.0, denoise_ms=offline_ms - 2, decode_ms=1.0, step_ms=[1.0],
+            store.put_cells([CellRow(cfg.config_id, f"p{i}", 0, prompt, None, "ok",
                                      call_index=i, image_path=f"images/{cfg.config_id}/p{i}-0.png")],
                             CallRow(cfg.config_id, i, "ok", 1, 1, samples=[offline_ms], latency_ms=offline_ms,
                                     encode_ms=1.0, denoise_ms=offline_ms - 2, decode_ms=1.0, step_ms=[1.0]))

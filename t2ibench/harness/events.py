@@ -57,7 +57,8 @@ class ConfigFacts:
 @dataclass(frozen=True)
 class ConfigEnded:
     """``config`` is over with ``status`` (done | skipped | failed). ``cells``: those it never ran, recorded with
-    that status and ``reason`` (empty for a config that ran them all)."""
+    that status and ``reason`` (empty for a config that ran them all); a done config's cells are recorded
+    ``skipped`` (a load level that sent fewer requests than the suite has cells)."""
 
     config: Config
     status: str

@@ -26,7 +26,7 @@ class LocalExecutor:
     def execute(self, plan: RunPlan, sink: ResultSink) -> None:
         """A user error in one group (a model that cannot be found) fails that group; the others
         still run, and the errors are raised together at the end."""
-        worker = Worker(plan.devices[0], plan.timing, trust_remote_code=plan.trust_remote_code)
+        worker = Worker(plan.devices[0], plan.timing, trust_remote_code=plan.trust_remote_code, base_dir=plan.base_dir)
         problems: list[str] = []
         for group in plan.groups:
             try:

@@ -20,6 +20,7 @@ from t2ibench.harness.plan import CellTask
 from t2ibench.harness.worker import GroupReport
 from t2ibench.store import CallRow, CellRow, RunStore, image_relpath, profile_relpath, write_atomic, write_png_atomic
 from t2ibench.suites import Config
+from t2ibench.suites.scenario import is_load
 
 
 class Observer(Protocol):
@@ -61,6 +62,8 @@ class StoreRecorder:
     # -- ResultSink ------------------------------------------------------------------------------
     def config_started(self, config: Config, n_cells: int) -> None:
         self.flush()
+        if is_load(config.knobs.scenario):  # a load config is measured whole again: no level of an earlier try stays
+            self.store.clear_levels(config.config_id)
         self._call_base[config.config_id] = self.store.next_call_index(config.config_id)
         self.store.update_config(config.config_id, status="running", reason="")
         self.observer.config_started(config, n_cells)
@@ -119,7 +122,8 @@ class StoreRecorder:
         config, facts = event.config, event.facts
         if event.cells:
             now = time.time()
-            items = [(self._row(c, config, now, status=event.status, error=event.reason), None) for c in event.cells]
+            status = "skipped" if event.status == "done" else event.status  # a done config's unserved cells
+            items = [(self._row(c, config, now, status=status, error=event.reason), None) for c in event.cells]
             self._put(lambda: self._write(items, None))
             self.observer.cells_advanced(config, len(event.cells), timed=False)
         self.flush()

@@ -23,6 +23,7 @@ from t2ibench.harness.interrupt import check_stop
 from t2ibench.harness.plan import CellTask, ConfigTask, GroupTask
 from t2ibench.store import profile_relpath
 from t2ibench.suites import Config, Timing
+from t2ibench.suites.scenario import is_load
 
 TOP_OPS = 20  # operators of a profiled call kept in the store, the costliest by self time
 
@@ -71,10 +72,11 @@ def batches(cells: tuple[CellTask, ...], size: int) -> list[list[CellTask]]:
 class Worker:
     """Runs load groups on one device; it knows backends only through their specs and engines."""
 
-    def __init__(self, device: str, timing: Timing, trust_remote_code: bool = False):
+    def __init__(self, device: str, timing: Timing, trust_remote_code: bool = False, base_dir: Path | None = None):
         self.device = device
         self.timing = timing
         self.trust_remote_code = trust_remote_code  # the suite's: code shipped with a model may run
+        self.base_dir = base_dir  # the suite's folder: a trace scenario's file is relative to it
         self._engines: dict[str, Engine] = {}
         self._upscalers = Upscalers(device)  # loaded by the configs with `upscale:`, dropped after each group
 
@@ -86,6 +88,14 @@ class Worker:
     def run_group(self, group: GroupTask, sink: ResultSink) -> None:
         check_stop()  # a Ctrl-C stops between calls: before a load, a config, or a call (StopRequested)
         first = group.configs[0].config
+        if is_load(first.knobs.scenario):  # requests over HTTP: the model loads in the endpoint, not here
+            from t2ibench.harness.levels import run_load_group
+
+            started = time.time()
+            run_load_group(group, sink, device=self.device, timing=self.timing,
+                           trust_remote_code=self.trust_remote_code, base_dir=self.base_dir)
+            sink.group_ended(GroupReport(group.load_key, self.device, 0.0, 0.0, started, time.time()))
+            return
         spec = BACKENDS.get(first.knobs.backend)
         t0 = time.perf_counter()
         try:

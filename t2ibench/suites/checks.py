@@ -45,6 +45,8 @@ def knob_value_problems(key: str, value: Any, loc: tuple) -> list[Problem]:
         levels = expand_levels({"scenario": value})
         if len(levels) > 1:
             return list(dict.fromkeys(p for level, _ in levels for p in knob_value_problems(key, level[key], loc)))
+    if key == "endpoint" and value == "self":  # a local backend's config served by t2ibench itself
+        return []
     owner = knob_owner(key)  # an engine knob is checked by its backend's options model
     model = Knobs if owner is None else BACKENDS.get(owner).options
     try:

@@ -102,6 +102,11 @@ class Knobs(CommonKnobs):
         flat = {**(nested or {}), **flat}
         rest = {k: v for k, v in flat.items() if k not in COMMON}
         backend = flat.get("backend", "torch")
+        if rest.get("endpoint") == "self":  # t2ibench serves a local backend's config itself: the default
+            if backend == "http":
+                raise ValueError("endpoint: self serves a local backend's config (torch, openvino, onnxruntime); "
+                                 "backend http needs endpoint: {url: http://host:port}")
+            del rest["endpoint"]
         if isinstance(backend, str) and backend in BACKENDS:
             own = BACKENDS.get(backend).options.model_fields
             for name in [k for k in rest if k not in own]:
