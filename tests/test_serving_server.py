@@ -203,6 +203,8 @@ def test_served_images_equal_offline_with_batching_on(served, offline):
             assert png == ref
         t = timing_of(headers)
         assert t["compute"] > 0 and t["queue"] >= 0 and 1 <= t["batch"] <= health["images_per_call"]
+    if health["images_per_call"] > 1:  # the probe verified batched calls here: some requests shared one
+        assert max(timing_of(a[1])["batch"] for a in answers) > 1
 
 
 def test_api_key_is_required(served):
@@ -219,14 +221,14 @@ SERVED = ServedModel("fake", "0123456789ab", "random:fake", Params(64, 64, 2, 7.
 
 
 @contextlib.contextmanager
-def app_server(runner, per_call: int | None = None, served: ServedModel = SERVED, **options):
+def app_server(runner, sizes=None, served: ServedModel = SERVED, **options):
     """make_app on a real uvicorn in a thread (port 0), the batcher's worker in another; yields (url, batcher, app)."""
     import uvicorn
 
     opts = ServeOptions(port=0, **options)
     batcher = Batcher(max_batch_size=opts.max_batch_size, max_wait_ms=opts.max_wait_ms, max_queue=opts.max_queue)
     app = make_app(batcher, opts, served)
-    worker = threading.Thread(target=batcher.work, args=(runner, per_call or opts.max_batch_size), daemon=True)
+    worker = threading.Thread(target=batcher.work, args=(runner, sizes or opts.max_batch_size), daemon=True)
     worker.start()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -314,6 +316,24 @@ def test_batcher_groups_compatible_requests():
         assert timing_of(headers)["batch"] == (1 if "size" in body else 4)
 
 
+def test_call_sizes_keep_batched_calls_to_verified_sizes():
+    """exact batching: calls only at the probe's verified sizes, and only for the probed parameters."""
+    from t2ibench.serving.batcher import CallSizes
+
+    runner = FakeRunner()
+    sizes = CallSizes(4, (2,), SERVED.defaults)  # as if batches of 3 and 4 differed from lone calls
+    assert sizes.split(4, SERVED.defaults) == [2, 2] and sizes.split(3, SERVED.defaults) == [2, 1]
+    assert sizes.split(3, Params(64, 72, 2, 7.5, None)) == [1, 1, 1]
+    with app_server(runner, sizes, max_batch_size=4, max_wait_ms=3000) as (url, _, _):
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda b: generate(url, b), [
+                {"prompt": "a", "seed": 0, "n": 3}, {"prompt": "b", "seed": 5, "size": "64x72", "n": 2}]))
+    assert [a[0] for a in answers] == [200, 200]
+    calls = sorted((p.height, seeds) for p, _, seeds in runner.calls)
+    assert calls == [(64, [0, 1]), (64, [2]), (72, [5]), (72, [6])]
+    assert [timing_of(a[1])["batch"] for a in answers] == [2, 1]
+
+
 def test_bad_requests_get_json_errors_naming_the_problem():
     runner = FakeRunner()
     with app_server(runner, max_body_bytes=2048, max_prompt_chars=100, max_n=4, max_pixels=128 * 128) as (url, _, _):
@@ -361,7 +381,7 @@ def test_queue_full_is_503_with_retry_after_and_the_server_survives():
             runner.gate.set()
             assert [f.result(30)[0] for f in [first, *queued]] == [200, 200, 200]
         assert generate(url, {"prompt": "d", "seed": 5})[0] == 200
-    assert [c[2] for c in runner.calls] == [[1], [2], [3], [5]]
+    assert sorted(c[2] for c in runner.calls) == [[1], [2], [3], [5]] and runner.calls[0][2] == [1]
 
 
 def test_request_timeout_is_504_and_a_timed_out_request_never_runs():
@@ -424,20 +444,20 @@ def test_cli_missing_serve_extra_names_it(capsys, monkeypatch):
 
 # -- last: SIGTERM drains the subprocess ----------------------------------------------------------------
 def test_sigterm_drains_queued_requests_and_exits_0(served):
-    """Four requests of different sizes (so each is its own batch); SIGTERM once one waits in the queue: every
+    """Four requests of different sizes (so each is its own batch); SIGTERM while three wait in the queue: every
     one still completes, a new one is refused, and the process exits 0."""
     url, proc = served["url"], served["proc"]
     sizes = ["64x64", "64x72", "72x64", "72x72"]
     with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(generate, url, {"prompt": PROMPTS[i], "seed": i, "size": s, "num_inference_steps": 12},
+        futures = [pool.submit(generate, url, {"prompt": PROMPTS[i], "seed": i, "size": s, "num_inference_steps": 40},
                                AUTH, 120) for i, s in enumerate(sizes)]
 
-        def queued() -> bool:
+        def queued() -> bool:  # one request runs, three wait
             _, _, text = request(url, "GET", "/metrics")
-            return any(line.startswith("t2ibench_queue_depth ") and float(line.split()[1]) >= 1
+            return any(line.startswith("t2ibench_queue_depth ") and float(line.split()[1]) >= 3
                        for line in text.splitlines())
 
-        wait_until(queued, 30, "a queued request", step=0.01)
+        wait_until(queued, 30, "three queued requests", step=0.01)
         proc.send_signal(signal.SIGTERM)
         try:
             late = generate(url, {"prompt": "late", "seed": 0}, AUTH, 10)[0]

@@ -174,7 +174,7 @@ def make_app(batcher: Batcher, options: ServeOptions, served: ServedModel):
         if not batcher.ready:
             return json_response(503, b'{"status": "loading"}', {"Retry-After": "1"})
         return json_response(200, json.dumps({"status": "ok", "max_batch_size": batcher.max_batch_size,
-                                              "images_per_call": batcher.per_call}).encode())
+                                              "images_per_call": batcher.sizes.most(served.defaults)}).encode())
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

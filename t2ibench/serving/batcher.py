@@ -2,8 +2,8 @@
 
 The asyncio side only calls :meth:`Batcher.submit` (which never blocks) and awaits the returned future. One
 thread runs :meth:`Batcher.work`: it takes the oldest request, adds compatible ones (same :class:`Params`) until
-``max_batch_size`` images or ``max_wait_ms`` have passed, and hands their images to the runner in calls of at
-most ``per_call`` images, one seed per image.
+``max_batch_size`` images or ``max_wait_ms`` have passed, and hands their images to the runner in calls whose sizes
+:class:`CallSizes` allows, one seed per image; a request is answered as soon as its last image is made.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._stopping = False
         self.ready = False
-        self.per_call = max_batch_size
+        self.sizes = CallSizes(max_batch_size)
         self.compute_s_per_image = 0.0  # a running mean, for Retry-After
 
     @property
@@ -132,16 +132,16 @@ class Batcher:
         return len(jobs)
 
     # -- the worker thread ---------------------------------------------------------------------
-    def work(self, runner: Runner, per_call: int) -> None:
-        """Serve the queue with ``runner`` in this thread until :meth:`stop` and the queue is empty; ``per_call``:
-        the most images one runner call gets (1 when batched calls are not exact here)."""
-        self.per_call = per_call
+    def work(self, runner: Runner, sizes: "CallSizes | int") -> None:
+        """Serve the queue with ``runner`` in this thread until :meth:`stop` and the queue is empty. ``sizes``: how
+        many images one runner call may hold (an int: any number up to it)."""
+        self.sizes = sizes if isinstance(sizes, CallSizes) else CallSizes(sizes)
         self.ready = True
         while True:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._run(batch, runner, per_call)
+            self._run(batch, runner)
 
     def _take(self) -> Optional[Job]:
         """The oldest request not cancelled by its caller (a timed-out one), marked running; None when empty."""
@@ -160,55 +160,102 @@ class Batcher:
                     if self._stopping:
                         return None
                     self._cond.wait()
+            # requests with parameters whose calls hold one image are not grouped: nothing would be gained
+            limit = min(self.max_batch_size, max(self.sizes.allowed(first.params)))
             batch, images = [first], len(first.seeds)
             deadline = time.perf_counter() + self.max_wait_s
-            while images < self.max_batch_size:
+            while images < limit:
                 for job in list(self._queue):  # compatible requests that fit, oldest first
-                    if job.params == first.params and images + len(job.seeds) <= self.max_batch_size:
+                    if job.params == first.params and images + len(job.seeds) <= limit:
                         self._queue.remove(job)
                         if job.future.set_running_or_notify_cancel():
                             batch.append(job)
                             images += len(job.seeds)
                 left = deadline - time.perf_counter()
-                if images >= self.max_batch_size or left <= 0 or self._stopping:
+                if images >= limit or left <= 0 or self._stopping:
                     break
                 self._cond.wait(left)
             return batch
 
-    def _run(self, batch: list[Job], runner: Runner, per_call: int) -> None:
+    def _run(self, batch: list[Job], runner: Runner) -> None:
         taken = time.perf_counter()
         work = [(job, i, s) for job in batch for i, s in enumerate(job.seeds)]
-        for start in range(0, len(work), per_call):
-            part = work[start:start + per_call]
-            jobs = {id(job): job for job, _, _ in part if not job.error}
-            part = [w for w in part if id(w[0]) in jobs]
-            if not part:
-                continue
-            t0 = time.perf_counter()
-            try:
-                pngs = runner(part[0][0].params, [job.prompt for job, _, _ in part], [s for _, _, s in part])
-            except Exception as e:  # the call's requests fail; the server goes on
-                lines = str(e).strip().splitlines()
-                error = f"{type(e).__name__}: {lines[0] if lines else ''}"[:500]
-                pngs = None
-            wall = time.perf_counter() - t0
-            if self.on_call is not None:
-                self.on_call(len(part), wall)
-            self.compute_s_per_image += (wall / len(part) - self.compute_s_per_image) * 0.2
-            for job in jobs.values():
-                job.compute_ms += wall * 1000.0
-                job.batch = max(job.batch, len(part))
-                if pngs is None:
-                    job.error = error
-            if pngs is not None:
-                for (job, i, _), png in zip(part, pngs):
-                    if isinstance(png, str):  # that image failed (non-finite pixels): its request fails
-                        job.error = job.error or png
-                    job.images[i] = png
-        for job in batch:
-            queue_ms = (taken - job.submitted) * 1000.0
-            if job.error:
-                job.future.set_exception(GenerationError(job.error, (queue_ms, job.compute_ms, job.batch)))
-            else:
-                job.future.set_result(Result(tuple(job.images[i] for i in range(len(job.seeds))), job.seeds,
-                                             queue_ms, job.compute_ms, job.batch))
+        left = {id(job): len(job.seeds) for job in batch}  # images still to make, per request
+        start = 0
+        for size in self.sizes.split(len(work), batch[0].params):
+            part, start = work[start:start + size], start + size
+            jobs = {id(job): job for job, _, _ in part}
+            live = [w for w in part if not w[0].error]
+            if live:
+                self._call(runner, live, {id(w[0]): w[0] for w in live})
+            for job, _, _ in part:
+                left[id(job)] -= 1
+            for job in jobs.values():  # a request is answered as soon as its last image is made
+                if left[id(job)] == 0:
+                    self._answer(job, taken)
+
+    def _call(self, runner: Runner, part: list, jobs: dict) -> None:
+        t0 = time.perf_counter()
+        try:
+            pngs = runner(part[0][0].params, [job.prompt for job, _, _ in part], [s for _, _, s in part])
+        except Exception as e:  # the call's requests fail; the server goes on
+            lines = str(e).strip().splitlines()
+            error = f"{type(e).__name__}: {lines[0] if lines else ''}"[:500]
+            pngs = None
+        wall = time.perf_counter() - t0
+        if self.on_call is not None:
+            self.on_call(len(part), wall)
+        self.compute_s_per_image += (wall / len(part) - self.compute_s_per_image) * 0.2
+        for job in jobs.values():
+            job.compute_ms += wall * 1000.0
+            job.batch = max(job.batch, len(part))
+            if pngs is None:
+                job.error = error
+        if pngs is not None:
+            for (job, i, _), png in zip(part, pngs):
+                if isinstance(png, str):  # that image failed (non-finite pixels): its request fails
+                    job.error = job.error or png
+                job.images[i] = png
+
+    @staticmethod
+    def _answer(job: Job, taken: float) -> None:
+        queue_ms = (taken - job.submitted) * 1000.0
+        if job.error:
+            job.future.set_exception(GenerationError(job.error, (queue_ms, job.compute_ms, job.batch)))
+        else:
+            job.future.set_result(Result(tuple(job.images[i] for i in range(len(job.seeds))), job.seeds,
+                                         queue_ms, job.compute_ms, job.batch))
+
+
+@dataclass(frozen=True)
+class CallSizes:
+    """How many images one pipeline call may hold.
+
+    ``limit`` alone: any number up to it. With ``verified`` (batched calls must equal lone ones, bit for bit):
+    only those sizes, and only for requests with parameters ``params`` (what the warm-up probe checked); other
+    sizes and parameters run smaller calls, down to one image per call.
+    """
+
+    limit: int
+    verified: Optional[tuple[int, ...]] = None
+    params: Optional[Params] = None
+
+    def allowed(self, params: Params) -> tuple[int, ...]:
+        if self.verified is None:
+            return tuple(range(1, self.limit + 1))
+        if params != self.params:
+            return (1,)
+        return (1, *sorted(v for v in self.verified if 1 < v <= self.limit))
+
+    def split(self, n: int, params: Params) -> list[int]:
+        """``n`` images as call sizes: the largest allowed first (no padding)."""
+        allowed = self.allowed(params)
+        out = []
+        while n > 0:
+            size = max(s for s in allowed if s <= n)
+            out.append(size)
+            n -= size
+        return out
+
+    def most(self, params: Params) -> int:
+        return max(self.allowed(params))

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 from t2ibench.errors import SkipConfig, UserError
 from t2ibench.serving import INSTALL_HINT, ServeOptions, missing_packages
-from t2ibench.serving.batcher import Batcher, Params
+from t2ibench.serving.batcher import Batcher, CallSizes, Params
 
 PROBE_PROMPTS = ("a red cube on a blue table", "a watercolor painting of a lighthouse at dusk",
                  "a cat wearing sunglasses, studio photo", "an isometric pixel-art city block")
@@ -102,29 +102,35 @@ class EngineRunner:
                 f"image of seed {seed}: {img.error or img.status}" for img, seed in
                 zip(self.pixels(params, prompts, seeds), seeds)]
 
-    def images_per_call(self, max_batch_size: int, exact: bool, log: Callable[[str], None]) -> int:
-        """How many images one call may hold: ``max_batch_size``, or 1 when ``exact`` and a probe batch (the
-        config's own parameters) differs from the same images made one per call."""
+    def call_sizes(self, max_batch_size: int, exact: bool, log: Callable[[str], None]) -> CallSizes:
+        """How many images one call may hold. ``exact``: only the batch sizes at which a probe (the config's own
+        size, steps and guidance) made every image bit-identical to the same image made alone; requests with
+        other parameters run one image per call. Not ``exact``: any number up to ``max_batch_size``."""
         if max_batch_size == 1 or not exact:
-            return max_batch_size
+            return CallSizes(max_batch_size)
         import numpy as np
 
         k = self.config.knobs
         params = Params(k.width, k.height, k.steps, k.guidance_scale, k.negative_prompt)
         prompts = [PROBE_PROMPTS[i % len(PROBE_PROMPTS)] for i in range(max_batch_size)]
         seeds = list(range(max_batch_size))
-        together = self.pixels(params, prompts, seeds)
         alone = [self.pixels(params, [p], [s])[0] for p, s in zip(prompts, seeds)]
-        differ = sum(a.status != b.status or (a.status == "ok" and not np.array_equal(a.pixels, b.pixels))
-                     for a, b in zip(together, alone))
-        if not differ:
-            log(f"t2ibench serve: batches of up to {max_batch_size} images run as one call (bit-identical to lone "
-                "calls in the warm-up probe)")
-            return max_batch_size
-        log(f"t2ibench serve: note: a batched call is not bit-identical to lone calls on {self.device} here "
-            f"({differ} of {max_batch_size} probe images differ), so each image runs in its own call and equals "
-            "its request's lone image; exact_batches false (--inexact-batches) batches anyway")
-        return 1
+        verified, differ = [], []
+        for size in probe_sizes(max_batch_size):
+            together = self.pixels(params, prompts[:size], seeds[:size])
+            same = all(a.status == b.status and (a.status != "ok" or np.array_equal(a.pixels, b.pixels))
+                       for a, b in zip(together, alone))
+            (verified if same else differ).append(size)
+        sizes = CallSizes(max_batch_size, tuple(verified), params)
+        if differ:
+            log(f"t2ibench serve: note: on {self.device}, batched calls of {', '.join(map(str, differ))} images "
+                "are not bit-identical to lone calls here (the kernels depend on the batch's size), so batches "
+                f"run as calls of {', '.join(map(str, sizes.allowed(params)))} images, each image equal to its "
+                "request's lone image; --inexact-batches (exact_batches: false) batches anyway")
+        else:
+            log(f"t2ibench serve: batched calls of up to {max_batch_size} images are bit-identical to lone calls "
+                "(warm-up probe)")
+        return sizes
 
     def close(self) -> None:
         if self._upscalers is not None:
@@ -132,6 +138,14 @@ class EngineRunner:
         if self.model is not None:
             self.model.close()
             self.model = None
+
+
+def probe_sizes(max_batch_size: int) -> list[int]:
+    """The batch sizes the exactness probe tries: every one up to 8, then powers of two and the largest."""
+    if max_batch_size <= 8:
+        return list(range(2, max_batch_size + 1))
+    return sorted({*(2**i for i in range(1, max_batch_size.bit_length()) if 2**i <= max_batch_size),
+                   max_batch_size})
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -208,7 +222,7 @@ def serve(config, *, device: str, options: ServeOptions, timing, trust_remote_co
         runner = EngineRunner(config, device, timing, trust_remote_code)
         try:
             runner.load(log)
-            per_call = runner.images_per_call(options.max_batch_size, options.exact_batches, log)
+            sizes = runner.call_sizes(options.max_batch_size, options.exact_batches, log)
         except BaseException as e:
             failure.append(e)
             server.should_exit = True
@@ -216,11 +230,11 @@ def serve(config, *, device: str, options: ServeOptions, timing, trust_remote_co
             return
         try:
             if not batcher.stopping:
-                batcher.per_call, batcher.ready = per_call, True
+                batcher.sizes, batcher.ready = sizes, True
                 if port_file is not None:
                     write_atomic(Path(port_file), f"{sock.getsockname()[1]}\n".encode())
                 log(f"serving {config.name} on {url} (OpenAI Images API; Ctrl-C stops)")
-            batcher.work(runner, per_call)
+            batcher.work(runner, sizes)
         finally:
             runner.close()
 
