@@ -272,6 +272,10 @@ def test_served_images_equal_offline_with_batching_off(engine, offline):
             assert status == 200, body
             assert base64.b64decode(body["data"][0]["b64_json"]) == offline(prompt, seed)
             assert timing_of(headers)["batch"] == 1
+        # no seed: the server picks one, says which, and the image is that seed's
+        status, _, body = generate(url, {"prompt": PROMPTS[3]})
+        assert status == 200 and isinstance(body["data"][0]["seed"], int)
+        assert base64.b64decode(body["data"][0]["b64_json"]) == offline(PROMPTS[3], body["data"][0]["seed"])
         # the request's own steps, guidance and negative prompt reach the engine
         status, _, body = generate(url, {"prompt": PROMPTS[0], "seed": 5, "num_inference_steps": 3,
                                          "guidance_scale": 4.0, "negative_prompt": "blurry"})

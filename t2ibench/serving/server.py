@@ -125,8 +125,8 @@ class EngineRunner:
         if differ:
             log(f"t2ibench serve: note: on {self.device}, batched calls of {', '.join(map(str, differ))} images "
                 "are not bit-identical to lone calls here (the kernels depend on the batch's size), so batches "
-                f"run as calls of {', '.join(map(str, sizes.allowed(params)))} images, each image equal to its "
-                "request's lone image; --inexact-batches (exact_batches: false) batches anyway")
+                f"run as {calls(sizes.allowed(params))}, each image equal to its request's lone image; "
+                "--inexact-batches (exact_batches: false) batches anyway")
         else:
             log(f"t2ibench serve: batched calls of up to {max_batch_size} images are bit-identical to lone calls "
                 "(warm-up probe)")
@@ -138,6 +138,10 @@ class EngineRunner:
         if self.model is not None:
             self.model.close()
             self.model = None
+
+
+def calls(allowed: tuple[int, ...]) -> str:
+    return "one image per call" if allowed == (1,) else f"calls of {', '.join(map(str, allowed))} images"
 
 
 def probe_sizes(max_batch_size: int) -> list[int]:
