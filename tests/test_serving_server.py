@@ -446,6 +446,24 @@ def test_cli_missing_serve_extra_names_it(capsys, monkeypatch):
     assert err == ["t2ibench: error: t2ibench serve needs fastapi: pip install 't2ibench[serve]'"]
 
 
+@pytest.mark.parametrize("spec, says", [
+    ("{not json", "not valid JSON"),
+    ({"model": "random:tiny-sd", "knobs": {"steps": 0}}, "steps"),
+    ({"model": "random:tiny-sd", "knobs": {}, "serve": {"max_batch_size": 0}}, "max_batch_size"),
+    ({"model": "random:tiny-sd", "knobs": {}, "surve": {}}, "surve"),
+    ({"model": "random:nope", "knobs": {}}, "unknown model 'random:nope'"),
+])
+def test_entry_bad_input_is_one_line_and_exit_2(tmp_path, spec, says):
+    path = tmp_path / "config.json"
+    path.write_text(spec if isinstance(spec, str) else json.dumps(spec))
+    proc = subprocess.run([sys.executable, "-m", "t2ibench.serving", "--config-json", str(path), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          cwd=tmp_path)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("t2ibench: error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and says in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "port").exists()
+
+
 # -- last: SIGTERM drains the subprocess ----------------------------------------------------------------
 def test_sigterm_drains_queued_requests_and_exits_0(served):
     """Four requests of different sizes (so each is its own batch); SIGTERM while three wait in the queue: every

@@ -209,6 +209,9 @@ def serve(config, *, device: str, options: ServeOptions, timing, trust_remote_co
     from t2ibench.serving.app import ServedModel, make_app
     from t2ibench.store import write_atomic
 
+    from t2ibench.backends import BACKENDS
+
+    BACKENDS.get(config.knobs.backend).check_model(config.model)  # a model spec that cannot load: before listening
     device = resolve_device(device)
     knobs = config.knobs
     batcher = Batcher(max_batch_size=options.max_batch_size, max_wait_ms=options.max_wait_ms,
