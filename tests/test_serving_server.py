@@ -338,6 +338,22 @@ def test_call_sizes_keep_batched_calls_to_verified_sizes():
     assert [timing_of(a[1])["batch"] for a in answers] == [2, 1]
 
 
+def test_a_failed_call_is_a_500_and_the_server_goes_on():
+    def runner(params, prompts, seeds):
+        if "boom" in prompts:
+            raise RuntimeError("CUDA out of memory\nmore lines")
+        return ["image of seed 1: non-finite pixels" if p == "nan" else encode_png(np.zeros((64, 64, 3), np.uint8))
+                for p in prompts]
+
+    with app_server(runner) as (url, _, _):
+        status, headers, body = generate(url, {"prompt": "boom", "seed": 0})
+        assert status == 500 and body["error"]["message"] == "generation failed: RuntimeError: CUDA out of memory"
+        assert timing_of(headers)["batch"] == 1
+        status, _, body = generate(url, {"prompt": "nan", "seed": 1})
+        assert status == 500 and "non-finite" in body["error"]["message"]
+        assert generate(url, {"prompt": "fine", "seed": 2})[0] == 200
+
+
 def test_bad_requests_get_json_errors_naming_the_problem():
     runner = FakeRunner()
     with app_server(runner, max_body_bytes=2048, max_prompt_chars=100, max_n=4, max_pixels=128 * 128) as (url, _, _):

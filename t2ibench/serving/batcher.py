@@ -163,7 +163,7 @@ class Batcher:
             # requests with parameters whose calls hold one image are not grouped: nothing would be gained
             limit = min(self.max_batch_size, max(self.sizes.allowed(first.params)))
             batch, images = [first], len(first.seeds)
-            deadline = time.perf_counter() + self.max_wait_s
+            deadline = first.submitted + self.max_wait_s  # a request that already waited in the queue waits no more
             while images < limit:
                 for job in list(self._queue):  # compatible requests that fit, oldest first
                     if job.params == first.params and images + len(job.seeds) <= limit:

@@ -90,7 +90,15 @@ class EngineRunner:
 
     def pixels(self, params: Params, prompts: list, seeds: list) -> list:
         """One pipeline call (then the upscale stage): an ImageOutcome per image."""
-        outcome = self.model.generate(list(prompts), list(seeds), self.knobs(params, len(prompts)))
+        try:
+            outcome = self.model.generate(list(prompts), list(seeds), self.knobs(params, len(prompts)))
+        except Exception as e:
+            failed = e.with_traceback(None)  # its frames (and their tensors) go, as in the worker
+        else:
+            failed = None
+        if failed is not None:
+            self.model.recover()  # free what the failed call left on the device (a CUDA OOM), for the next call
+            raise failed
         if self.stage is not None:
             outcome = self.stage.apply(outcome, list(prompts), list(seeds))
         return outcome.images
