@@ -420,6 +420,21 @@ def test_request_timeout_is_504_and_a_timed_out_request_never_runs():
     assert [c[2] for c in runner.calls] == [[1], [3]]  # seed 2 timed out while queued: never generated
 
 
+def test_requests_that_timed_out_in_the_queue_leave_room():
+    runner = FakeRunner(gated=True)
+    with app_server(runner, request_timeout_s=1.0, max_queue=1) as (url, batcher, _):
+        with ThreadPoolExecutor(2) as pool:
+            held = pool.submit(generate, url, {"prompt": "a", "seed": 1})
+            assert runner.running.wait(20)
+            assert generate(url, {"prompt": "b", "seed": 2})[0] == 504  # queued, then timed out
+            assert batcher.depth == 1  # still in the deque, cancelled
+            later = pool.submit(generate, url, {"prompt": "c", "seed": 3})  # not refused as "queue full"
+            wait_until(lambda: len(runner.calls) == 1 and batcher.depth == 1 and not later.done(), 5, "c queued")
+            runner.gate.set()
+            assert later.result(30)[0] == 200 and held.result(30)[0] == 504
+    assert [c[2] for c in runner.calls] == [[1], [3]]
+
+
 def test_metrics_parse_and_count_requests():
     from prometheus_client.parser import text_string_to_metric_families
 

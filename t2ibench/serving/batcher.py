@@ -104,6 +104,8 @@ class Batcher:
         with self._cond:
             if self._stopping:
                 raise Stopped("the server is stopping")
+            if len(self._queue) >= self.max_queue:  # requests that timed out while queued leave room
+                self._queue = collections.deque(j for j in self._queue if not j.future.cancelled())
             if len(self._queue) >= self.max_queue:
                 raise QueueFull(f"the queue is full ({self.max_queue} requests waiting)")
             self._queue.append(job)
