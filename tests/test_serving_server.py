@@ -467,6 +467,32 @@ def test_cli_unknown_config_is_one_line_listing_the_configs(capsys):
     assert len(err) == 1 and "no config 'nope'" in err[0] and "'reference'" in err[0]
 
 
+def test_cli_takes_batching_defaults_from_the_scenario_and_the_key_from_the_environment(tmp_path, monkeypatch):
+    import yaml
+
+    import t2ibench.serving
+    from t2ibench.cli import main
+    from t2ibench.suites import load_suite
+
+    suite = {"name": "s", "model": "random:tiny-sd", "prompts": ["a"], "seeds": [0],
+             "defaults": {**KNOBS, "scenario": {"kind": "server", "rate": 1, "max_batch_size": 4, "max_wait_ms": 20,
+                                                "max_queue": 8}},
+             "include": [{"name": "plain", "scenario": "single_stream"}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite))
+    seen = []
+    monkeypatch.setattr(t2ibench.serving, "serve", lambda config, **kw: seen.append((config, kw)) or 0)
+    monkeypatch.setenv("T2IBENCH_API_KEY", "from-env")
+    server = next(c.name for c in load_suite(tmp_path / "s.yaml").configs() if c.name != "plain")
+    assert main(["serve", str(tmp_path / "s.yaml"), "--config", server, "--max-wait-ms", "5", "--port", "0"]) == 0
+    assert main(["serve", str(tmp_path / "s.yaml"), "--config", "plain", "--api-key", "given"]) == 0
+    (config, kw), (plain, kw2) = seen
+    o = kw["options"]
+    assert (o.max_batch_size, o.max_wait_ms, o.max_queue, o.port, o.api_key, o.host) == (4, 5, 8, 0, "from-env",
+                                                                                          "127.0.0.1")
+    o = kw2["options"]
+    assert (plain.name, o.max_batch_size, o.max_wait_ms, o.max_queue, o.api_key) == ("plain", 1, 0, 64, "given")
+
+
 def test_cli_missing_serve_extra_names_it(capsys, monkeypatch):
     import t2ibench.serving
     from t2ibench.cli import main
