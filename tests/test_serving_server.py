@@ -509,6 +509,7 @@ def test_cli_missing_serve_extra_names_it(capsys, monkeypatch):
     ({"model": "random:tiny-sd", "knobs": {}, "serve": {"max_batch_size": 0}}, "max_batch_size"),
     ({"model": "random:tiny-sd", "knobs": {}, "surve": {}}, "surve"),
     ({"model": "random:nope", "knobs": {}}, "unknown model 'random:nope'"),
+    ({"model": "random:tiny-sd", "knobs": {"lora": [{"source": "/nowhere/x.safetensors"}]}}, "does not exist"),
 ])
 def test_entry_bad_input_is_one_line_and_exit_2(tmp_path, spec, says):
     path = tmp_path / "config.json"

@@ -214,13 +214,16 @@ def serve(config, *, device: str, options: ServeOptions, timing, trust_remote_co
         raise UserError(f"t2ibench serve needs {', '.join(missing)}: {INSTALL_HINT}")
     import uvicorn
 
+    from t2ibench.backends import BACKENDS
     from t2ibench.serving.app import ServedModel, make_app
     from t2ibench.store import write_atomic
 
-    from t2ibench.backends import BACKENDS
-
-    BACKENDS.get(config.knobs.backend).check_model(config.model)  # a model spec that cannot load: before listening
+    spec = BACKENDS.get(config.knobs.backend)
+    spec.check_model(config.model)  # a model spec that cannot load, a missing file: said before listening
     device = resolve_device(device)
+    for finding in spec.check_config(config.model, config.knobs, device):
+        raise UserError(finding.message if finding.level == "error" else
+                        f"config '{config.name}' cannot run here: {finding.knob}: {finding.message}")
     knobs = config.knobs
     batcher = Batcher(max_batch_size=options.max_batch_size, max_wait_ms=options.max_wait_ms,
                       max_queue=options.max_queue)
