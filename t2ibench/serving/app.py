@@ -163,6 +163,10 @@ def make_app(batcher: Batcher, options: ServeOptions, served: ServedModel):
     async def _http_error(request: Request, exc: HTTPException) -> Response:
         return fail(ApiError(exc.status_code, str(exc.detail)))
 
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:  # a bug here: still a JSON error
+        return fail(ApiError(500, f"internal error: {type(exc).__name__}"))
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
         return fail(exc)
