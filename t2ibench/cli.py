@@ -18,6 +18,7 @@ EPILOG = """examples:
   t2ibench export runs/sdxl -o baseline.json     # a baseline to commit
   t2ibench compare baseline.json runs/new        # exit 1 on a significant regression beyond its gate
   t2ibench score fid images/a images/b --features inception
+  t2ibench serve smoke --config 'scheduler=euler steps=2'   # one config over the OpenAI Images API
   t2ibench suites
   t2ibench doctor
 """
@@ -99,6 +100,43 @@ def _parser() -> argparse.ArgumentParser:
                                             "downloads)."),
                          epilog="examples:\n  t2ibench doctor")
     p.set_defaults(func=_doctor)
+
+    p = verbs.add_parser("serve", help="serve one config of a suite over the OpenAI Images API (t2ibench[serve])",
+                         formatter_class=raw,
+                         description=_about("Serve one config of a suite over HTTP, through the same engine, knobs "
+                                            "and warm-up that `run` uses: POST /v1/images/generations (OpenAI Images "
+                                            "API, plus seed, num_inference_steps, guidance_scale, negative_prompt), "
+                                            "GET /health (503 until warm), /v1/models and /metrics (Prometheus). "
+                                            "Compatible requests are batched; a full queue answers 503. Ctrl-C or "
+                                            "SIGTERM stops accepting, finishes the queued requests, and exits 0. "
+                                            "Binds 127.0.0.1 unless --host says otherwise."),
+                         epilog="examples:\n"
+                                "  t2ibench serve smoke --config 'scheduler=euler steps=2'\n"
+                                "  T2IBENCH_API_KEY=secret t2ibench serve suite.yaml --config fast --port 9000 "
+                                "--max-batch-size 4 --max-wait-ms 50\n"
+                                "  curl -s localhost:8000/v1/images/generations -d '{\"prompt\": \"a cat\", "
+                                "\"seed\": 0}'")
+    p.add_argument("suite", metavar="SUITE", help="suite YAML path or builtin name")
+    p.add_argument("--config", required=True, metavar="NAME",
+                   help="the config to serve: its name (as in results.csv) or config_id")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto: cuda when found)")
+    p.add_argument("--api-key", metavar="K", help="require 'Authorization: Bearer K' on /v1/* "
+                                                  "(default: $T2IBENCH_API_KEY; unset: no key)")
+    p.add_argument("--max-batch-size", type=int, metavar="N",
+                   help="images of compatible requests per pipeline call (default: the config's scenario, else 1)")
+    p.add_argument("--max-wait-ms", type=float, metavar="MS",
+                   help="how long a batch waits to fill (default: the config's scenario, else 0)")
+    p.add_argument("--max-queue", type=int, metavar="N",
+                   help="queued requests before 503 + Retry-After (default: the config's scenario, else 64)")
+    p.add_argument("--request-timeout-s", type=float, metavar="S", help="per request, then 504 (default: 600)")
+    p.add_argument("--drain-timeout-s", type=float, metavar="S",
+                   help="on Ctrl-C/SIGTERM, how long queued requests may take to finish (default: 30)")
+    p.add_argument("--inexact-batches", action="store_true",
+                   help="batch even where a batched image differs from its lone image in the last bits "
+                        "(by default such batches run one image per call)")
+    p.set_defaults(func=_serve)
 
     from t2ibench.metrics.cli import add_score_parser
 
@@ -337,6 +375,41 @@ def _validate(args) -> int:
     if problems:
         raise UserError(problems[0], problems=problems)
     return 0
+
+
+def _serve(args) -> int:
+    import os
+
+    from pydantic import ValidationError
+
+    from t2ibench.serving import INSTALL_HINT, ServeOptions, missing_packages, serve
+    from t2ibench.suites import load_suite
+    from t2ibench.suites.scenario import is_load
+
+    missing = missing_packages()
+    if missing:
+        raise UserError(f"t2ibench serve needs {', '.join(missing)}: {INSTALL_HINT}")
+    suite = load_suite(args.suite)
+    configs = suite.configs()
+    config = next((c for c in configs if args.config in (c.name, c.config_id)), None)
+    if config is None:
+        names = [c.name for c in configs]
+        shown = ", ".join(repr(n) for n in names[:20]) + (f", … ({len(names) - 20} more)" if len(names) > 20 else "")
+        raise UserError(f"--config: suite '{suite.name}' has no config '{args.config}'; its configs: {shown}")
+    scenario = config.knobs.scenario
+    from_scenario = ({k: getattr(scenario, k) for k in ("max_batch_size", "max_wait_ms", "max_queue")}
+                     if is_load(scenario) else {})
+    given = {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
+             "request_timeout_s": args.request_timeout_s, "drain_timeout_s": args.drain_timeout_s}
+    try:
+        options = ServeOptions(host=args.host, port=args.port, api_key=args.api_key or os.environ.get(
+            "T2IBENCH_API_KEY") or None, exact_batches=not args.inexact_batches,
+            **{**from_scenario, **{k: v for k, v in given.items() if v is not None}})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UserError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    return serve(config, device=args.device, options=options, timing=suite.timing,
+                 trust_remote_code=suite.trust_remote_code, log=lambda line: print(line, flush=True))
 
 
 def _suites(args) -> int:
