@@ -27,9 +27,9 @@ SERVED = {"kind": "concurrency", "concurrency": 2, "slo_ms": 60000, "warmup_requ
 
 
 def served_suite(**over) -> dict:
-    return suite_dict(name="served", prompts=["a red cube on a table", "a lighthouse at dusk"], seeds=[0, 1],
-                      defaults={"steps": 2, "width": 64, "height": 64, "guidance_scale": 5.0},
-                      **over)
+    return suite_dict(**{"name": "served", "prompts": ["a red cube on a table", "a lighthouse at dusk"],
+                         "seeds": [0, 1], "defaults": {"steps": 2, "width": 64, "height": 64, "guidance_scale": 5.0},
+                         **over})
 
 
 def server_processes(parent: int | None = None) -> list[int]:
@@ -43,8 +43,10 @@ def server_processes(parent: int | None = None) -> list[int]:
             state = (entry / "stat").read_text().split(") ")[-1].split()[0]
         except OSError:
             continue
-        if b"t2ibench.serving" in cmd and state != "Z" and (
-                parent is None or str(parent).encode() in cmd[cmd.index(b"--parent-pid") + 1:][:1]):
+        if b"t2ibench.serving" not in cmd or state == "Z":
+            continue
+        started_by = cmd[cmd.index(b"--parent-pid") + 1] if b"--parent-pid" in cmd else None
+        if parent is None or started_by == str(parent).encode():
             pids.append(int(entry.name))
     return pids
 
@@ -102,7 +104,7 @@ def test_every_request_recorded(offline_and_served):
             assert r["queue_ms"] + r["compute_ms"] <= r["latency_ms"] + 1.0
     batches = [r["batch"] for r in requests if r["config_id"] == configs["scenario=offline max_batch_size=4"]]
     assert max(batches) > 1  # offline submits everything at once: the server batched them
-    assert not server_processes()  # the run stopped its servers
+    assert not server_processes(os.getpid())  # the run stopped its servers
 
 
 def test_results_rows_for_levels(offline_and_served):
@@ -157,7 +159,7 @@ def test_no_server_left_behind(tmp_path, how):
         else:
             driver.kill()
             driver.wait(10)
-        assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() and p in server_processes() for p in served),
+        assert wait_until(lambda: not set(served) & set(server_processes()),
                           60), f"server {served} outlived its driver ({how})"
     finally:
         if driver.poll() is None:

@@ -64,13 +64,14 @@ def plan_requests(config: Config, cells: tuple[CellTask, ...], *, n: int | None 
                             negative_prompt=knobs.negative_prompt, model=model)
 
     if isinstance(scenario, Trace):
-        entries = trace_requests(scenario.path, base_dir)
+        entries = trace_requests(scenario.path, base_dir or ".")
         by_text = {c.prompt.text: c for c in cells}
         planned = []
         for i, e in enumerate(entries[:scenario.requests] if scenario.requests else entries):
             cell = by_text.get(e["prompt"])
             seed = e.get("seed", cell.seed if cell else i)
-            planned.append(Planned(index=i, request=request(e["prompt"], seed, **e), at=e["t"] * scenario.time_scale,
+            sizes = {k: e.get(k) for k in ("width", "height", "steps")}
+            planned.append(Planned(index=i, request=request(e["prompt"], seed, **sizes), at=e["t"] * scenario.time_scale,
                                    prompt_id=cell.prompt.prompt_id if cell else f"trace-{i}", seed=seed,
                                    slo_ms=e.get("slo_ms", scenario.slo_ms)))
     else:

@@ -1,4 +1,5 @@
-"""``python -m t2ibench.serving --config-json FILE [--port-file F] [--device D]``: serve one resolved config.
+"""``python -m t2ibench.serving --config-json FILE [--port-file F] [--device D] [--parent-pid PID]``: serve one
+resolved config.
 
 The entry ``endpoint: self`` starts in a subprocess. FILE holds ``{"model", "name", "knobs": {flat knobs},
 "timing": {...}, "trust_remote_code": bool, "serve": {ServeOptions fields}}``. A bad file: one line on stderr,
@@ -47,13 +48,33 @@ def _load(path: str):
     return config, timing, options, bool(data.get("trust_remote_code", False))
 
 
+def _watch_parent(pid: int) -> None:
+    """SIGTERM this server once ``pid`` has exited (its parent-death signal covers Linux; this covers the rest)."""
+    import signal
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != pid:  # re-parented: the run that started this server is gone
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="t2ibench-parent-watch", daemon=True).start()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m t2ibench.serving", description=__doc__.splitlines()[0])
     parser.add_argument("--config-json", required=True, metavar="FILE")
     parser.add_argument("--port-file", metavar="F", help="written (atomically) with the port once /health is 200")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--parent-pid", type=int, metavar="PID",
+                        help="stop (as on SIGTERM) when this process is gone: the run that started this server")
     args = parser.parse_args(argv)
+    if args.parent_pid:
+        _watch_parent(args.parent_pid)
     try:
         config, timing, options, trust = _load(args.config_json)
         from t2ibench.serving import serve
