@@ -529,7 +529,7 @@ def test_sigterm_drains_queued_requests_and_exits_0(served):
     url, proc = served["url"], served["proc"]
     sizes = ["64x64", "64x72", "72x64", "72x72"]
     with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(generate, url, {"prompt": PROMPTS[i], "seed": i, "size": s, "num_inference_steps": 40},
+        futures = [pool.submit(generate, url, {"prompt": PROMPTS[i], "seed": i, "size": s, "num_inference_steps": 16},
                                AUTH, 120) for i, s in enumerate(sizes)]
 
         def queued() -> bool:  # one request runs, three wait
