@@ -397,14 +397,14 @@ def _serve(args) -> int:
         shown = ", ".join(repr(n) for n in names[:20]) + (f", … ({len(names) - 20} more)" if len(names) > 20 else "")
         raise UserError(f"--config: suite '{suite.name}' has no config '{args.config}'; its configs: {shown}")
     scenario = config.knobs.scenario
-    from_scenario = ({k: getattr(scenario, k) for k in ("max_batch_size", "max_wait_ms", "max_queue")}
+    from_scenario = ({k: getattr(scenario, k) for k in ("max_batch_size", "max_wait_ms", "max_queue", "exact_batches")}
                      if is_load(scenario) else {})
     given = {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
-             "request_timeout_s": args.request_timeout_s, "drain_timeout_s": args.drain_timeout_s}
+             "request_timeout_s": args.request_timeout_s, "drain_timeout_s": args.drain_timeout_s,
+             "exact_batches": False if args.inexact_batches else None}
     try:
         options = ServeOptions(host=args.host, port=args.port, api_key=args.api_key or os.environ.get(
-            "T2IBENCH_API_KEY") or None, exact_batches=not args.inexact_batches,
-            **{**from_scenario, **{k: v for k, v in given.items() if v is not None}})
+            "T2IBENCH_API_KEY") or None, **{**from_scenario, **{k: v for k, v in given.items() if v is not None}})
     except ValidationError as e:
         err = e.errors()[0]
         raise UserError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -64,8 +65,8 @@ def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:
 def offline_and_served(tmp_path_factory):
     """One run: the offline config and the same config served at concurrency 2 (endpoint: self)."""
     out = tmp_path_factory.mktemp("served")
-    suite = served_suite(matrix={"scenario": ["single_stream", SERVED,
-                                              {"kind": "offline", "max_batch_size": 4, "max_wait_ms": 200}]})
+    offline = {"kind": "offline", "max_batch_size": 4, "max_wait_ms": 200}
+    suite = served_suite(matrix={"scenario": ["single_stream", SERVED, offline, {**offline, "exact_batches": False}]})
     run = t2ibench.run(Suite.model_validate(suite), out=out, device="cpu", metrics=False)
     return out, run
 
@@ -82,6 +83,15 @@ def test_served_images_equal_offline(offline_and_served):
         for (_, a), (_, b) in zip(offline.iterrows(), served.iterrows()):
             assert (a["prompt_id"], a["seed"]) == (b["prompt_id"], b["seed"])
             assert (out / a["image_path"]).read_bytes() == (out / b["image_path"]).read_bytes(), name
+    batched = by_config["scenario=offline max_batch_size=4 exact_batches=false"]  # batched kernels: a level or two
+    for (_, a), (_, b) in zip(offline.iterrows(), batched.iterrows()):
+        assert np.abs(pixels(out / a["image_path"]) - pixels(out / b["image_path"])).max() <= 2
+
+
+def pixels(path: Path):
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
 
 
 def test_every_request_recorded(offline_and_served):
@@ -91,7 +101,8 @@ def test_every_request_recorded(offline_and_served):
         levels = store.levels()
         requests = store.requests()
     served_ids = {configs["scenario=concurrency concurrency=2 slo_ms=60000"],
-                  configs["scenario=offline max_batch_size=4"]}
+                  configs["scenario=offline max_batch_size=4"],
+                  configs["scenario=offline max_batch_size=4 exact_batches=false"]}
     assert {lv["config_id"] for lv in levels} == served_ids
     for level in levels:
         mine = [r for r in requests if r["config_id"] == level["config_id"]]
@@ -102,8 +113,11 @@ def test_every_request_recorded(offline_and_served):
             assert r["sent_s"] >= r["scheduled_s"] - 1e-6
             assert r["queue_ms"] is not None and r["compute_ms"] is not None
             assert r["queue_ms"] + r["compute_ms"] <= r["latency_ms"] + 1.0
-    batches = [r["batch"] for r in requests if r["config_id"] == configs["scenario=offline max_batch_size=4"]]
-    assert max(batches) > 1  # offline submits everything at once: the server batched them
+    def batches(name):
+        return [r["batch"] for r in requests if r["config_id"] == configs[name]]
+
+    assert max(batches("scenario=offline max_batch_size=4 exact_batches=false")) > 1  # all at once: batched
+    assert set(batches("scenario=offline max_batch_size=4")) == {1}  # exact batches: one image per call
     assert not server_processes(os.getpid())  # the run stopped its servers
 
 

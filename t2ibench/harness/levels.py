@@ -29,7 +29,7 @@ from t2ibench.suites.scenario import Concurrency, Offline, Search, Server, Trace
 # the scenario fields that make a level: configs equal but for them share one self-served endpoint
 LEVEL_ONLY = ("rate", "concurrency", "slo_ms", "arrival", "seed", "search", "requests", "duration_s",
               "warmup_requests", "max_in_flight", "timeout_s", "path", "time_scale")
-SERVER_FIELDS = ("max_batch_size", "max_wait_ms", "max_queue")  # what endpoint: self's server takes
+SERVER_FIELDS = ("max_batch_size", "max_wait_ms", "max_queue", "exact_batches")  # what endpoint: self's server takes
 
 
 def serving_key(config: Config) -> tuple:

@@ -30,9 +30,9 @@ class ServeOptions(Frozen):
     ``port`` 0 picks a free port. ``api_key``: when set, ``/v1/*`` needs ``Authorization: Bearer <key>``.
     ``max_batch_size`` images (of compatible requests: same size, steps, guidance and negative prompt) share one
     pipeline call; a batch waits up to ``max_wait_ms`` to fill. ``max_queue`` requests wait at most, then 503.
-    ``exact_batches``: a batched image must equal the image its request gets alone, bit for bit; when the warm-up
-    probe finds that batched calls differ here (CPU GEMM kernels depend on the batch's size), each image runs in
-    its own call. False batches anyway (faster; an image may then differ from the lone one in its last bits).
+    ``exact_batches``: a served image must equal the image its request gets alone, bit for bit, so each image runs
+    in its own call (batched kernels are not batch-invariant: CPU GEMMs pick their kernel by the batch's size).
+    False batches compatible requests (faster; an image may then differ from its lone one by a pixel level).
     """
 
     host: str = "127.0.0.1"

@@ -11,7 +11,7 @@ Every kind but ``single_stream`` is a *load* scenario: its requests go over HTTP
 ``backend: http`` endpoint, or ``endpoint: self``: t2ibench serves the config itself in a subprocess), and
 each level (one rate, one concurrency) is one config. ``rate``, ``concurrency`` and ``slo_ms`` may be lists:
 :func:`expand_levels` makes one config per value. The server options (``max_batch_size``, ``max_wait_ms``,
-``max_queue``) configure ``endpoint: self``'s dynamic batching and queue. A scenario left at
+``max_queue``, ``exact_batches``) configure ``endpoint: self``'s dynamic batching and queue. A scenario left at
 ``single_stream`` dumps to nothing new, so every config_id written before scenarios stays the same.
 """
 
@@ -67,6 +67,7 @@ class _Load(Frozen):
     max_batch_size: int = Field(1, ge=1, le=256)  # server: compatible requests grouped into one pipeline call
     max_wait_ms: float = Field(0.0, ge=0, le=60_000)  # server: how long a batch waits to fill
     max_queue: int = Field(64, ge=1, le=100_000)  # server: queued requests before 503 + Retry-After
+    exact_batches: bool = True  # server: each image equals its lone image bit for bit (so one image per call)
 
 
 class Offline(_Load):
@@ -153,9 +154,13 @@ def label(scenario: Any) -> str:
         data = scenario.model_dump(mode="json", exclude_defaults=True)
         data["kind"] = scenario.kind
     parts = [str(data.get("kind", "?"))]
-    for key in ("rate", "concurrency", "slo_ms", "arrival", "search", "path", "max_batch_size"):
+    for key in ("rate", "concurrency", "slo_ms", "arrival", "search", "path", "max_batch_size", "exact_batches"):
         if key in data and data[key] is not None:
             value = data[key]
-            parts.append(f"{key}={value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool)
-                         else f"{key}={value}")
+            if isinstance(value, bool):
+                parts.append(f"{key}={str(value).lower()}")
+            elif isinstance(value, (int, float)):
+                parts.append(f"{key}={value:g}")
+            else:
+                parts.append(f"{key}={value}")
     return " ".join(parts)
