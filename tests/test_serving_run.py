@@ -180,3 +180,92 @@ def test_no_server_left_behind(tmp_path, how):
             driver.kill()
         for pid in server_processes(driver.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_http_backend_against_t2ibench_serve_gives_the_local_images(tmp_path):
+    """A single-stream ``backend: http`` config against ``t2ibench serve`` (of the same config) makes the images the
+    local torch backend makes: one suite holds both (the include, and the defaults alone as ``default``)."""
+    from t2ibench.harness.endpoint import SelfServer
+
+    local = Suite.model_validate(served_suite())
+    (config,) = local.configs()
+    with SelfServer(config, device="cpu", timing=local.timing) as server:
+        suite = Suite.model_validate(served_suite(include=[{"name": "remote", "backend": "http",
+                                                            "endpoint": {"url": server.url}}]))
+        run = t2ibench.run(suite, out=tmp_path, device="cpu", metrics=False)
+    cells = run.cells()
+    assert set(cells["status"]) == {"ok"} and len(cells) == 8
+    mine = {name: frame.sort_values(["prompt_id", "seed"])["image_path"].tolist()
+            for name, frame in cells.groupby("config")}
+    for a, b in zip(mine["default"], mine["remote"]):
+        assert (tmp_path / a).read_bytes() == (tmp_path / b).read_bytes()
+    applied = run.results().set_index("config").loc["remote", "applied"]
+    assert server.url.split("//")[1] in applied  # what the engine observed: the endpoint it called
+
+
+def test_overload_of_a_real_server_is_accounted_and_survived():
+    """Far above capacity: every scheduled request ends recorded, the 503s are counted as rejected, the server
+    answers again afterwards and its memory stays bounded."""
+    from t2ibench.harness.endpoint import SelfServer
+    from t2ibench.harness.levels import plan_requests, serve_options
+    from t2ibench.harness.loadgen import run_level
+    from t2ibench.harness.plan import CellTask
+
+    overload = {"kind": "server", "rate": 200, "requests": 300, "max_queue": 4, "warmup_requests": 0}
+    suite = Suite.model_validate(served_suite(matrix={"scenario": [overload]}))
+    (config,) = suite.configs()
+    cells = tuple(CellTask(p, s) for p in suite.prompt_list() for s in suite.seed_list())
+
+    def rss_mb(pid: int) -> float:
+        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS"))
+        return int(line.split()[1]) / 1024
+
+    with SelfServer(config, device="cpu", timing=suite.timing, serve_options=serve_options(config)) as server:
+        planned, _ = plan_requests(config, cells)
+        before = rss_mb(server.process.pid)
+        result = run_level(server.url, planned, mode="open", timeout_s=60)
+        after = rss_mb(server.process.pid)
+        again = run_level(server.url, planned[:1], mode="open", timeout_s=60)
+    kinds = [r.error_kind for r in result.records]
+    assert [r.index for r in result.records] == list(range(300))  # every scheduled request, once
+    assert set(kinds) <= {"", "rejected"} and kinds.count("rejected") > 200 and kinds.count("") >= 5
+    assert all(r.status == 503 for r in result.records if r.error_kind == "rejected")
+    assert again.records[0].error_kind == ""  # the server survived
+    assert after - before < 150, (before, after)
+
+
+def test_search_and_trace_against_an_endpoint(tmp_path):
+    """``search`` bisects to the highest rate within the SLO (every probe recorded, one final); ``trace`` replays
+    its lines at their times. Against a test server of known capacity (capacity 1 × 50 ms: 20 requests/s)."""
+    from serving_apps import ImagesApp, Served
+
+    trace = tmp_path / "requests.jsonl"
+    trace.write_text("".join(f'{{"t": {0.1 * i:.1f}, "prompt": "a red cube on a table", "seed": {i}}}\n'
+                             for i in range(6)) + '{"t": 0.7, "prompt": "not in the suite", "steps": 3}\n')
+    app = ImagesApp(delay=0.05, capacity=1, queue=1000)
+    with Served(app) as url:
+        search = {"kind": "server", "requests": 40, "warmup_requests": 0,
+                  "search": {"slo_ms": 400, "attainment": 0.9, "low": 8, "iterations": 2}}
+        suite = served_suite(defaults={"steps": 2, "width": 64, "height": 64, "backend": "http",
+                                       "endpoint": {"url": url}},
+                             matrix={"scenario": [search, {"kind": "trace", "path": "requests.jsonl",
+                                                           "time_scale": 0.5, "warmup_requests": 0}]})
+        (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+        run = t2ibench.run(t2ibench.load_suite(tmp_path / "suite.yaml"), out=tmp_path / "run", device="cpu",
+                           metrics=False)
+    with RunStore.open(tmp_path / "run") as store:
+        ids = {c["name"]: c["config_id"] for c in store.configs()}
+        levels = store.levels()
+        probes = [lv for lv in levels if lv["config_id"] == ids[next(n for n in ids if "search" in n)]]
+        trace_requests = [r for r in store.requests() if r["config_id"] == ids["scenario=trace path=requests.jsonl"]]
+    assert len(probes) >= 4 and sum(lv["final"] for lv in probes) == 1
+    rates = [lv["offered_rate"] for lv in probes]
+    assert rates[:2] == [8, 16]  # doubling from low until the SLO fails, then bisecting
+    final = next(lv for lv in probes if lv["final"])
+    assert 8 <= final["offered_rate"] <= 32 and final["n_scheduled"] == 40
+    results = run.results().set_index("config")
+    row = results.loc[next(n for n in results.index if "search" in n)]
+    assert row["offered_rate"] == final["offered_rate"] and row["slo_attainment"] >= 0.9
+    assert [round(r["scheduled_s"], 3) for r in trace_requests] == [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.35]
+    assert [r["prompt_id"] for r in trace_requests][-1] == "trace-6"
+    assert all(r["error_kind"] == "" for r in trace_requests)
