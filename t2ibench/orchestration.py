@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 from t2ibench.base import plural
 from t2ibench.errors import RunInterrupted, UserError, disk_full
 from t2ibench.executors import ExecutorChoice, parse_executor
+from t2ibench.harness.environment import resolve_device
 from t2ibench.harness.interrupt import StopRequested, stop_on_sigint
 from t2ibench.harness.plan import make_plan
 from t2ibench.harness.recorder import Observer, StoreRecorder
@@ -26,18 +27,6 @@ from t2ibench.store import SCHEMA_VERSION, RunStore, cell_records
 from t2ibench.suites import Suite
 
 RUNS_ROOT = Path("t2ibench-runs")
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda[:N], got '{device}'")
-    return device
 
 
 def choose_run_dir(suite: Suite, out: str | Path | None, fresh: bool) -> tuple[Path, str]:

@@ -8,6 +8,21 @@ from importlib import metadata
 from pathlib import Path
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` → cuda when available, else cpu; a cuda device without CUDA, or another word, is a user error."""
+    import torch
+
+    from t2ibench.errors import UserError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda[:N], got '{device}'")
+    return device
+
+
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)

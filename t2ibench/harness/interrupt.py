@@ -23,6 +23,11 @@ def check_stop() -> None:
         raise StopRequested()
 
 
+def stop_requested() -> bool:
+    """Whether a stop was asked (for loops that poll rather than raise: a load level cancels its requests)."""
+    return _stop.is_set()
+
+
 def request_stop() -> None:
     """Ask for a stop where no SIGINT arrives (a Ray actor, told by its driver): the same as a first Ctrl-C."""
     _stop.set()

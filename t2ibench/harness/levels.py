@@ -20,15 +20,13 @@ from typing import Callable
 
 from t2ibench.errors import UserError
 from t2ibench.harness.events import ConfigEnded, ConfigFacts, LevelDone, ServedCell
-from t2ibench.harness.interrupt import _stop
+from t2ibench.harness.interrupt import stop_requested
 from t2ibench.harness.plan import CellTask, ConfigTask, GroupTask
 from t2ibench.store import LevelRow, RequestRow
 from t2ibench.suites import Config
 from t2ibench.suites.scenario import Concurrency, Offline, Search, Server, Trace
 
-# the scenario fields that make a level: configs equal but for them share one self-served endpoint
-LEVEL_ONLY = ("rate", "concurrency", "slo_ms", "arrival", "seed", "search", "requests", "duration_s",
-              "warmup_requests", "max_in_flight", "timeout_s", "path", "time_scale")
+# the scenario's server options: configs equal but for their other scenario fields share one self-served endpoint
 SERVER_FIELDS = ("max_batch_size", "max_wait_ms", "max_queue", "exact_batches")  # what endpoint: self's server takes
 
 
@@ -140,7 +138,7 @@ class LevelRunner:
         result = run_level(self.url, planned, mode="closed" if closed else "open",
                            concurrency=scenario.concurrency if closed else None,
                            max_in_flight=scenario.max_in_flight, timeout_s=scenario.timeout_s, api_key=self.api_key,
-                           duration_s=scenario.duration_s, warmup=warmup, stop=_stop.is_set)
+                           duration_s=scenario.duration_s, warmup=warmup, stop=stop_requested)
         requests, served, seen = [], [], set()
         cell_of = {(c.prompt.prompt_id, c.seed): c for c in cells}
         for r in result.records:

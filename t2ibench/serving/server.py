@@ -17,24 +17,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from t2ibench.errors import SkipConfig, UserError
+from t2ibench.harness.environment import resolve_device
 from t2ibench.serving import INSTALL_HINT, ServeOptions, missing_packages
 from t2ibench.serving.batcher import Batcher, CallSizes, Params
 
 PROBE_PROMPTS = ("a red cube on a blue table", "a watercolor painting of a lighthouse at dusk",
                  "a cat wearing sunglasses, studio photo", "an isometric pixel-art city block")
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → cuda when available, else cpu; a cuda device without CUDA is a user error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda[:N], got '{device}'")
-    return device
 
 
 class EngineRunner:
