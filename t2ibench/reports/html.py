@@ -86,7 +86,7 @@ def _num(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:.0f}" if 1e4 <= abs(v) < 1e9 else f"{v:.4g}"  # 45549 ms, not 4.555e+04
     return escape(str(v))
 
 

@@ -240,7 +240,10 @@ def slo_lines(rows: list[Mapping], attainment: float = ATTAINMENT) -> list[str]:
         rate = group[0].get("slo_max_rate")
         where = f"SLO {slo:g} ms" if slo is not None else "SLO"
         tried = ", ".join(f"{r['offered_rate']:g}" for r in judged if _finite(r.get("offered_rate")))
-        if _finite(rate):
+        if not tried:  # closed loop or offline: no offered rate to sweep; say how the SLO held at each level
+            out += [f"{r.get('config')}: {r['slo_attainment']:.0%} of requests within the {where}, goodput "
+                    f"{r.get('goodput', math.nan):.3g} req/s" for r in judged]
+        elif _finite(rate):
             out.append(f"{family_name(group)}: {rate:g} req/s within the {where} (≥ {target:.0%} of requests)")
         else:
             out.append(f"{family_name(group)}: no rate within the {where} (≥ {target:.0%} of requests; tried "

@@ -26,7 +26,9 @@ class Column:
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return f"{v:.0f}" if 1e4 <= abs(v) < 1e9 else f"{v:.4g}"  # 45549 ms, not 4.555e+04
+    return str(v)
 
 
 def _peak(r: dict) -> str:
